@@ -1,0 +1,61 @@
+"""debootstrap_rootfs: one real debootstrap, cached, then cheap fresh copies; chroot_mounts."""
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from goldbox.errors import GoldboxError
+from goldbox.rootfs import chroot_mounts, debootstrap_rootfs, rootfs_key
+
+CACHE = Path(os.environ.get("GOLDBOX_CACHE", "~/.cache/goldbox")).expanduser()
+BOOKWORM = {"suite": "bookworm", "mirror": "http://deb.debian.org/debian", "variant": "minbase"}
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="debootstrap and chroot need root")
+
+
+def test_key_ignores_package_order_and_duplicates():
+    one = rootfs_key(packages=["python3", "iproute2"], **BOOKWORM)
+    two = rootfs_key(packages=["iproute2", "python3", "python3"], **BOOKWORM)
+    assert one == two
+    assert one != rootfs_key(packages=["python3"], **BOOKWORM)
+    assert one != rootfs_key(packages=["python3", "iproute2"], **{**BOOKWORM, "suite": "trixie"})
+
+
+@pytest.mark.slow
+def test_debootstrap_once_then_fresh_copies(tmp_path):
+    first = debootstrap_rootfs(CACHE, packages=["python3"], dest=tmp_path / "a", **BOOKWORM)
+    (first / "etc/marker").write_text("changed in the first copy\n")
+
+    started = time.monotonic()
+    second = debootstrap_rootfs(CACHE, packages=["python3"], dest=tmp_path / "b", **BOOKWORM)
+    assert time.monotonic() - started < 60, "the second call must extract, not bootstrap"
+
+    assert not (second / "etc/marker").exists()
+    assert (second / "etc/debian_version").read_text().startswith("12.")
+    assert not list((second / "var/cache/apt/archives").glob("*.deb"))
+    version = subprocess.run(["chroot", second, "python3", "--version"],
+                             capture_output=True, text=True, check=True)
+    assert version.stdout.startswith("Python 3.11")
+
+    with pytest.raises(GoldboxError, match="not empty"):
+        debootstrap_rootfs(CACHE, packages=["python3"], dest=second, **BOOKWORM)
+
+
+@pytest.mark.slow
+def test_chroot_mounts_are_undone_even_on_error(tmp_path):
+    root = debootstrap_rootfs(CACHE, packages=["python3"], dest=tmp_path / "root", **BOOKWORM)
+    with pytest.raises(RuntimeError):
+        with chroot_mounts(root):
+            for path in ("proc", "sys", "dev", "dev/pts", "dev/shm"):
+                assert os.path.ismount(root / path), path
+            probe = subprocess.run(
+                ["chroot", root, "python3", "-c",
+                 "import os, pty; print(len(os.listdir('/proc/self/fd')) > 0); pty.openpty()"],
+                capture_output=True, text=True, check=True)
+            assert probe.stdout.strip() == "True"
+            raise RuntimeError("boom")
+    for path in ("proc", "sys", "dev", "dev/pts", "dev/shm"):
+        assert not os.path.ismount(root / path), path
