@@ -1,0 +1,74 @@
+"""Decide between KVM and TCG by booting a real kernel, not by looking at /dev/kvm.
+
+A nested "PVM" /dev/kvm can run a boot sector yet hang a normal kernel, so the probe
+boots a Linux kernel without a root disk and waits for its "VFS: Unable to mount root"
+panic: reaching it proves the accelerator runs a kernel to the end of its start-up.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PANIC = b"VFS: Unable to mount root fs"
+PROBE_SECONDS = 20
+
+
+@dataclass(frozen=True)
+class Acceleration:
+    accelerator: str  # "kvm" or "tcg"
+    reason: str
+
+    @property
+    def libvirt_driver(self) -> str:
+        return "kvm" if self.accelerator == "kvm" else "qemu"
+
+
+def probe_kernel() -> Path | None:
+    kernels = sorted(glob.glob("/boot/vmlinuz-*"), key=os.path.getmtime)
+    return Path(kernels[-1]) if kernels else None
+
+
+def boots_with(accel: str, kernel: Path, seconds: float = PROBE_SECONDS) -> tuple[bool, float]:
+    """Boot `kernel` under `-accel accel`; True when it reaches its root-fs panic in time."""
+    argv = ["qemu-system-x86_64", "-accel", accel, "-display", "none", "-serial", "stdio",
+            "-monitor", "none", "-no-reboot", "-m", "256", "-kernel", str(kernel),
+            "-append", "console=ttyS0 panic=-1 loglevel=3"]
+    start = time.monotonic()
+    try:
+        out = subprocess.run(argv, capture_output=True, timeout=seconds, check=False).stdout
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout or b""
+    except OSError:
+        return False, 0.0
+    return PANIC in out, time.monotonic() - start
+
+
+def detect(cache_dir: Path | None = None) -> Acceleration:
+    """KVM when a kernel boots under it, TCG otherwise; cached per host kernel and qemu."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return Acceleration("tcg", "/dev/kvm is missing or not accessible")
+    kernel = probe_kernel()
+    if kernel is None:
+        return Acceleration("tcg", "no /boot/vmlinuz-* to probe KVM with")
+    key = f"{os.uname().release}|{kernel}|{kernel.stat().st_mtime_ns}"
+    cache = cache_dir / "accel-probe.json" if cache_dir else None
+    if cache and cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            return Acceleration(saved["accelerator"], saved["reason"] + " (cached probe)")
+    ok, seconds = boots_with("kvm", kernel)
+    result = (Acceleration("kvm", f"{kernel.name} booted under KVM in {seconds:.1f} s") if ok
+              else Acceleration("tcg", f"{kernel.name} did not boot under KVM within "
+                                f"{PROBE_SECONDS} s (nested or unusable KVM)"))
+    if cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": key, **vars(result)}))
+        tmp.replace(cache)
+    return result

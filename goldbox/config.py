@@ -1,0 +1,356 @@
+"""Load goldbox.toml and platforms/<name>.toml once into typed, validated objects.
+
+Every bad input stops here, before anything runs, with one line naming the file,
+the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from goldbox import PROJECT_ROOT
+from goldbox.errors import GoldboxError
+
+SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+def _semver(value: str) -> str:
+    if not SEMVER.match(value):
+        raise ValueError("expected a semantic version MAJOR.MINOR.PATCH, e.g. 1.2.0")
+    return value
+
+
+def _sha256(value: str) -> str:
+    if not SHA256.match(value):
+        raise ValueError("expected a sha256: 64 lowercase hex characters")
+    return value
+
+
+def _name(value: str) -> str:
+    if not NAME.match(value):
+        raise ValueError("expected lowercase letters, digits, '.', '_' or '-'")
+    return value
+
+
+def _unix_name(value: str) -> str:
+    if not UNIX_NAME.match(value):
+        raise ValueError("expected a Unix user name: [a-z_][a-z0-9_-]*, at most 32 characters")
+    return value
+
+
+def _absolute_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("expected an absolute path in the guest")
+    return value
+
+
+def _url(value: str) -> str:
+    if not re.match(r"^(https?|ftp|file)://\S+$", value):
+        raise ValueError("expected an http(s)://, ftp:// or file:// URL")
+    return value
+
+
+SemVer = Annotated[str, AfterValidator(_semver)]
+Sha256 = Annotated[str, AfterValidator(_sha256)]
+Name = Annotated[str, AfterValidator(_name)]
+UnixName = Annotated[str, AfterValidator(_unix_name)]
+GuestPath = Annotated[str, AfterValidator(_absolute_path)]
+Url = Annotated[str, AfterValidator(_url)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# ---- goldbox.toml -------------------------------------------------------------------
+
+
+class BoxSection(Strict):
+    name: Name
+    version: SemVer
+    description: str
+    default_platform: str
+
+
+class AppSection(Strict):
+    path: str = "app"
+    user: UnixName = "goldbox"
+    root: GuestPath = "/srv/goldbox/MyApplication"
+    uwsgi_processes: Annotated[int, Field(ge=1, le=64)] = 2
+
+
+class PortsSection(Strict):
+    uwsgi: Port = 8080
+    guest_http: Port = 80
+    host_http: Port = 8088
+
+
+class CatalogSection(Strict):
+    location: str = "dist/catalog"
+
+
+class CacheSection(Strict):
+    dir: str = "~/.cache/goldbox"
+
+
+class VmSection(Strict):
+    memory: Annotated[int, Field(ge=256, le=65536)] = 1024
+    cpus: Annotated[int, Field(ge=1, le=64)] = 2
+
+
+class ProjectConfig(Strict):
+    box: BoxSection
+    app: AppSection = AppSection()
+    ports: PortsSection = PortsSection()
+    catalog: CatalogSection = CatalogSection()
+    cache: CacheSection = CacheSection()
+    vm: VmSection = VmSection()
+
+
+# ---- platforms/<name>.toml ----------------------------------------------------------
+
+
+class DebootstrapSource(Strict):
+    """The base disk is built from the distribution's mirror (no ISO needed)."""
+
+    kind: Literal["debootstrap"]
+    suite: Name
+    mirror: Url
+    kernel_package: str = "linux-image-cloud-amd64"
+
+
+class IsoSource(Strict):
+    """The base is installed by Packer from an ISO with an answer file."""
+
+    kind: Literal["iso"]
+    url: Url
+    sha256: Sha256
+    answer_file: str  # template path relative to the repository
+    boot_command: list[str]
+
+
+class PythonSection(Strict):
+    version: SemVer
+    url: Url
+    sha256: Sha256
+    configure_flags: list[str] = ["--prefix=/usr/local"]
+    requirements: str  # relative to the app folder, pinned with hashes
+    venv: Literal["venv", "virtualenv"] = "venv"
+    # A pip wheel (stage-relative) to bootstrap pip with, for a Python without ensurepip.
+    pip_bootstrap: str | None = None
+    # Build CPython natively in a chroot of the release and ship the installed tree.
+    native_bundle: bool = False
+
+
+class PackagesSection(Strict):
+    groups: list[str] = []
+    build: list[str]
+    runtime: list[str]
+
+
+class YumRepo(Strict):
+    id: Name
+    name: str
+    baseurl: str
+    gpgcheck: bool = True
+    gpgkey: str = ""
+
+
+class Rpm(Strict):
+    name: str
+    url: Url
+    sha256: Sha256
+
+
+class RepositoriesSection(Strict):
+    apt_sources: str | None = None
+    yum_repos: list[YumRepo] = []
+    disable_repo_files: list[GuestPath] = []
+    rpms: list[Rpm] = []
+
+
+class NginxSection(Strict):
+    user: UnixName
+    conf_path: GuestPath
+    remove: list[GuestPath] = []
+
+
+class FirewallSection(Strict):
+    kind: Literal["none", "iptables"] = "none"
+
+
+class SelinuxSection(Strict):
+    booleans: dict[str, bool] = {}
+
+
+class Platform(Strict):
+    name: Name
+    description: str
+    family: Literal["debian", "el"]
+    release: str
+    arch: Literal["amd64"] = "amd64"
+    package_manager: Literal["apt", "yum"]
+    service_manager: Literal["systemd", "sysv"]
+    guest_python: GuestPath
+    builders: list[Literal["qemu", "virtualbox"]] = ["qemu"]
+    status: str
+    source: Annotated[DebootstrapSource | IsoSource, Field(discriminator="kind")]
+    python: PythonSection
+    packages: PackagesSection
+    repositories: RepositoriesSection = RepositoriesSection()
+    nginx: NginxSection
+    firewall: FirewallSection = FirewallSection()
+    selinux: SelinuxSection = SelinuxSection()
+
+
+class Config(BaseModel):
+    """The whole validated input: the project and every platform it knows."""
+
+    model_config = ConfigDict(frozen=True)
+
+    root: Path
+    project: ProjectConfig
+    platforms: dict[str, Platform]
+
+    def platform(self, name: str | None) -> Platform:
+        name = name or self.project.box.default_platform
+        if name not in self.platforms:
+            raise GoldboxError(
+                f"--platform {name!r}: unknown platform "
+                f"(known: {', '.join(sorted(self.platforms))})"
+            )
+        return self.platforms[name]
+
+    @property
+    def app_dir(self) -> Path:
+        return self.root / self.project.app.path
+
+    @property
+    def build_dir(self) -> Path:
+        return self.root / "build"
+
+    @property
+    def dist_dir(self) -> Path:
+        return self.root / "dist"
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(os.environ.get("GOLDBOX_CACHE") or self.project.cache.dir).expanduser()
+
+
+# ---- loading --------------------------------------------------------------------------
+
+
+def _read_toml(path: Path, label: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise GoldboxError(f"{label}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise GoldboxError(f"{label}: invalid TOML: {exc}") from None
+
+
+def _models_at(model: type[BaseModel], loc: tuple) -> list[type[BaseModel]]:
+    """The model(s) that describe the table at `loc`: several for a tagged union."""
+    models = [model]
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        tagged = [m for m in models if _tag(m) == part]
+        if tagged:  # ("source", "iso", ...): pydantic names the union member by its tag
+            models = tagged
+            continue
+        field = models[0].model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        members = [a for a in (annotation, *get_args(annotation))
+                   if isinstance(a, type) and issubclass(a, BaseModel)]
+        models = members or [m for a in get_args(annotation) for m in _members(a)]
+        if not models:
+            return []
+    return models
+
+
+def _members(annotation: Any) -> list[type[BaseModel]]:
+    return [a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+
+
+def _tag(model: type[BaseModel]) -> str | None:
+    kind = model.model_fields.get("kind")
+    return get_args(kind.annotation)[0] if kind else None
+
+
+def _describe(error: dict, label: str, model: type[BaseModel]) -> str:
+    loc = tuple(error["loc"])
+    key = ".".join(str(p) for i, p in enumerate(loc) if not (i and loc[i - 1] == "source"))
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        models = _models_at(model, loc[:-1])
+        allowed = sorted({name for m in models for name in m.model_fields})
+        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return f"{label}: unknown key {key!r}{hint}"
+    if kind == "missing":
+        return f"{label}: missing key {key!r}"
+    if kind == "union_tag_invalid":
+        ctx = error["ctx"]
+        return f"{label}: {key}.kind = {ctx['tag']!r}: expected one of {ctx['expected_tags']}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{label}: {key} = {error.get('input')!r}: {message}"
+
+
+def _validate(model: type[BaseModel], data: dict, label: str):
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise GoldboxError(_describe(first, label, model)) from None
+
+
+def load_platform(path: Path, root: Path) -> Platform:
+    label = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+    data = _read_toml(path, label)
+    if "name" in data:
+        raise GoldboxError(f"{label}: unknown key 'name' (the platform's name is its file name)")
+    platform = _validate(Platform, {"name": path.stem, **data}, label)
+    if isinstance(platform.source, IsoSource):
+        _require_file(root / platform.source.answer_file, label, "source.answer_file")
+    return platform
+
+
+def _require_file(path: Path, label: str, key: str) -> None:
+    if not path.is_file():
+        raise GoldboxError(f"{label}: {key} = {str(path)!r}: file not found")
+
+
+def load_config(root: Path = PROJECT_ROOT, config_file: str = "goldbox.toml") -> Config:
+    """Read goldbox.toml and every platforms/*.toml below `root`, or stop with one line."""
+    project = _validate(ProjectConfig, _read_toml(root / config_file, config_file), config_file)
+    files = sorted((root / "platforms").glob("*.toml"))
+    platforms = {path.stem: load_platform(path, root) for path in files}
+    if project.box.default_platform not in platforms:
+        raise GoldboxError(
+            f"{config_file}: box.default_platform = {project.box.default_platform!r}: unknown "
+            f"platform (known: {', '.join(sorted(platforms)) or 'none in platforms/'})"
+        )
+    app_dir = root / project.app.path
+    if not (app_dir / "WSGI.py").is_file():
+        raise GoldboxError(f"{config_file}: app.path = {project.app.path!r}: no WSGI.py in it")
+    for platform in platforms.values():
+        _require_file(
+            app_dir / platform.python.requirements,
+            f"platforms/{platform.name}.toml",
+            "python.requirements",
+        )
+    return Config(root=root, project=project, platforms=platforms)

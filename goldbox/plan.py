@@ -1,0 +1,114 @@
+"""The JSON plan that `provision/` runs in the guest (shape: docs/contracts.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from goldbox.config import Config, Platform
+
+STAGE_DIR = "/tmp/goldbox-stage"
+PLAN_FORMAT = 1
+UWSGI_SERVICE = "goldbox-uwsgi"
+UWSGI_INI_PATH = "/etc/goldbox/uwsgi.ini"
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A file the host staged beside the plan, verified again in the guest."""
+
+    file: str  # relative to the stage folder
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Prebuilt:
+    """What the host compiled natively so the guest only installs it (issue: TCG is slow)."""
+
+    python_bundle: StagedFile | None = None
+    wheels: list[StagedFile] = field(default_factory=list)
+
+
+def uwsgi_unit_path(platform: Platform) -> tuple[str, str]:
+    """Where the uWSGI service definition goes, and its mode."""
+    if platform.service_manager == "systemd":
+        return f"/etc/systemd/system/{UWSGI_SERVICE}.service", "0644"
+    return f"/etc/init.d/{UWSGI_SERVICE}", "0755"
+
+
+def tarball_name(platform: Platform) -> str:
+    return PurePosixPath(platform.python.url).name
+
+
+def build_plan(
+    config: Config,
+    platform: Platform,
+    guest_files: dict[str, str],
+    prebuilt: Prebuilt | None = None,
+    cleanup: bool = True,
+) -> dict:
+    """The plan for `platform`. `guest_files` maps the rendered config names
+    (nginx, uwsgi_ini, uwsgi_unit) to their text."""
+    project = config.project
+    python = platform.python
+    major_minor = ".".join(python.version.split(".")[:2])
+    prebuilt = prebuilt or Prebuilt()
+    bundle = prebuilt.python_bundle
+    compiles_nothing = bundle is not None and bool(prebuilt.wheels)
+    unit_path, unit_mode = uwsgi_unit_path(platform)
+    repos = platform.repositories
+    return {
+        "format": PLAN_FORMAT,
+        "platform": platform.name,
+        "family": platform.family,
+        "adapters": {"packages": platform.package_manager, "services": platform.service_manager},
+        "stage_dir": STAGE_DIR,
+        "repositories": {
+            "apt_sources": repos.apt_sources.lstrip("\n") if repos.apt_sources else None,
+            "yum_repos": [repo.model_dump() for repo in repos.yum_repos],
+            "disable_repo_files": list(repos.disable_repo_files),
+            "rpms": [rpm.model_dump() for rpm in repos.rpms],
+        },
+        "packages": {
+            "groups": [] if compiles_nothing else list(platform.packages.groups),
+            "build": [] if compiles_nothing else list(platform.packages.build),
+            "runtime": list(platform.packages.runtime),
+        },
+        "python": {
+            "version": python.version,
+            "prefix": "/usr/local",
+            "binary": f"/usr/local/bin/python{major_minor}",
+            "tarball": tarball_name(platform),
+            "sha256": python.sha256,
+            "configure_flags": list(python.configure_flags),
+            "bundle": {"file": bundle.file, "sha256": bundle.sha256} if bundle else None,
+            "pip_bootstrap": python.pip_bootstrap,
+        },
+        "app": {
+            "user": project.app.user,
+            "group": project.app.user,
+            "root": project.app.root,
+            "source": "app",
+            "requirements": f"app/{python.requirements}",
+            "wheelhouse": "wheelhouse",
+            "local_wheels": [{"file": w.file, "sha256": w.sha256} for w in prebuilt.wheels],
+            "venv": python.venv,
+        },
+        "uwsgi": {
+            "service": UWSGI_SERVICE,
+            "files": [
+                {"path": UWSGI_INI_PATH, "content": guest_files["uwsgi_ini"], "mode": "0644"},
+                {"path": unit_path, "content": guest_files["uwsgi_unit"], "mode": unit_mode},
+            ],
+        },
+        "nginx": {
+            "service": "nginx",
+            "files": [
+                {"path": platform.nginx.conf_path, "content": guest_files["nginx"], "mode": "0644"}
+            ],
+            "remove": list(platform.nginx.remove),
+        },
+        "firewall": {"kind": platform.firewall.kind, "tcp_ports": [project.ports.guest_http]},
+        "selinux": {"booleans": dict(platform.selinux.booleans)},
+        "cleanup": {"enabled": cleanup, "paths": [STAGE_DIR], "zero_free_space": cleanup},
+    }

@@ -1,0 +1,136 @@
+"""Render every template a platform needs into build/<platform>/, deterministically.
+
+Same inputs, byte-identical output: no timestamps, sorted JSON, StrictUndefined so a
+missing variable is an error instead of an empty string.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import jinja2
+
+from goldbox.config import Config, IsoSource, Platform
+from goldbox.errors import GoldboxError
+from goldbox.plan import STAGE_DIR, UWSGI_INI_PATH, Prebuilt, build_plan
+
+PACKER_TEMPLATES = {"debootstrap": "packer/debootstrap.pkr.hcl.j2", "iso": "packer/iso.pkr.hcl.j2"}
+UWSGI_UNIT_TEMPLATES = {"systemd": "configs/uwsgi.service.j2", "sysv": "configs/uwsgi.sysv.j2"}
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Inputs that come from the host rather than from the config files."""
+
+    packer_version: tuple[int, int, int] = (1, 6, 6)
+    libvirt_driver: str = "qemu"  # "kvm" when the acceleration probe passes
+    prebuilt: Prebuilt | None = None
+    cleanup: bool = True
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """Paths of what `render_platform` wrote."""
+
+    directory: Path
+    packer_template: Path
+    vagrantfile: Path
+    plan: Path
+    nginx_conf: Path
+    uwsgi_ini: Path
+    uwsgi_unit: Path
+    answer_file: Path | None
+
+    def files(self) -> list[Path]:
+        return [p for p in vars(self).values() if isinstance(p, Path) and p != self.directory]
+
+
+def _environment(root: Path) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(root)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+
+
+def _render(env: jinja2.Environment, template: str, context: dict) -> str:
+    try:
+        return env.get_template(template).render(context)
+    except jinja2.TemplateNotFound as exc:
+        raise GoldboxError(f"{template}: template not found ({exc.name})") from None
+    except jinja2.UndefinedError as exc:
+        raise GoldboxError(f"{template}: {exc.message}") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise GoldboxError(f"{exc.name or template}:{exc.lineno}: {exc.message}") from None
+
+
+def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write `text` to a temporary name beside `path`, then rename over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def render_platform(
+    config: Config, platform: Platform, out_dir: Path | None = None,
+    options: RenderOptions | None = None,
+) -> Rendered:
+    """Render the packer template, answer file, Vagrantfile, guest configs and plan.json
+    of `platform` into `out_dir` (default build/<platform>/). Renders everything in
+    memory first, so a template error leaves the folder as it was."""
+    options = options or RenderOptions()
+    out_dir = out_dir or config.build_dir / platform.name
+    env = _environment(config.root)
+    context = {
+        "project": config.project,
+        "platform": platform,
+        "stage_dir": STAGE_DIR,
+        "uwsgi_ini_path": UWSGI_INI_PATH,
+        "libvirt_driver": options.libvirt_driver,
+        "packer": {
+            "version": ".".join(map(str, options.packer_version)),
+            # packer >= 1.7 ships builders as plugins, installed by `packer init`.
+            "required_plugins": options.packer_version >= (1, 7, 0),
+        },
+    }
+    guest = {
+        "nginx": _render(env, "configs/nginx.conf.j2", context),
+        "uwsgi_ini": _render(env, "configs/uwsgi.ini.j2", context),
+        "uwsgi_unit": _render(env, UWSGI_UNIT_TEMPLATES[platform.service_manager], context),
+    }
+    plan = build_plan(config, platform, guest, options.prebuilt, cleanup=options.cleanup)
+    outputs: dict[str, tuple[str, str, int]] = {
+        "packer_template": (f"{platform.name}.pkr.hcl",
+                            _render(env, PACKER_TEMPLATES[platform.source.kind], context), 0o644),
+        "vagrantfile": ("Vagrantfile", _render(env, "vagrant/Vagrantfile.j2", context), 0o644),
+        "plan": ("plan.json", json.dumps(plan, indent=2, sort_keys=True) + "\n", 0o644),
+        "nginx_conf": ("nginx-goldbox.conf", guest["nginx"], 0o644),
+        "uwsgi_ini": ("uwsgi.ini", guest["uwsgi_ini"], 0o644),
+        "uwsgi_unit": (PurePosixPath(plan["uwsgi"]["files"][1]["path"]).name,
+                       guest["uwsgi_unit"], 0o755 if platform.service_manager == "sysv" else 0o644),
+    }
+    answer_file = None
+    if isinstance(platform.source, IsoSource):
+        name = Path(platform.source.answer_file).name.removesuffix(".j2")
+        outputs["answer_file"] = (f"http/{name}",
+                                  _render(env, platform.source.answer_file, context), 0o644)
+    for relative, text, mode in outputs.values():
+        write_atomically(out_dir / relative, text, mode)
+    paths = {name: out_dir / relative for name, (relative, _, _) in outputs.items()}
+    if "answer_file" in paths:
+        answer_file = paths.pop("answer_file")
+    return Rendered(directory=out_dir, answer_file=answer_file, **paths)

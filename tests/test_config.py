@@ -1,0 +1,98 @@
+"""Every bad input stops before anything runs, with one line naming file, key and value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from goldbox.config import load_config
+from goldbox.errors import GoldboxError
+from tests.conftest import run_invoke
+
+DEBIAN = "platforms/debian-12.toml"
+SHA = "93e583f243454e6e9e4588ca2c2662206ad961659863277afcdb96801647d640"
+
+# (case, file, text to replace, replacement, expected error line)
+BAD_INPUTS = [
+    ("unknown key", "goldbox.toml", 'name = "goldbox-flask"',
+     'name = "goldbox-flask"\ncolour = "gold"',
+     "goldbox.toml: unknown key 'box.colour' (allowed: default_platform, description, name, "
+     "version)"),
+    ("unknown nested platform key", DEBIAN, 'suite = "bookworm"', 'suite = "bookworm"\nflavour = 1',
+     f"{DEBIAN}: unknown key 'source.flavour' (allowed: kernel_package, kind, mirror, suite)"),
+    ("wrong type", "goldbox.toml", "uwsgi_processes = 2", 'uwsgi_processes = "two"',
+     "goldbox.toml: app.uwsgi_processes = 'two': Input should be a valid integer"),
+    ("out of range", "goldbox.toml", "host_http = 8088", "host_http = 70000",
+     "goldbox.toml: ports.host_http = 70000: Input should be less than or equal to 65535"),
+    ("unknown platform", "goldbox.toml", 'default_platform = "debian-12"',
+     'default_platform = "ubuntu-24.04"',
+     "goldbox.toml: box.default_platform = 'ubuntu-24.04': unknown platform (known: "),
+    ("malformed version", "goldbox.toml", 'version = "0.1.0"', 'version = "0.1"',
+     "goldbox.toml: box.version = '0.1': expected a semantic version MAJOR.MINOR.PATCH, "
+     "e.g. 1.2.0"),
+    ("missing sha256", DEBIAN, f'sha256 = "{SHA}"', "",
+     f"{DEBIAN}: missing key 'python.sha256'"),
+    ("malformed sha256", DEBIAN, f'sha256 = "{SHA}"', 'sha256 = "93e583f2"',
+     f"{DEBIAN}: python.sha256 = '93e583f2': expected a sha256: 64 lowercase hex characters"),
+    ("missing requirements file", DEBIAN, 'requirements = "requirements/py313.txt"',
+     'requirements = "requirements/py399.txt"',
+     f"{DEBIAN}: python.requirements = "),
+    ("missing answer file", DEBIAN,
+     'kind = "debootstrap"     # no ISO is needed: goldbox builds the base disk from the mirror\n'
+     'suite = "bookworm"\nmirror = "http://deb.debian.org/debian"\n'
+     'kernel_package = "linux-image-cloud-amd64"',
+     f'kind = "iso"\nurl = "http://example.invalid/x.iso"\nsha256 = "{SHA}"\n'
+     'answer_file = "packer/http/missing-ks.cfg.j2"\nboot_command = []',
+     f"{DEBIAN}: source.answer_file = "),
+    ("unknown source kind", DEBIAN, 'kind = "debootstrap"', 'kind = "netboot"',
+     f"{DEBIAN}: source.kind = 'netboot': expected one of 'debootstrap', 'iso'"),
+    ("unknown family", DEBIAN, 'family = "debian"', 'family = "arch"',
+     f"{DEBIAN}: family = 'arch': Input should be 'debian' or 'el'"),
+    ("invalid TOML", "goldbox.toml", "[box]", "[box",
+     "goldbox.toml: invalid TOML: "),
+]
+
+
+def break_file(root: Path, relative: str, old: str, new: str) -> None:
+    path = root / relative
+    text = path.read_text()
+    assert old in text, f"test row out of date: {old!r} not in {relative}"
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize(("case", "relative", "old", "new", "expected"), BAD_INPUTS,
+                         ids=[row[0] for row in BAD_INPUTS])
+def test_bad_input_stops_with_one_line(project_copy, case, relative, old, new, expected):
+    break_file(project_copy, relative, old, new)
+    with pytest.raises(GoldboxError) as caught:
+        load_config(project_copy)
+    message = str(caught.value)
+    assert message.startswith(expected), message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("row", [BAD_INPUTS[0], BAD_INPUTS[4], BAD_INPUTS[7]],
+                         ids=lambda row: row[0])
+def test_bad_input_from_the_command_line(project_copy, row):
+    """The task prints the same line, exits non-zero and renders nothing."""
+    _, relative, old, new, expected = row
+    break_file(project_copy, relative, old, new)
+    result = run_invoke(project_copy, "render")
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(f"goldbox: error: {expected}"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (project_copy / "build").exists()
+
+
+def test_unknown_platform_option(project_copy):
+    result = run_invoke(project_copy, "render", "--platform", "solaris-10")
+    assert result.returncode == 1
+    assert result.stderr.startswith("goldbox: error: --platform 'solaris-10': unknown platform")
+
+
+def test_shipped_config_loads():
+    config = load_config()
+    assert config.project.box.default_platform == "debian-12"
+    assert {"debian-12", "centos-6.4"} <= set(config.platforms)
+    assert config.platforms["debian-12"].python.version == "3.13.5"
