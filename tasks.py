@@ -74,3 +74,77 @@ def test(c, args=""):
         if (ROOT / "provision").is_dir():
             c.run(f"{venv}/vermin --no-tips --violations -t=2.6- -t=3.0- provision", echo=True)
         c.run(f"{venv}/pytest -rA --durations=15 {args}", echo=True, pty=False)
+
+
+@task(help={"platform": "platform name (default: box.default_platform)",
+            "import": "add a local copy of the CPython tarball to the cache (checked by sha256)"})
+@reports_errors
+def artifacts(c, platform=None, import_=None):
+    """Fetch or import the CPython tarball and fill the wheelhouse, sha256-verified.
+
+    Without --import, downloads the platform's python.url into the cache. A host that
+    cannot reach it imports a copy with --import PATH (its sha256 must match)."""
+    from goldbox import image
+
+    config = load_config(ROOT)
+    chosen = config.platform(platform)
+    if import_:
+        print(f"imported: {image.import_artifact(config, chosen, Path(import_))}")
+        return
+    print(f"tarball: {image.ensure_tarball(config, chosen)}")
+    wheelhouse = config.build_dir / chosen.name / "work" / "wheelhouse"
+    files = image.prepare_wheelhouse(config, chosen, wheelhouse, log=None)
+    print(f"wheelhouse: {wheelhouse} ({len(files)} files)")
+
+
+@task(help={"platform": "platform name (default: box.default_platform)",
+            "force": "rebuild even when no input changed"})
+@reports_errors
+def image(c, platform=None, force=False):
+    """Build the golden box: artifacts, native build, base disk, packer, box + manifest.
+
+    Output: dist/<platform>/<box>-<version>-libvirt.box and manifest.json. With no
+    input changed since the last build it only confirms the box is up to date."""
+    from goldbox.image import build_image
+
+    config = load_config(ROOT)
+    build_image(config, config.platform(platform), force=force)
+
+
+@task(help={"platform": "platform name (default: box.default_platform)"})
+@reports_errors
+def up(c, platform=None):
+    """Add the built box to Vagrant and boot it with vagrant-libvirt.
+
+    Guest port 80 is forwarded to 127.0.0.1:<ports.host_http>."""
+    from goldbox.vm import up as boot
+
+    config = load_config(ROOT)
+    boot(config, config.platform(platform))
+
+
+@task(help={"platform": "platform name (default: box.default_platform)"})
+@reports_errors
+def verify(c, platform=None):
+    """Check the running VM: testinfra suite, HTTP "Hello!", static files, hygiene.
+
+    Prints a pass/fail table; exits non-zero if any check fails."""
+    from goldbox.verify import format_results
+    from goldbox.verify import verify as check
+
+    config = load_config(ROOT)
+    results = check(config, config.platform(platform))
+    print(format_results(results))
+    failed = [result.check for result in results if not result.ok]
+    if failed:
+        raise GoldboxError(f"verify: {len(failed)} check(s) failed: {', '.join(failed)}")
+
+
+@task(help={"platform": "platform name (default: box.default_platform)"})
+@reports_errors
+def destroy(c, platform=None):
+    """Remove the VM and Vagrant's state for it (the box stays installed)."""
+    from goldbox.vm import destroy as remove
+
+    config = load_config(ROOT)
+    remove(config, config.platform(platform))

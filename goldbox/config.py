@@ -146,6 +146,8 @@ class PythonSection(Strict):
     configure_flags: list[str] = ["--prefix=/usr/local"]
     requirements: str  # relative to the app folder, pinned with hashes
     venv: Literal["venv", "virtualenv"] = "venv"
+    # Platform tags `pip download` fetches wheels for (the guest's libc and arch).
+    wheel_platforms: list[str] = ["manylinux_2_17_x86_64", "manylinux2014_x86_64"]
     # A pip wheel (stage-relative) to bootstrap pip with, for a Python without ensurepip.
     pip_bootstrap: str | None = None
     # Build CPython natively in a chroot of the release and ship the installed tree.

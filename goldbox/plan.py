@@ -36,6 +36,12 @@ def uwsgi_unit_path(platform: Platform) -> tuple[str, str]:
     return f"/etc/init.d/{UWSGI_SERVICE}", "0755"
 
 
+def python_binary(platform: Platform) -> str:
+    """The interpreter `make altinstall` installs: /usr/local/bin/pythonX.Y."""
+    major_minor = ".".join(platform.python.version.split(".")[:2])
+    return f"/usr/local/bin/python{major_minor}"
+
+
 def tarball_name(platform: Platform) -> str:
     return PurePosixPath(platform.python.url).name
 
@@ -51,7 +57,6 @@ def build_plan(
     (nginx, uwsgi_ini, uwsgi_unit) to their text."""
     project = config.project
     python = platform.python
-    major_minor = ".".join(python.version.split(".")[:2])
     prebuilt = prebuilt or Prebuilt()
     bundle = prebuilt.python_bundle
     compiles_nothing = bundle is not None and bool(prebuilt.wheels)
@@ -77,7 +82,7 @@ def build_plan(
         "python": {
             "version": python.version,
             "prefix": "/usr/local",
-            "binary": f"/usr/local/bin/python{major_minor}",
+            "binary": python_binary(platform),
             "tarball": tarball_name(platform),
             "sha256": python.sha256,
             "configure_flags": list(python.configure_flags),

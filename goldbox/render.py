@@ -16,7 +16,7 @@ import jinja2
 
 from goldbox.config import Config, IsoSource, Platform
 from goldbox.errors import GoldboxError
-from goldbox.plan import STAGE_DIR, UWSGI_INI_PATH, Prebuilt, build_plan
+from goldbox.plan import STAGE_DIR, UWSGI_INI_PATH, Prebuilt, build_plan, python_binary
 
 PACKER_TEMPLATES = {"debootstrap": "packer/debootstrap.pkr.hcl.j2", "iso": "packer/iso.pkr.hcl.j2"}
 UWSGI_UNIT_TEMPLATES = {"systemd": "configs/uwsgi.service.j2", "sysv": "configs/uwsgi.sysv.j2"}
@@ -85,6 +85,31 @@ def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
         raise
 
 
+def _context(config: Config, platform: Platform, options: RenderOptions) -> dict:
+    return {
+        "project": config.project,
+        "platform": platform,
+        "stage_dir": STAGE_DIR,
+        "uwsgi_ini_path": UWSGI_INI_PATH,
+        "python_binary": python_binary(platform),
+        "libvirt_driver": options.libvirt_driver,
+        "packer": {
+            "version": ".".join(map(str, options.packer_version)),
+            # packer >= 1.7 ships builders as plugins, installed by `packer init`.
+            "required_plugins": options.packer_version >= (1, 7, 0),
+        },
+    }
+
+
+def render_vagrantfile(config: Config, platform: Platform, out_dir: Path,
+                       options: RenderOptions | None = None) -> Path:
+    """Only the Vagrantfile (what `invoke up` needs), into `out_dir`."""
+    context = _context(config, platform, options or RenderOptions())
+    path = out_dir / "Vagrantfile"
+    write_atomically(path, _render(_environment(config.root), "vagrant/Vagrantfile.j2", context))
+    return path
+
+
 def render_platform(
     config: Config, platform: Platform, out_dir: Path | None = None,
     options: RenderOptions | None = None,
@@ -95,18 +120,7 @@ def render_platform(
     options = options or RenderOptions()
     out_dir = out_dir or config.build_dir / platform.name
     env = _environment(config.root)
-    context = {
-        "project": config.project,
-        "platform": platform,
-        "stage_dir": STAGE_DIR,
-        "uwsgi_ini_path": UWSGI_INI_PATH,
-        "libvirt_driver": options.libvirt_driver,
-        "packer": {
-            "version": ".".join(map(str, options.packer_version)),
-            # packer >= 1.7 ships builders as plugins, installed by `packer init`.
-            "required_plugins": options.packer_version >= (1, 7, 0),
-        },
-    }
+    context = _context(config, platform, options)
     guest = {
         "nginx": _render(env, "configs/nginx.conf.j2", context),
         "uwsgi_ini": _render(env, "configs/uwsgi.ini.j2", context),

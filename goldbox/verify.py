@@ -1,0 +1,169 @@
+"""`invoke verify`: prove the running VM is the golden stack, and the box is golden.
+
+1. the testinfra suite of tests/infra over SSH (the same suite that checks a rootfs);
+2. HTTP through the forwarded port: GET / is exactly "Hello!", a static file comes
+   from nginx;
+3. hygiene: SSH host keys and /etc/machine-id were made on this VM's first boot (and
+   none is baked into the box), the services came up by themselves at boot.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+import testinfra
+
+from goldbox import PROJECT_ROOT
+from goldbox.config import Config, Platform
+from goldbox.errors import GoldboxError
+from goldbox.plan import UWSGI_SERVICE
+from goldbox.vm import Built, _vagrant, built_box, require_running, vm_dir
+
+# Started within this many seconds of boot means "started by the boot", not by hand.
+BOOT_WINDOW_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class Result:
+    check: str
+    ok: bool
+    detail: str
+
+
+def write_ssh_config(config: Config, platform: Platform) -> Path:
+    path = vm_dir(config, platform) / "ssh-config"
+    path.write_text(_vagrant(config, platform, quiet=True).ssh_config())
+    return path
+
+
+def run_infra_suite(ssh_config: Path, plan: Path) -> list[Result]:
+    """tests/infra over SSH; one Result per test, read from pytest's JUnit XML."""
+    with tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "infra.xml"
+        env = {**os.environ, "GOLDBOX_PLAN": str(plan), "GOLDBOX_INFRA_LIVE": "1"}
+        command = [sys.executable, "-m", "pytest", str(PROJECT_ROOT / "tests" / "infra"),
+                   "--hosts=ssh://default", f"--ssh-config={ssh_config}", "--sudo",
+                   "-p", "no:cacheprovider", "-q", f"--junitxml={report}"]
+        completed = subprocess.run(command, env=env, cwd=PROJECT_ROOT, check=False)
+        if not report.is_file():
+            raise GoldboxError(f"the testinfra suite did not run (exit {completed.returncode})")
+        results = []
+        for case in ElementTree.parse(report).iter("testcase"):
+            failure = case.find("failure")
+            if failure is None:
+                failure = case.find("error")
+            skipped = case.find("skipped")
+            name = f"infra: {case.get('name')}"
+            if skipped is not None:
+                results.append(Result(name, False, f"skipped: {skipped.get('message')}"))
+            elif failure is not None:
+                results.append(Result(name, False, (failure.get("message") or "")[:120]))
+            else:
+                results.append(Result(name, True, "passed"))
+        if not results:
+            raise GoldboxError("the testinfra suite collected no test")
+        return results
+
+
+def check_http(config: Config) -> list[Result]:
+    base = f"http://127.0.0.1:{config.project.ports.host_http}"
+    results = []
+    try:
+        home = requests.get(f"{base}/", timeout=30)
+        results.append(Result("http: GET / is exactly Hello!",
+                              home.status_code == 200 and home.text == "Hello!",
+                              f"{home.status_code} {home.text[:40]!r}"))
+        static = sorted((config.app_dir / "static").iterdir())[0]
+        asset = requests.get(f"{base}/static/{static.name}", timeout=30)
+        # nginx's `expires` sets Cache-Control; a response relayed from uWSGI has none.
+        from_nginx = "max-age=3600" in asset.headers.get("Cache-Control", "")
+        results.append(Result(f"http: /static/{static.name} served by nginx",
+                              asset.status_code == 200 and asset.content == static.read_bytes()
+                              and from_nginx,
+                              f"{asset.status_code}, Cache-Control "
+                              f"{asset.headers.get('Cache-Control')!r}"))
+    except requests.RequestException as exc:
+        results.append(Result("http: reachable", False, f"{base}: {exc}"))
+    return results
+
+
+def check_first_boot(ssh_config: Path, built: Built, platform: Platform) -> list[Result]:
+    """Identity made on this VM, services started by the boot itself."""
+    host = testinfra.get_host("ssh://default", ssh_config=str(ssh_config), sudo=True)
+    created = datetime.datetime.fromisoformat(built.manifest["created"].replace("Z", "+00:00"))
+    box_made = created.timestamp()
+    results = []
+    keys = host.run("ls /etc/ssh/ssh_host_*_key").stdout.split()
+    if keys:
+        oldest = min(int(host.file(key).mtime.timestamp()) for key in keys)
+        results.append(Result("hygiene: SSH host keys made at first boot", oldest > box_made,
+                              f"{len(keys)} keys, oldest {datetime.datetime.fromtimestamp(oldest)}"
+                              f" vs box built {created:%Y-%m-%d %H:%M:%S}"))
+    else:
+        results.append(Result("hygiene: SSH host keys made at first boot", False, "no host keys"))
+    machine_id = host.file("/etc/machine-id")
+    content = machine_id.content_string.strip() if machine_id.exists else ""
+    results.append(Result("hygiene: machine-id made at first boot",
+                          len(content) == 32 and machine_id.mtime.timestamp() > box_made,
+                          f"{content[:8]}..., written {machine_id.mtime:%H:%M:%S}"))
+    for service in ("nginx", UWSGI_SERVICE):
+        unit = host.service(service)
+        ok, detail = unit.is_enabled and unit.is_running, ""
+        if platform.service_manager == "systemd":
+            since = host.run(f"systemctl show -p ActiveEnterTimestampMonotonic --value {service}")
+            seconds = int(since.stdout.strip() or 0) / 1e6
+            ok = ok and 0 < seconds < BOOT_WINDOW_SECONDS
+            detail = f", active {seconds:.0f} s after boot"
+        results.append(Result(f"boot: {service} started by the boot", ok,
+                              f"enabled={unit.is_enabled} running={unit.is_running}{detail}"))
+    return results
+
+
+def check_box_contents(box: Path) -> list[Result]:
+    """Read the box's disk without booting it: no host keys, an empty machine-id."""
+    with tempfile.TemporaryDirectory(dir=box.parent) as scratch:
+        work = Path(scratch)
+        subprocess.run(["tar", "-xzf", str(box), "-C", str(work), "box.img"], check=True)
+        raw = work / "box.raw"
+        subprocess.run(["qemu-img", "convert", "-O", "raw", str(work / "box.img"), str(raw)],
+                       check=True)
+        image = f"{raw}?offset={1024 * 1024}"
+        listing = subprocess.run(["debugfs", "-R", "ls -l /etc/ssh", image],
+                                 capture_output=True, text=True, check=False).stdout
+        machine_id = subprocess.run(["debugfs", "-R", "cat /etc/machine-id", image],
+                                    capture_output=True, text=True, check=False).stdout
+    baked = [word for word in listing.split() if word.startswith("ssh_host_")]
+    return [
+        Result("box: no SSH host keys baked in", "sshd_config" in listing and not baked,
+               ", ".join(baked) or "none in /etc/ssh"),
+        Result("box: empty /etc/machine-id", machine_id.strip() == "",
+               repr(machine_id.strip()[:8]) if machine_id.strip() else "empty"),
+    ]
+
+
+def verify(config: Config, platform: Platform) -> list[Result]:
+    built = built_box(config, platform)
+    require_running(config, platform)
+    ssh_config = write_ssh_config(config, platform)
+    print(f"ssh config: {ssh_config}")
+    results = run_infra_suite(ssh_config, built.plan)
+    results += check_http(config)
+    results += check_first_boot(ssh_config, built, platform)
+    results += check_box_contents(built.box)
+    return results
+
+
+def format_results(results: list[Result]) -> str:
+    width = max(len(r.check) for r in results)
+    lines = [f"{'PASS' if r.ok else 'FAIL'}  {r.check:<{width}}  {r.detail}" for r in results]
+    passed = sum(r.ok for r in results)
+    lines.append(f"{passed} passed, {len(results) - passed} failed")
+    return "\n".join(lines)

@@ -1,0 +1,167 @@
+"""`invoke up`, `invoke verify`, `invoke destroy`: the built box as a running VM.
+
+Vagrant is driven through python-vagrant from build/<platform>/, where the rendered
+Vagrantfile and Vagrant's state (.vagrant/) live. The box is added under its name and
+version through a one-entry metadata.json, so Vagrant knows its version."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import vagrant
+from goldbox import accel
+from goldbox.config import Config, Platform
+from goldbox.errors import GoldboxError
+from goldbox.image import PROVIDER, dist_dir
+from goldbox.render import RenderOptions, render_vagrantfile, write_atomically
+
+
+@dataclass(frozen=True)
+class Built:
+    """The box `invoke image` left in dist/<platform>/."""
+
+    box: Path
+    manifest: dict
+    plan: Path
+
+
+def built_box(config: Config, platform: Platform) -> Built:
+    out = dist_dir(config, platform)
+    manifest_path = out / "manifest.json"
+    if not manifest_path.is_file():
+        raise GoldboxError(f"no box built for {platform.name} (no {manifest_path}): "
+                           f"run `invoke image --platform {platform.name}` first")
+    manifest = json.loads(manifest_path.read_text())
+    box = out / manifest["box_file"]
+    if not box.is_file():
+        raise GoldboxError(f"{manifest_path} names {box.name}, which is missing: "
+                           f"run `invoke image --platform {platform.name}` again")
+    return Built(box, manifest, out / "plan.json")
+
+
+def vm_dir(config: Config, platform: Platform) -> Path:
+    return config.build_dir / platform.name
+
+
+def _vagrant(config: Config, platform: Platform, quiet: bool = False) -> vagrant.Vagrant:
+    env = {**os.environ, "VAGRANT_DEFAULT_PROVIDER": PROVIDER}
+    return vagrant.Vagrant(str(vm_dir(config, platform)), quiet_stdout=quiet,
+                           quiet_stderr=quiet, env=env)
+
+
+def _run_vagrant(config: Config, platform: Platform, *args: str) -> str:
+    result = subprocess.run(["vagrant", *args], cwd=vm_dir(config, platform),
+                            capture_output=True, text=True, check=False,
+                            env={**os.environ, "VAGRANT_DEFAULT_PROVIDER": PROVIDER})
+    if result.returncode != 0:
+        raise GoldboxError(f"`vagrant {' '.join(args)}` failed: "
+                           f"{(result.stderr or result.stdout).strip()}")
+    return result.stdout
+
+
+def state(config: Config, platform: Platform) -> str:
+    """Vagrant's state of the VM: running, shutoff, not_created, ..."""
+    if not (vm_dir(config, platform) / "Vagrantfile").is_file():
+        return "not_created"
+    statuses = _vagrant(config, platform, quiet=True).status()
+    return statuses[0].state if statuses else "not_created"
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def add_box(config: Config, platform: Platform, built: Built) -> None:
+    """Add the built box to Vagrant under its name and version; replace an older build
+    of the same version (and the image vagrant-libvirt uploaded from it)."""
+    name, version = built.manifest["box_name"], built.manifest["version"]
+    marker = vm_dir(config, platform) / ".box-added"
+    listed = _run_vagrant(config, platform, "box", "list").splitlines()
+    present = any(line.split() == [name, f"({PROVIDER},", f"{version})"] for line in listed)
+    if present and marker.is_file() and marker.read_text().strip() == built.manifest["box_sha256"]:
+        return
+    if present:
+        print(f"replacing box {name} {version}: the build in dist/ is newer")
+        _run_vagrant(config, platform, "box", "remove", name, "--box-version", version,
+                     "--provider", PROVIDER, "--force")
+        _delete_libvirt_volume(name, version)
+    metadata = vm_dir(config, platform) / "local-box" / "metadata.json"
+    write_atomically(metadata, json.dumps({
+        "name": name,
+        "description": config.project.box.description,
+        "versions": [{"version": version, "providers": [{
+            "name": PROVIDER, "url": built.box.resolve().as_uri(),
+            "checksum_type": "sha256", "checksum": built.manifest["box_sha256"]}]}],
+    }, indent=2) + "\n")
+    print(f"adding box {name} {version} from {built.box}")
+    subprocess.run(["vagrant", "box", "add", "--provider", PROVIDER, str(metadata)],
+                   check=True)
+    write_atomically(marker, built.manifest["box_sha256"] + "\n")
+
+
+def _delete_libvirt_volume(name: str, version: str) -> None:
+    """vagrant-libvirt keeps an uploaded copy of each box in the default pool."""
+    volume = f"{name.replace('/', '-VAGRANTSLASH-')}_vagrant_box_image_{version}_box.img"
+    subprocess.run(["virsh", "-c", "qemu:///system", "vol-delete", "--pool", "default",
+                    volume], capture_output=True, check=False)
+
+
+def up(config: Config, platform: Platform) -> None:
+    built = built_box(config, platform)
+    current = state(config, platform)
+    if current == "running":
+        print(f"{platform.name}: already running")
+        return
+    port = config.project.ports.host_http
+    if not port_is_free(port):
+        raise GoldboxError(f"port {port} on 127.0.0.1 is busy: stop what listens there, or "
+                           "set ports.host_http in goldbox.toml to a free port")
+    directory = vm_dir(config, platform)
+    directory.mkdir(parents=True, exist_ok=True)
+    driver = accel.detect(config.cache_dir).libvirt_driver
+    render_vagrantfile(config, platform, directory, RenderOptions(libvirt_driver=driver))
+    add_box(config, platform, built)
+    print(f"booting {platform.name} with vagrant-libvirt (driver {driver})")
+    try:
+        _vagrant(config, platform).up(provider=PROVIDER)
+    except subprocess.CalledProcessError as exc:
+        raise GoldboxError(f"`vagrant up` failed with exit code {exc.returncode} "
+                           f"(in {directory})") from None
+    print(f"{platform.name} is up: http://127.0.0.1:{port}/")
+
+
+def require_running(config: Config, platform: Platform) -> None:
+    current = state(config, platform)
+    if current != "running":
+        raise GoldboxError(f"the {platform.name} VM is not up (state: {current}): "
+                           f"run `invoke up --platform {platform.name}`")
+
+
+def destroy(config: Config, platform: Platform) -> None:
+    directory = vm_dir(config, platform)
+    if state(config, platform) == "not_created":
+        print(f"{platform.name}: no VM to destroy")
+    else:
+        try:
+            _vagrant(config, platform).destroy()
+        except subprocess.CalledProcessError as exc:
+            raise GoldboxError(f"`vagrant destroy` failed with exit code {exc.returncode} "
+                               f"(in {directory})") from None
+    for leftover in (directory / ".vagrant", directory / "ssh-config"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+        elif leftover.exists():
+            leftover.unlink()
+    print(f"{platform.name}: destroyed")
