@@ -1,0 +1,129 @@
+"""The whole chain on debian-12, for real: `invoke image`, then `up`, `verify`, `destroy`
+with vagrant-libvirt inside a network namespace this test creates, then the no-change
+rebuild. Under TCG this takes several minutes (more on a cold cache)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from goldbox import PROJECT_ROOT
+from goldbox.artifacts import ArtifactCache
+from goldbox.config import load_config
+
+pytestmark = pytest.mark.slow
+
+CONFIG = load_config()
+PLATFORM = CONFIG.platform("debian-12")
+INVOKE = str(Path(sys.executable).parent / "invoke")
+
+
+def run(argv: list[str], netns: str | None = None, env: dict | None = None,
+        timeout: int = 3600) -> tuple[subprocess.CompletedProcess, float]:
+    """Run a command, its output shown live (pytest -s) and kept for the assertions."""
+    if netns:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    start = time.monotonic()
+    completed = subprocess.run(argv, cwd=PROJECT_ROOT, env={**os.environ, **(env or {})},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               timeout=timeout, check=False)
+    seconds = time.monotonic() - start
+    print(completed.stdout)
+    return completed, seconds
+
+
+@pytest.fixture(scope="module")
+def tarball_in_cache():
+    """python.org is not reachable here: Debian trixie's orig tarball is the same file."""
+    return ArtifactCache(CONFIG.cache_dir).ensure_from_debian_source(
+        package="python3.13", suite="trixie", orig_name="python3.13_3.13.5.orig.tar.xz",
+        sha256=PLATFORM.python.sha256, filename=f"Python-{PLATFORM.python.version}.tar.xz")
+
+
+@pytest.fixture(scope="module")
+def libvirt_netns(tmp_path_factory):
+    """A network namespace with its own virtlogd + libvirtd: the VM's libvirt network and
+    everything vagrant-libvirt forwards stay inside it."""
+    name = f"gb-e2e-{os.getpid()}"
+    run_dir = tmp_path_factory.mktemp("libvirt")
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    daemons = []
+    try:
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"],
+                       check=True)
+        for daemon in ("virtlogd", "libvirtd"):
+            pidfile = run_dir / f"{daemon}.pid"
+            subprocess.run(["ip", "netns", "exec", name, daemon, "-d", "-p", str(pidfile)],
+                           check=True)
+            for _ in range(100):
+                if pidfile.is_file() and pidfile.read_text().strip():
+                    break
+                time.sleep(0.1)
+            daemons.append(int(pidfile.read_text()))
+        for _ in range(100):
+            if subprocess.run(["virsh", "-c", "qemu:///system", "version"],
+                              capture_output=True, check=False).returncode == 0:
+                break
+            time.sleep(0.2)
+        yield name
+    finally:
+        for pid in reversed(daemons):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        time.sleep(1)
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+@pytest.fixture(scope="module")
+def vagrant_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("vagrant-home")
+    yield {"VAGRANT_HOME": str(home)}
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def test_image_up_verify_destroy_and_rebuild(tarball_in_cache, libvirt_netns, vagrant_home):
+    figures = {}
+    image, figures["image"] = run([INVOKE, "image"])
+    assert image.returncode == 0, "invoke image failed"
+    manifest = json.loads((CONFIG.dist_dir / "debian-12" / "manifest.json").read_text())
+    box = CONFIG.dist_dir / "debian-12" / manifest["box_file"]
+    assert box.stat().st_size == manifest["box_size"]
+    assert manifest["components"]["cpython"] == PLATFORM.python.version
+    assert {"nginx", "uwsgi", "flask", "packer"} <= set(manifest["components"])
+
+    try:
+        up, figures["up"] = run([INVOKE, "up"], netns=libvirt_netns, env=vagrant_home)
+        assert up.returncode == 0, "invoke up failed"
+        verify, figures["verify"] = run([INVOKE, "verify"], netns=libvirt_netns,
+                                        env=vagrant_home)
+        assert verify.returncode == 0, "invoke verify failed"
+        assert "PASS  http: GET / is exactly Hello!" in verify.stdout
+        assert "PASS  box: no SSH host keys baked in" in verify.stdout
+        assert " 0 failed" in verify.stdout
+    finally:
+        destroy, figures["destroy"] = run([INVOKE, "destroy"], netns=libvirt_netns,
+                                          env=vagrant_home)
+    assert destroy.returncode == 0
+    assert not (CONFIG.build_dir / "debian-12" / ".vagrant").exists()
+
+    again, figures["no-change rebuild"] = run([INVOKE, "image"])
+    assert again.returncode == 0
+    assert "up to date" in again.stdout
+    assert figures["no-change rebuild"] < 60
+    print("\n".join(f"e2e {name:<18} {seconds:7.1f} s" for name, seconds in figures.items()))
+
+
+def test_verify_without_a_vm_names_the_fix(libvirt_netns, vagrant_home):
+    result, _ = run([INVOKE, "verify"], netns=libvirt_netns, env=vagrant_home)
+    assert result.returncode == 1
+    assert "is not up" in result.stdout and "run `invoke up" in result.stdout

@@ -1,0 +1,41 @@
+"""`up`/`verify`/`destroy` refuse clearly, naming the command that fixes the problem."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from tests.conftest import run_invoke
+
+
+def test_up_without_a_built_box(project_copy):
+    result = run_invoke(project_copy, "up")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"goldbox: error: no box built for debian-12 (no {project_copy}/dist/debian-12/"
+        "manifest.json): run `invoke image --platform debian-12` first")
+
+
+def test_up_with_a_busy_port(project_copy):
+    out = project_copy / "dist" / "debian-12"
+    out.mkdir(parents=True)
+    (out / "goldbox-flask-0.1.0-libvirt.box").write_bytes(b"box")
+    (out / "manifest.json").write_text(json.dumps({"box_file": "goldbox-flask-0.1.0-libvirt.box"}))
+    config = (project_copy / "goldbox.toml").read_text()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        (project_copy / "goldbox.toml").write_text(
+            config.replace("host_http = 8088", f"host_http = {port}"))
+        result = run_invoke(project_copy, "up")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"goldbox: error: port {port} on 127.0.0.1 is busy: stop what listens there, or set "
+        "ports.host_http in goldbox.toml to a free port")
+
+
+def test_destroy_without_a_vm_is_harmless(project_copy):
+    result = run_invoke(project_copy, "destroy")
+    assert result.returncode == 0
+    assert "debian-12: no VM to destroy" in result.stdout
