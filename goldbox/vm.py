@@ -96,7 +96,8 @@ def add_box(config: Config, platform: Platform, built: Built) -> None:
         print(f"replacing box {name} {version}: the build in dist/ is newer")
         _run_vagrant(config, platform, "box", "remove", name, "--box-version", version,
                      "--provider", PROVIDER, "--force")
-        _delete_libvirt_volume(name, version)
+    # A copy uploaded from an earlier build of this version would be booted instead.
+    _delete_libvirt_volume(name, version)
     metadata = vm_dir(config, platform) / "local-box" / "metadata.json"
     write_atomically(metadata, json.dumps({
         "name": name,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 from goldbox import PROJECT_ROOT
 from goldbox.artifacts import ArtifactCache
 from goldbox.config import load_config
+from tests import harness
 
 pytestmark = pytest.mark.slow
 
@@ -49,39 +49,9 @@ def tarball_in_cache():
 
 
 @pytest.fixture(scope="module")
-def libvirt_netns(tmp_path_factory):
-    """A network namespace with its own virtlogd + libvirtd: the VM's libvirt network and
-    everything vagrant-libvirt forwards stay inside it."""
-    name = f"gb-e2e-{os.getpid()}"
-    run_dir = tmp_path_factory.mktemp("libvirt")
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    daemons = []
-    try:
-        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"],
-                       check=True)
-        for daemon in ("virtlogd", "libvirtd"):
-            pidfile = run_dir / f"{daemon}.pid"
-            subprocess.run(["ip", "netns", "exec", name, daemon, "-d", "-p", str(pidfile)],
-                           check=True)
-            for _ in range(100):
-                if pidfile.is_file() and pidfile.read_text().strip():
-                    break
-                time.sleep(0.1)
-            daemons.append(int(pidfile.read_text()))
-        for _ in range(100):
-            if subprocess.run(["virsh", "-c", "qemu:///system", "version"],
-                              capture_output=True, check=False).returncode == 0:
-                break
-            time.sleep(0.2)
+def libvirt_netns():
+    with harness.libvirt_netns() as name:
         yield name
-    finally:
-        for pid in reversed(daemons):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        time.sleep(1)
-        subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
 @pytest.fixture(scope="module")

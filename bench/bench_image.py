@@ -1,0 +1,94 @@
+"""Benchmark of the main job on one platform (default debian-12), printing its figures:
+
+  cold `invoke image` by phase (empty cache but for the CPython tarball, imported
+  because python.org is not reachable from every host), no-change rebuild,
+  app-only-change rebuild, box size, and `up` + `verify` (in a libvirt netns).
+
+Runs in a fresh `git clone` of this repository's HEAD, with its own cache and
+VAGRANT_HOME, so nothing of the working tree or the user's cache is touched.
+Usage (root): .venv/bin/python bench/bench_image.py [--platform P] [--warm-cache]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from goldbox.artifacts import ArtifactCache  # noqa: E402
+from goldbox.config import load_config  # noqa: E402
+from tests import harness  # noqa: E402
+
+INVOKE = str(Path(sys.executable).parent / "invoke")
+
+
+def timed(argv: list[str], cwd: Path, env: dict, netns: str | None = None) -> float:
+    if netns:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    start = time.monotonic()
+    subprocess.run(argv, cwd=cwd, env=env, check=True)
+    return time.monotonic() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--platform", default="debian-12")
+    parser.add_argument("--warm-cache", action="store_true",
+                        help="use the user's goldbox cache instead of an empty one")
+    args = parser.parse_args()
+    config = load_config(ROOT)
+    platform = config.platform(args.platform)
+    with tempfile.TemporaryDirectory(prefix="goldbox-bench-") as scratch:
+        work = Path(scratch)
+        clone = work / "goldbox"
+        subprocess.run(["git", "clone", "-q", "--local", str(ROOT), str(clone)], check=True)
+        cache = config.cache_dir if args.warm_cache else work / "cache"
+        env = {**os.environ, "GOLDBOX_CACHE": str(cache), "VAGRANT_HOME": str(work / "vagrant")}
+        tarball = ArtifactCache(config.cache_dir).ensure_from_debian_source(
+            package=f"python{'.'.join(platform.python.version.split('.')[:2])}",
+            suite="trixie", orig_name=f"python3.13_{platform.python.version}.orig.tar.xz",
+            sha256=platform.python.sha256, filename=f"Python-{platform.python.version}.tar.xz")
+        if not args.warm_cache:
+            ArtifactCache(cache).import_file(tarball, {platform.python.sha256: tarball.name})
+        figures: dict[str, float] = {}
+        image = [INVOKE, "image", "--platform", platform.name]
+        figures["cold image"] = timed(image, clone, env)
+        manifest_path = clone / "dist" / platform.name / "manifest.json"
+        cold = json.loads(manifest_path.read_text())
+        figures["no-change rebuild"] = timed(image, clone, env)
+        style = clone / "app" / "static" / "style.css"
+        style.write_text(style.read_text() + "/* app-only change for the benchmark */\n")
+        figures["app-only rebuild"] = timed(image, clone, env)
+        app_only = json.loads(manifest_path.read_text())
+        with harness.libvirt_netns(f"gb-bench-{os.getpid()}") as netns:
+            try:
+                figures["up"] = timed([INVOKE, "up", "--platform", platform.name], clone, env,
+                                      netns)
+                figures["verify"] = timed([INVOKE, "verify", "--platform", platform.name],
+                                          clone, env, netns)
+            finally:
+                timed([INVOKE, "destroy", "--platform", platform.name], clone, env, netns)
+        print(f"\nbenchmark: {platform.name}, {'warm' if args.warm_cache else 'cold'} cache")
+        print("cold image, by phase:")
+        for phase, seconds in cold["phases"].items():
+            print(f"  {phase:<14} {seconds:8.1f} s")
+        print("app-only rebuild, by phase:")
+        for phase, seconds in app_only["phases"].items():
+            print(f"  {phase:<14} {seconds:8.1f} s")
+        for name, seconds in figures.items():
+            print(f"{name:<18} {seconds:8.1f} s")
+        print(f"{'box size':<18} {cold['box_size'] / 2**20:8.1f} MiB")
+        shutil.rmtree(work / "vagrant", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
