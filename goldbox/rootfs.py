@@ -157,3 +157,22 @@ def chroot_mounts(root: Path) -> Iterator[Path]:
             if subprocess.run(["umount", target], capture_output=True).returncode != 0:
                 # Something in the chroot still holds it (a leftover daemon, say).
                 subprocess.run(["umount", "--lazy", target], check=False)
+
+
+# A chroot sees none of the host's environment (PATH into a pyenv, PIP_* settings...).
+CHROOT_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+    "DEBIAN_FRONTEND": "noninteractive",
+}
+
+
+def chroot_run(root: Path, command: list[str], *, prefix: str, log: Path | None = None,
+               cwd: str = "/") -> None:
+    """Run `command` inside `root` (whose mounts the caller set up with chroot_mounts),
+    from the chroot's folder `cwd`, with a clean environment; output as proc.run."""
+    env_args = [f"{name}={value}" for name, value in CHROOT_ENV.items()]
+    proc.run(["chroot", root, "/usr/bin/env", "-i", *env_args,
+              "/bin/sh", "-c", 'cd "$0" && exec "$@"', cwd, *command],
+             prefix=prefix, log=log)

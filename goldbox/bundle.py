@@ -1,0 +1,230 @@
+"""CPython (and uWSGI) compiled natively on the host, in a chroot of the guest's release.
+
+Under TCG a compile inside the guest is ~11x slower, so for platforms with a
+debootstrap path goldbox builds CPython from the verified source tarball in a chroot
+of the same release and ships the installed prefix as a bundle (plan key
+`python.bundle`); the guest only unpacks it. The uWSGI sdist is compiled the same way
+into a wheel (plan key `app.local_wheels`).
+
+A bundle is a .tar.gz whose members are relative to `/` (`usr/local/bin/python3.13`,
+...): the guest extracts it with `tar -xzf <bundle> -C /`. It carries its provenance
+in `<prefix>/share/goldbox/cpython-build.json`."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from goldbox import proc
+from goldbox.artifacts import ArtifactCache, cache_lock, sha256_file
+from goldbox.errors import GoldboxError
+from goldbox.rootfs import chroot_mounts, chroot_run, debootstrap_rootfs, remove_tree
+
+_CACHE_FORMAT = 2
+STAGE = "/tmp/goldbox-stage"
+PROVENANCE = "share/goldbox/cpython-build.json"
+# What `make altinstall` installs that a deployed interpreter never uses: the test
+# suite (140 MB of the 396 MB tree).
+_PRUNED = ["lib/python{xy}/test"]
+# The build backend for sdists such as uWSGI's: (url, sha256, filename).
+SETUPTOOLS = (
+    "https://files.pythonhosted.org/packages/a3/dc/"
+    "17031897dae0efacfea57dfd3a82fdd2a2aeb58e0ff71b77b87e44edc772/setuptools-80.9.0-py3-none-any.whl",
+    "062d34222ad13e0cc312a4c02d73f059e86a4acbfbdea8f8f76b28c99f306922",
+    "setuptools-80.9.0-py3-none-any.whl",
+)
+
+
+@dataclass(frozen=True)
+class BuiltFile:
+    """A file goldbox built on the host, with the sha256 the plan carries for it."""
+
+    path: Path
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ReleaseChroot:
+    """The Debian release a platform's guest runs, as debootstrap needs it; `packages`
+    are what the build needs on top of minbase (the platform's build packages)."""
+
+    suite: str
+    mirror: str
+    packages: tuple[str, ...]
+
+
+def prefix_of(configure_flags: list[str]) -> str:
+    """The install prefix `./configure` will use (its default is /usr/local)."""
+    prefix = "/usr/local"
+    for flag in configure_flags:
+        if flag.startswith("--prefix="):
+            prefix = flag.removeprefix("--prefix=").rstrip("/")
+    return prefix
+
+
+def bundle_key(*, platform: str, release: ReleaseChroot, python_version: str,
+               tarball_sha256: str, configure_flags: list[str]) -> str:
+    identity = {
+        "format": _CACHE_FORMAT,
+        "platform": platform,
+        "suite": release.suite,
+        "mirror": release.mirror,
+        "packages": sorted(set(release.packages)),
+        "python_version": python_version,
+        "tarball_sha256": tarball_sha256,
+        "configure_flags": configure_flags,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def build_cpython_bundle(cache_dir: Path, *, platform: str, release: ReleaseChroot,
+                         python_version: str, tarball: Path, tarball_sha256: str,
+                         configure_flags: list[str], log: Path | None = None) -> BuiltFile:
+    """Return the cached bundle of CPython `python_version` for `platform`, building it
+    first if needed: `./configure <flags> && make && make altinstall` in a fresh chroot
+    of `release`, from `tarball` (checked against `tarball_sha256` first)."""
+    key = bundle_key(platform=platform, release=release, python_version=python_version,
+                     tarball_sha256=tarball_sha256, configure_flags=configure_flags)
+    store = Path(cache_dir) / "bundles" / key
+    bundle = store / f"cpython-{python_version}-{platform}.tar.gz"
+    with cache_lock(store.with_suffix(".lock")):
+        if not bundle.is_file():
+            _verify(tarball, tarball_sha256)
+            store.mkdir(parents=True, exist_ok=True)
+            with _scratch_rootfs(cache_dir, release, log) as root:
+                _compile_cpython(root, tarball=tarball, configure_flags=configure_flags,
+                                 python_version=python_version, log=log)
+                prefix = prefix_of(configure_flags)
+                _prune(root / prefix.lstrip("/"), python_version)
+                _write_provenance(root / prefix.lstrip("/") / PROVENANCE, {
+                    "python_version": python_version,
+                    "tarball": tarball.name,
+                    "tarball_sha256": tarball_sha256,
+                    "configure_flags": configure_flags,
+                    "platform": platform,
+                    "built_in": f"debootstrap {release.suite} chroot",
+                    "build_date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                    "pruned": [p.format(xy=_xy(python_version)) for p in _PRUNED],
+                })
+                partial = bundle.with_name(bundle.name + ".partial")
+                proc.run(["tar", "--numeric-owner", "-czf", partial, "-C", root,
+                          prefix.lstrip("/")], prefix="bundle", log=log)
+                partial.rename(bundle)
+    return BuiltFile(bundle, sha256_file(bundle))
+
+
+def build_native_wheel(cache_dir: Path, *, release: ReleaseChroot, bundle: BuiltFile,
+                       python_version: str, sdist: Path, sdist_sha256: str,
+                       log: Path | None = None) -> BuiltFile:
+    """Return a cached wheel compiled from `sdist` (e.g. uWSGI's) with the bundle's own
+    CPython, in a chroot of `release` with the bundle unpacked: the guest then installs
+    it without a compiler. The sdist is checked against `sdist_sha256` first."""
+    setuptools = ArtifactCache(cache_dir).ensure(*SETUPTOOLS)
+    identity = {"format": _CACHE_FORMAT, "bundle": bundle.sha256, "sdist": sdist_sha256,
+                "setuptools": setuptools.name,
+                "packages": sorted(set(release.packages)), "suite": release.suite}
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    store = Path(cache_dir) / "native-wheels" / key
+    with cache_lock(store.with_suffix(".lock")):
+        wheels = sorted(store.glob("*.whl")) if store.is_dir() else []
+        if not wheels:
+            _verify(sdist, sdist_sha256)
+            with _scratch_rootfs(cache_dir, release, log) as root:
+                proc.run(["tar", "--numeric-owner", "-xzf", bundle.path, "-C", root],
+                         prefix="wheel", log=log)
+                stage = root / STAGE.lstrip("/")
+                (stage / "wheels").mkdir(parents=True)
+                for source in (sdist, setuptools):
+                    shutil.copyfile(source, stage / source.name)
+                # No network in the chroot: the build backend comes pinned from the
+                # host's verified cache, into a throwaway venv.
+                python = f"/usr/local/bin/python{_xy(python_version)}"
+                chroot_run(root, [python, "-m", "venv", "build-env"], prefix="wheel", log=log,
+                           cwd=STAGE)
+                chroot_run(root, ["build-env/bin/pip", "install", "--no-index", "--no-deps",
+                                  "--disable-pip-version-check", setuptools.name],
+                           prefix="wheel", log=log, cwd=STAGE)
+                chroot_run(root, ["build-env/bin/pip", "wheel", "--no-deps", "--no-index",
+                                  "--no-build-isolation", "--disable-pip-version-check",
+                                  "--wheel-dir", "wheels", sdist.name],
+                           prefix=f"wheel {sdist.name}", log=log, cwd=STAGE)
+                built = sorted((stage / "wheels").glob("*.whl"))
+                if len(built) != 1:
+                    raise GoldboxError(f"pip wheel {sdist.name} produced {len(built)} wheels, "
+                                       "expected 1")
+                partial = store.with_name(store.name + ".partial")
+                shutil.rmtree(partial, ignore_errors=True)
+                partial.mkdir(parents=True)
+                shutil.copyfile(built[0], partial / built[0].name)
+                partial.rename(store)
+            wheels = sorted(store.glob("*.whl"))
+    return BuiltFile(wheels[0], sha256_file(wheels[0]))
+
+
+def _xy(python_version: str) -> str:
+    return ".".join(python_version.split(".")[:2])
+
+
+def _verify(path: Path, sha256: str) -> None:
+    actual = sha256_file(path)
+    if actual != sha256.lower():
+        raise GoldboxError(f"{path}: sha256 mismatch, expected {sha256.lower()}, got {actual}")
+
+
+@contextlib.contextmanager
+def _scratch_rootfs(cache_dir: Path, release: ReleaseChroot,
+                    log: Path | None) -> Iterator[Path]:
+    """A fresh rootfs of `release`, with its chroot mounts, removed afterwards."""
+    work = Path(cache_dir) / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="chroot-", dir=work))
+    try:
+        debootstrap_rootfs(cache_dir, suite=release.suite, mirror=release.mirror,
+                           packages=list(release.packages), dest=root, log=log)
+        with chroot_mounts(root):
+            yield root
+    finally:
+        remove_tree(root)
+
+
+def _compile_cpython(root: Path, *, tarball: Path, configure_flags: list[str],
+                     python_version: str, log: Path | None) -> None:
+    """The tutorial's build: configure, make, make altinstall, in the chroot."""
+    stage = root / STAGE.lstrip("/")
+    stage.mkdir(parents=True)
+    shutil.copyfile(tarball, stage / tarball.name)
+    source = f"{STAGE}/Python-{python_version}"
+    chroot_run(root, ["tar", "-xf", tarball.name], prefix="cpython", log=log, cwd=STAGE)
+    chroot_run(root, ["./configure", *configure_flags], prefix="cpython configure", log=log,
+               cwd=source)
+    chroot_run(root, ["make", f"-j{_jobs()}"], prefix="cpython make", log=log, cwd=source)
+    chroot_run(root, ["make", "altinstall"], prefix="cpython install", log=log, cwd=source)
+
+
+def _jobs() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def _prune(prefix_dir: Path, python_version: str) -> None:
+    xy = _xy(python_version)
+    for pattern in _PRUNED:
+        for path in prefix_dir.glob(pattern.format(xy=xy)):
+            shutil.rmtree(path)
+    # The static libpython is installed twice (67 MB each); C extensions such as uWSGI
+    # link the one in lib/, so the copy in config-X.Y-*/ becomes a link to it.
+    for copy in prefix_dir.glob(f"lib/python{xy}/config-{xy}-*/libpython{xy}.a"):
+        copy.unlink()
+        copy.symlink_to(f"../../libpython{xy}.a")
+
+
+def _write_provenance(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
