@@ -1,0 +1,189 @@
+"""The base disk of a debootstrap platform (debian-12): a grub-bootable qcow2 built
+from the Debian mirror, with sshd and the `vagrant` user, that packer then provisions.
+
+No loop device and no mount (loop partitions get no /dev node on the build machine):
+`mkfs.ext4 -d` fills the partition straight from the rootfs folder, grub's boot.img
+and a core.img from `grub-mkimage` are written into the first MiB with dd.
+
+Golden-image hygiene is built in: no SSH host keys (a drop-in makes sshd generate them
+at first boot), an empty /etc/machine-id, no resolv.conf of the build host."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import tempfile
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any
+
+from goldbox import proc
+from goldbox.artifacts import cache_lock
+from goldbox.errors import GoldboxError
+from goldbox.keys import insecure_public_key
+from goldbox.rootfs import chroot_mounts, chroot_run, debootstrap_rootfs, remove_tree
+
+# What the base needs to boot under qemu, get an address by DHCP and let Vagrant and
+# packer in; the platform adds its kernel package. rsync serves Vagrant's default
+# synced folder.
+BASE_PACKAGES = ["systemd-sysv", "openssh-server", "python3", "grub-pc", "sudo", "ifupdown",
+                 "isc-dhcp-client", "iproute2", "rsync"]
+DISK_SIZE_GIB = 4
+HOSTNAME = "goldbox"
+KERNEL_ARGS = "console=tty0 console=ttyS0 net.ifnames=0"
+_PARTITION_OFFSET = 1 << 20  # the partition starts at sector 2048
+SSH_HOST_KEYS_DROPIN = "etc/systemd/system/ssh.service.d/goldbox-host-keys.conf"
+
+
+def build_base_disk(cache_dir: Path, platform: Any, *, log: Path | None = None,
+                    size_gib: int = DISK_SIZE_GIB) -> Path:
+    """Return the cached base qcow2 of `platform` (a config.Platform whose source is
+    debootstrap: suite, mirror, kernel_package), building it first if needed.
+
+    The cache key covers the suite, mirror, packages, size, the Vagrant public key and
+    this module's own source (the recipe)."""
+    source = platform.source
+    packages = sorted({*BASE_PACKAGES, source.kernel_package})
+    public_key = insecure_public_key()
+    identity = {
+        "platform": platform.name, "suite": source.suite, "mirror": source.mirror,
+        "packages": packages, "size_gib": size_gib, "authorized_key": public_key,
+        "recipe": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+    }
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    store = Path(cache_dir) / "basedisk"
+    disk = store / key / f"{platform.name}-base.qcow2"
+    with cache_lock(store / f"{key}.lock"):
+        if disk.is_file():
+            return disk
+        work = Path(tempfile.mkdtemp(prefix=f"{key}.build-", dir=store))
+        try:
+            root = debootstrap_rootfs(cache_dir, suite=source.suite, mirror=source.mirror,
+                                      packages=packages, dest=work / "rootfs", log=log)
+            # Stable across rebuilds of the same key; the guest mounts / by it.
+            fs_uuid = str(uuid.UUID(bytes=bytes.fromhex(key[:32]), version=4))
+            configure_rootfs(root, fs_uuid=fs_uuid, authorized_key=public_key, log=log)
+            raw = work / "disk.raw"
+            make_bootable_raw_disk(root, raw, fs_uuid=fs_uuid, size_gib=size_gib, log=log)
+            (work / "out").mkdir()
+            proc.run(["qemu-img", "convert", "-O", "qcow2", raw, work / "out" / disk.name],
+                     prefix="base disk", log=log)
+            (work / "out").rename(disk.parent)
+        finally:
+            remove_tree(work)
+    return disk
+
+
+def configure_rootfs(root: Path, *, fs_uuid: str, authorized_key: str,
+                     log: Path | None = None) -> None:
+    """Make a debootstrapped rootfs a bootable, reachable, identity-free Vagrant base."""
+    kernel = _only_kernel_version(root)
+    files = {
+        "etc/fstab": f"UUID={fs_uuid} / ext4 errors=remount-ro 0 1\n",
+        "etc/hostname": f"{HOSTNAME}\n",
+        "etc/hosts": f"127.0.0.1 localhost\n127.0.1.1 {HOSTNAME}\n"
+                     "::1 localhost ip6-localhost ip6-loopback\n",
+        "etc/network/interfaces": textwrap.dedent("""\
+            source /etc/network/interfaces.d/*
+
+            auto lo
+            iface lo inet loopback
+
+            auto eth0
+            iface eth0 inet dhcp
+            """),
+        "boot/grub/grub.cfg": textwrap.dedent(f"""\
+            set timeout=1
+            menuentry "Debian GNU/Linux" {{
+                search --no-floppy --fs-uuid --set=root {fs_uuid}
+                linux /boot/vmlinuz-{kernel} root=UUID={fs_uuid} ro {KERNEL_ARGS}
+                initrd /boot/initrd.img-{kernel}
+            }}
+            """),
+        # Debian does not regenerate deleted host keys; `sshd -t` runs before any
+        # appended ExecStartPre, so the list is reset and ssh-keygen -A goes first.
+        SSH_HOST_KEYS_DROPIN: textwrap.dedent("""\
+            [Service]
+            ExecStartPre=
+            ExecStartPre=/usr/bin/ssh-keygen -A
+            ExecStartPre=/usr/sbin/sshd -t
+            """),
+        "etc/sudoers.d/vagrant": "vagrant ALL=(ALL) NOPASSWD:ALL\n",
+        # Refilled by systemd at first boot: every VM gets its own.
+        "etc/machine-id": "",
+    }
+    for relative, content in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    (root / "etc/sudoers.d/vagrant").chmod(0o440)
+    _set_default_grub(root / "etc/default/grub",
+                      {"GRUB_CMDLINE_LINUX": f'"{KERNEL_ARGS}"', "GRUB_TIMEOUT": "1"})
+    (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+    (root / "etc/resolv.conf").unlink(missing_ok=True)  # the build host's; DHCP writes one
+    for host_key in (root / "etc/ssh").glob("ssh_host_*"):
+        host_key.unlink()
+
+    with chroot_mounts(root):
+        # `*`, not useradd's locked `!`: key logins only, and sshd accepts the account.
+        chroot_run(root, ["useradd", "--create-home", "--shell", "/bin/bash",
+                          "--password", "*", "vagrant"], prefix="base disk", log=log)
+        chroot_run(root, ["systemctl", "enable", "ssh.service"], prefix="base disk", log=log)
+        chroot_run(root, ["visudo", "-c"], prefix="base disk", log=log)
+    ssh_dir = root / "home/vagrant/.ssh"
+    ssh_dir.mkdir(mode=0o700)
+    (ssh_dir / "authorized_keys").write_text(authorized_key + "\n")
+    (ssh_dir / "authorized_keys").chmod(0o600)
+    owner = (root / "home/vagrant").stat()
+    for path in (ssh_dir, ssh_dir / "authorized_keys"):
+        shutil.chown(path, owner.st_uid, owner.st_gid)
+
+
+def make_bootable_raw_disk(root: Path, raw: Path, *, fs_uuid: str, size_gib: int,
+                           log: Path | None = None) -> None:
+    """Write `root` into a raw disk image with one bootable ext4 partition and grub
+    (i386-pc, from the rootfs's own grub modules) in its first MiB."""
+    size = size_gib << 30
+    with open(raw, "wb") as disk:
+        disk.truncate(size)
+    subprocess.run(["sfdisk", "--quiet", raw], check=True, text=True,
+                   input="label: dos\nstart=2048, type=83, bootable\n")
+    proc.run(["mkfs.ext4", "-q", "-F", "-U", fs_uuid, "-L", "rootfs", "-d", root,
+              "-E", f"offset={_PARTITION_OFFSET}", raw,
+              f"{(size - _PARTITION_OFFSET) // 1024}k"], prefix="base disk", log=log)
+    grub_dir = root / "usr/lib/grub/i386-pc"
+    core = raw.with_name("core.img")
+    proc.run(["grub-mkimage", "-O", "i386-pc", "-d", grub_dir, "-o", core,
+              "-p", "(hd0,msdos1)/boot/grub", "biosdisk", "part_msdos", "ext2", "normal",
+              "linux", "configfile", "search", "search_fs_uuid", "echo", "test"],
+             prefix="base disk", log=log)
+    if core.stat().st_size > _PARTITION_OFFSET - 512:
+        raise GoldboxError(f"grub core.img is {core.stat().st_size} bytes: it does not fit "
+                           "before the partition")
+    # boot.img's first 440 bytes only: the partition table after them stays.
+    for image, block_size, seek in ((grub_dir / "boot.img", 440, 0), (core, 512, 1)):
+        subprocess.run(["dd", f"if={image}", f"of={raw}", f"bs={block_size}", f"seek={seek}",
+                        *(["count=1"] if seek == 0 else []), "conv=notrunc", "status=none"],
+                       check=True)
+
+
+def _set_default_grub(path: Path, settings: dict[str, str]) -> None:
+    """Set keys of /etc/default/grub: update-grub, run in the guest later, must keep
+    net.ifnames=0 or the NIC is renamed ens*, eth0 gets no DHCP and `vagrant up` waits
+    for an IP forever."""
+    if not path.is_file():
+        raise GoldboxError(f"{path} is missing: is grub-pc installed in the rootfs?")
+    lines = [line for line in path.read_text().splitlines()
+             if line.split("=", 1)[0] not in settings]
+    lines += [f"{name}={value}" for name, value in settings.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _only_kernel_version(root: Path) -> str:
+    kernels = sorted(p.name.removeprefix("vmlinuz-") for p in (root / "boot").glob("vmlinuz-*"))
+    if len(kernels) != 1 or not (root / f"boot/initrd.img-{kernels[0]}").is_file():
+        raise GoldboxError(f"expected one kernel with its initrd in {root}/boot, found {kernels}")
+    return kernels[0]

@@ -1,0 +1,110 @@
+"""The debian-12 base disk: built once (cached), booted for real under qemu TCG, logged
+into over SSH as vagrant with Vagrant's insecure key, and checked for golden-image
+hygiene without mounting it (debugfs)."""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from goldbox.basedisk import build_base_disk
+from goldbox.config import load_config
+from goldbox.keys import insecure_private_key
+
+CACHE = Path(os.environ.get("GOLDBOX_CACHE", "~/.cache/goldbox")).expanduser()
+PARTITION = "?offset=1048576"
+SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+               "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR"]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="debootstrap and chroot need root"),
+]
+
+
+@pytest.fixture(scope="module")
+def base_disk(tmp_path_factory):
+    platform = load_config().platform("debian-12")
+    log = tmp_path_factory.mktemp("log") / "basedisk.log"
+    started = time.monotonic()
+    disk = build_base_disk(CACHE, platform, log=log)
+    print(f"base disk: {time.monotonic() - started:.1f} s, "
+          f"{disk.stat().st_size / 2**20:.0f} MiB, {disk}")
+    return disk
+
+
+@pytest.fixture(scope="module")
+def raw_image(base_disk, tmp_path_factory):
+    raw = tmp_path_factory.mktemp("raw") / "disk.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", base_disk, raw], check=True)
+    return raw
+
+
+def debugfs(raw: Path, request: str) -> str:
+    return subprocess.run(["debugfs", "-R", request, f"{raw}{PARTITION}"],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def test_no_identity_is_baked_in(raw_image):
+    listing = debugfs(raw_image, "ls -l /etc/ssh")
+    assert "sshd_config" in listing
+    assert "ssh_host_" not in listing
+    assert "Size: 0" in debugfs(raw_image, "stat /etc/machine-id")
+    assert "ExecStartPre=/usr/bin/ssh-keygen -A" in debugfs(
+        raw_image, "cat /etc/systemd/system/ssh.service.d/goldbox-host-keys.conf")
+    assert 'net.ifnames=0' in debugfs(raw_image, "cat /etc/default/grub")
+    assert "File not found" in subprocess.run(
+        ["debugfs", "-R", "stat /etc/resolv.conf", f"{raw_image}{PARTITION}"],
+        capture_output=True, text=True).stderr
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_boots_under_tcg_and_vagrant_logs_in(base_disk, tmp_path):
+    key = tmp_path / "vagrant"
+    shutil.copyfile(insecure_private_key(), key)
+    key.chmod(0o600)
+    port = free_port()
+    console = tmp_path / "console.log"
+    started = time.monotonic()
+    vm = subprocess.Popen([
+        "qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "2",
+        "-drive", f"file={base_disk},if=virtio,format=qcow2", "-snapshot",
+        "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
+        "-device", "virtio-net-pci,netdev=net0",
+        "-display", "none", "-serial", f"file:{console}", "-monitor", "none",
+    ])
+    ssh = ["ssh", *SSH_OPTIONS, "-i", key, "-p", str(port), "vagrant@127.0.0.1"]
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            if subprocess.run([*ssh, "true"], capture_output=True).returncode == 0:
+                break
+            assert vm.poll() is None, "qemu exited early:\n" + console.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no SSH after 240 s:\n" + \
+                console.read_text(errors="replace")[-3000:]
+            time.sleep(2)
+        print(f"boot to SSH: {time.monotonic() - started:.1f} s")
+        result = subprocess.run(
+            [*ssh, "sudo -n true && python3 --version && ip -o link show eth0 "
+                   "&& ls /etc/ssh/ssh_host_ed25519_key.pub && cat /etc/machine-id"],
+            capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0].startswith("Python 3.11")
+        assert "state UP" in lines[1]
+        assert len(lines[3]) == 32  # a machine-id generated on this boot
+        subprocess.run([*ssh, "sudo -n systemctl poweroff"], capture_output=True, timeout=30)
+        vm.wait(timeout=90)
+    finally:
+        if vm.poll() is None:
+            vm.kill()
+            vm.wait()
