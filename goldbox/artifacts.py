@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -70,30 +71,19 @@ class ArtifactCache:
             return found
         final = self.path(sha256, filename)
         final.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=final.parent, prefix=f".{filename}.",
-                                         delete=False) as partial:
-            try:
-                digest = hashlib.sha256()
-                try:
-                    with requests.get(url, stream=True, timeout=(15, 120)) as response:
-                        response.raise_for_status()
-                        for chunk in response.iter_content(_CHUNK):
-                            digest.update(chunk)
-                            partial.write(chunk)
-                except requests.RequestException as exc:
-                    raise GoldboxError(f"cannot download {url}: {exc}") from exc
-                partial.close()
-                actual = digest.hexdigest()
-                if actual != sha256.lower():
-                    raise GoldboxError(
-                        f"{url}: sha256 mismatch, expected {sha256.lower()}, got {actual}; "
-                        "the download was discarded"
-                    )
-                Path(partial.name).rename(final)
-            finally:
-                Path(partial.name).unlink(missing_ok=True)
-                with contextlib.suppress(OSError):
-                    final.parent.rmdir()  # only succeeds if we left it empty
+        partial = final.with_name(f".{filename}.{os.getpid()}.partial")
+        try:
+            actual = _download(url, partial)
+            if actual != sha256.lower():
+                raise GoldboxError(
+                    f"{url}: sha256 mismatch, expected {sha256.lower()}, got {actual}; "
+                    "the download was discarded"
+                )
+            partial.rename(final)
+        finally:
+            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                final.parent.rmdir()  # only succeeds if nothing was kept
         return final
 
     def import_file(self, path: Path, known: Mapping[str, str]) -> Path:
@@ -138,6 +128,21 @@ class ArtifactCache:
             orig = fetch_debian_source_tarball(Path(scratch), package=package, suite=suite,
                                                orig_name=orig_name, mirror=mirror)
             return self.import_file(orig, {sha256: filename})
+
+
+def _download(url: str, dest: Path) -> str:
+    """Stream `url` into `dest`; return the sha256 of what was written."""
+    digest = hashlib.sha256()
+    try:
+        with requests.get(url, stream=True, timeout=(15, 120)) as response, \
+                open(dest, "wb") as out:
+            response.raise_for_status()
+            for chunk in response.iter_content(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+    except requests.RequestException as exc:
+        raise GoldboxError(f"cannot download {url}: {exc}") from exc
+    return digest.hexdigest()
 
 
 def fetch_debian_source_tarball(dest_dir: Path, *, package: str, suite: str, orig_name: str,

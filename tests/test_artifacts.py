@@ -119,3 +119,10 @@ def test_wheelhouse_refuses_a_tampered_pin(tmp_path):
         build_wheelhouse(tmp_path, requirements, tmp_path / "wh",
                          python_version="3.13", platform_tags=MANYLINUX)
     assert not [p for p in (tmp_path / "wheelhouse").iterdir() if p.is_dir()]
+
+
+def test_unreachable_url_is_one_clear_error_and_keeps_nothing(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    with pytest.raises(GoldboxError, match=r"cannot download http://127\.0\.0\.1:9/x\.tar\.xz"):
+        cache.ensure("http://127.0.0.1:9/x.tar.xz", BLINKER_SHA256, "x.tar.xz")
+    assert not any((tmp_path / "artifacts").rglob("*"))
