@@ -148,3 +148,63 @@ def destroy(c, platform=None):
 
     config = load_config(ROOT)
     remove(config, config.platform(platform))
+
+
+@task(help={"platform": "platform whose box to publish (default: box.default_platform)",
+            "manifest": "the box's manifest.json (default: dist/<platform>/manifest.json)",
+            "catalog": "catalog directory (default: catalog.location in goldbox.toml)",
+            "base-url": "URL the catalog directory is served under; metadata.json's box "
+                        "URLs use it (default: file:// URLs of the directory)",
+            "force": "replace a version + provider that is already published"})
+@reports_errors
+def publish(c, platform=None, manifest=None, catalog=None, base_url=None, force=False):
+    """Publish the built box and its manifest to a versioned Vagrant box catalog.
+
+    Writes <catalog>/<box>/<version>/<provider>/ and adds the version to
+    <catalog>/<box>/metadata.json; teammates then run
+    `vagrant box add <catalog URL>/<box>/metadata.json` and later `vagrant box update`."""
+    from goldbox import catalog as boxes
+
+    config = load_config(ROOT)
+    manifest_path = (Path(manifest) if manifest else
+                     config.dist_dir / config.platform(platform).name / "manifest.json")
+    boxes.publish(manifest_path, boxes.catalog_directory(catalog, config), base_url=base_url,
+                  description=config.project.box.description, force=force)
+
+
+@task(help={"catalog": "catalog directory or http(s) base URL (default: catalog.location)",
+            "box": "only this box (an HTTP catalog cannot be listed: default box.name)"})
+@reports_errors
+def boxes(c, catalog=None, box=None):
+    """List a catalog's versions: provider, size, date, platform and CPython version."""
+    from goldbox.catalog import catalog_location, format_table, is_url, list_boxes
+
+    config = load_config(ROOT)
+    location = catalog_location(catalog, config)
+    print(format_table(list_boxes(location, box or (config.project.box.name
+                                                    if is_url(location) else None))))
+
+
+@task(help={"keep": "how many of the newest versions to keep (at least 1)",
+            "catalog": "catalog directory (default: catalog.location)",
+            "box": "box name (default: box.name in goldbox.toml)"})
+@reports_errors
+def prune(c, keep=0, catalog=None, box=None):
+    """Remove a box's older versions from a catalog: metadata entries and box files."""
+    from goldbox.catalog import catalog_directory
+    from goldbox.catalog import prune as prune_versions
+
+    config = load_config(ROOT)
+    prune_versions(catalog_directory(catalog, config), box or config.project.box.name, keep)
+
+
+@task(help={"catalog": "catalog directory (default: catalog.location)",
+            "port": "TCP port on 127.0.0.1 (0: any free port)"})
+@reports_errors
+def catalog_serve(c, catalog=None, port=8099):
+    """Serve a catalog directory over HTTP on 127.0.0.1 (a quick team or test setup).
+
+    For a lasting setup put the directory on any static web host or object store."""
+    from goldbox.catalog import catalog_directory, serve
+
+    serve(catalog_directory(catalog, load_config(ROOT)), port)
