@@ -47,7 +47,7 @@ class Phases:
         try:
             yield note
         except GoldboxError as exc:
-            where = f"; log: {self.log}" if self.log else ""
+            where = f"; log: {self.log}" if self.log and str(self.log) not in str(exc) else ""
             raise GoldboxError(f"phase {name!r} failed{where}: {exc}") from None
         self.rows.append((name, time.monotonic() - start, " ".join(note)))
 
