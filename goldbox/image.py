@@ -50,6 +50,7 @@ class Phases:
             where = f"; log: {self.log}" if self.log and str(self.log) not in str(exc) else ""
             raise GoldboxError(f"phase {name!r} failed{where}: {exc}") from None
         self.rows.append((name, time.monotonic() - start, " ".join(note)))
+        print(f"    {name}: {self.rows[-1][1]:.1f} s, {self.rows[-1][2]}", flush=True)
 
     def seconds(self) -> dict[str, float]:
         return {name: round(seconds, 1) for name, seconds, _ in self.rows}
