@@ -427,6 +427,10 @@ class BoxRow:
     cpython: str
 
 
+def _where(location: Path | str, relative: str) -> str:
+    return str(location / relative) if isinstance(location, Path) else location + relative
+
+
 def _reader(location: Path | str) -> Callable[[str], str | None]:
     """Read a catalog-relative path from a directory or a base URL; None if absent."""
     if isinstance(location, Path):
@@ -436,7 +440,7 @@ def _reader(location: Path | str) -> Callable[[str], str | None]:
         return read_file
 
     def read_url(relative: str) -> str | None:
-        url = location + relative
+        url = _where(location, relative)
         try:
             response = requests.get(url, timeout=30)
         except requests.RequestException as exc:
@@ -447,6 +451,17 @@ def _reader(location: Path | str) -> Callable[[str], str | None]:
             raise GoldboxError(f"cannot read {url}: HTTP {response.status_code}")
         return response.text
     return read_url
+
+
+def _read_json(read: Callable[[str], str | None], relative: str,
+               location: Path | str) -> dict:
+    """A published manifest, or {} when it is missing (the table then shows '?')."""
+    text = read(relative)
+    try:
+        manifest = json.loads(text) if text else {}
+    except json.JSONDecodeError as exc:
+        raise _invalid(_where(location, relative), f"not valid JSON: {exc}") from None
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def list_boxes(location: Path | str, box: str | None = None) -> list[BoxRow]:
@@ -462,7 +477,7 @@ def list_boxes(location: Path | str, box: str | None = None) -> list[BoxRow]:
     read = _reader(location)
     rows = []
     for name in names:
-        label = f"{location}{'/' if isinstance(location, Path) else ''}{name}/{METADATA}"
+        label = _where(location, f"{name}/{METADATA}")
         text = read(f"{name}/{METADATA}")
         if text is None:
             raise GoldboxError(f"{label}: not found (box {name!r} is not in this catalog)")
@@ -470,8 +485,8 @@ def list_boxes(location: Path | str, box: str | None = None) -> list[BoxRow]:
         for entry in sorted(metadata["versions"], key=lambda v: _semver_key(v["version"]),
                             reverse=True):
             for provider in entry["providers"]:
-                manifest_text = read(f"{name}/{entry['version']}/{provider['name']}/{MANIFEST}")
-                manifest = json.loads(manifest_text) if manifest_text else {}
+                manifest = _read_json(read, f"{name}/{entry['version']}/"
+                                            f"{provider['name']}/{MANIFEST}", location)
                 rows.append(BoxRow(
                     box=name, version=entry["version"], provider=provider["name"],
                     size=manifest.get("box_size"), created=manifest.get("created", "?"),
