@@ -148,6 +148,18 @@ def test_prune_keeps_the_newest_and_removes_entries_and_files(catalog, boxes_dir
     assert prune(catalog, BOX_NAME, keep=2, progress=QUIET) == []
 
 
+def test_invoke_publish_defaults_to_the_built_box_and_the_configured_catalog(project_copy):
+    make_box(project_copy / "dist" / "debian-12", "0.1.0")  # where `invoke image` puts it
+    result = run_invoke(project_copy, "publish")
+    assert result.returncode == 0, result.stdout + result.stderr
+    catalog = project_copy / "dist" / "catalog"  # goldbox.toml: catalog.location
+    assert versions(catalog) == ["0.1.0"]
+    assert metadata(catalog)["description"].startswith("Flask behind uWSGI and nginx")
+    assert f"vagrant box add {(catalog / BOX_NAME / 'metadata.json').as_uri()}" in result.stdout
+    listed = run_invoke(project_copy, "boxes")
+    assert listed.returncode == 0 and f"{BOX_NAME}  0.1.0" in listed.stdout
+
+
 # ---- bad input: one line, non-zero, nothing changed ------------------------------------
 
 
