@@ -49,7 +49,7 @@ def versions(catalog: Path, box: str = BOX_NAME) -> list[str]:
 
 @pytest.fixture
 def boxes_dir(tmp_path: Path):
-    """Build (once per test) the box of any version: boxes_dir(version) -> manifest."""
+    """Build a test box of a version under tmp/dist/<version>/: boxes_dir(version) -> manifest."""
     def build(version: str, **options) -> Path:
         return make_box(tmp_path / "dist" / version, version, **options)
     return build
