@@ -8,7 +8,6 @@ own fresh copy extracted from that tarball in seconds."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import shutil
@@ -18,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from goldbox import proc
+from goldbox.artifacts import cache_lock
 from goldbox.errors import GoldboxError
 
 # Bumped when the way a cached tarball is made changes, so old ones are not reused.
@@ -60,7 +60,7 @@ def debootstrap_rootfs(
         cache_dir, suite=suite, mirror=mirror, packages=packages, variant=variant, log=log
     )
     dest.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["tar", *_TAR_OPTIONS, "-xpf", tarball, "-C", dest], check=True)
+    proc.run(["tar", *_TAR_OPTIONS, "-xpf", tarball, "-C", dest], prefix="rootfs", log=log)
     return dest
 
 
@@ -81,8 +81,7 @@ def cached_rootfs_tarball(
     store = Path(cache_dir) / "rootfs"
     store.mkdir(parents=True, exist_ok=True)
     tarball = store / f"{key}.tar"
-    with open(store / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with cache_lock(store / f"{key}.lock"):
         if tarball.exists():
             return tarball
         build_root = Path(tempfile.mkdtemp(prefix=f"{key}.build-", dir=store))
@@ -92,12 +91,13 @@ def cached_rootfs_tarball(
             if packages:
                 command.append("--include=" + ",".join(sorted(set(packages))))
             command += [suite, build_root, mirror]
-            proc.run(command, prefix=f"debootstrap {suite}", log=log or store / f"{key}.log")
+            log = log or store / f"{key}.log"
+            proc.run(command, prefix=f"debootstrap {suite}", log=log)
             # Leave no apt downloads in the cache: they are a third of a minbase.
             for deb in (build_root / "var/cache/apt/archives").glob("*.deb"):
                 deb.unlink()
-            subprocess.run(["tar", *_TAR_OPTIONS, "-cf", partial, "-C", build_root, "."],
-                           check=True)
+            proc.run(["tar", *_TAR_OPTIONS, "-cf", partial, "-C", build_root, "."],
+                     prefix="rootfs", log=log)
             partial.rename(tarball)
         finally:
             remove_tree(build_root)
