@@ -1,0 +1,124 @@
+"""Package managers behind one interface: which packages are missing, install them,
+point the system at its repositories."""
+
+from __future__ import print_function
+
+import os
+
+from provision.runner import sha256_of
+
+
+class Apt(object):
+    name = "apt"
+    sources_list = "/etc/apt/sources.list"
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.lists_stale = False
+
+    def configure(self, repositories, stage_dir):
+        """Write sources.list when the plan gives one; True when it changed."""
+        sources = repositories.get("apt_sources")
+        if not sources:
+            return False
+        changed = self.runner.write_file(self.sources_list, sources)
+        self.lists_stale = self.lists_stale or changed
+        return changed
+
+    def missing(self, packages):
+        absent = []
+        for package in packages:
+            code, out = self.runner.query(["dpkg-query", "-W", "-f=${Status}", package])
+            if code != 0 or "install ok installed" not in out:
+                absent.append(package)
+        return absent
+
+    def missing_groups(self, groups):
+        return list(groups)  # apt has no groups; the plan lists none for Debian
+
+    def install(self, packages, groups=()):
+        if not self.runner.dry_run and not os.listdir("/var/lib/apt/lists"):
+            self.lists_stale = True
+        if self.lists_stale or self.runner.dry_run:
+            self.runner.run(["apt-get", "update", "-q"], env=self.env)
+            self.lists_stale = False
+        self.runner.run(["apt-get", "install", "-y", "-q", "--no-install-recommends"]
+                        + list(packages), env=self.env)
+
+    def clean(self):
+        self.runner.run(["apt-get", "clean"])
+        for name in sorted(os.listdir("/var/lib/apt/lists")) if not self.runner.dry_run else []:
+            path = os.path.join("/var/lib/apt/lists", name)
+            if os.path.isfile(path) and name != "lock":
+                os.unlink(path)
+
+
+class Yum(object):
+    name = "yum"
+    repo_dir = "/etc/yum.repos.d"
+
+    def __init__(self, runner):
+        self.runner = runner
+
+    def configure(self, repositories, stage_dir):
+        """Move the dead mirrors' repo files aside, write goldbox's repos, install the
+        release RPMs (e.g. epel-release) after checking their sha256."""
+        changed = False
+        for path in repositories.get("disable_repo_files", []):
+            changed = self.runner.rename(path, path + ".goldbox-disabled") or changed
+        for repo in repositories.get("yum_repos", []):
+            lines = ["[%s]" % repo["id"], "name=%s" % repo["name"],
+                     "baseurl=%s" % repo["baseurl"], "enabled=1",
+                     "gpgcheck=%d" % (1 if repo.get("gpgcheck") else 0)]
+            if repo.get("gpgkey"):
+                lines.append("gpgkey=%s" % repo["gpgkey"])
+            path = os.path.join(self.repo_dir, "goldbox-%s.repo" % repo["id"])
+            changed = self.runner.write_file(path, "\n".join(lines) + "\n") or changed
+        for rpm in repositories.get("rpms", []):
+            code, _ = self.runner.query(["rpm", "-q", rpm["name"]])
+            if code == 0:
+                continue
+            local = os.path.join(stage_dir, os.path.basename(rpm["url"]))
+            if not self.runner.exists(local):
+                self.runner.run(["curl", "-fsSL", "-o", local, rpm["url"]])
+            if not self.runner.dry_run and sha256_of(local) != rpm["sha256"]:
+                raise ValueError("%s: sha256 %s, expected %s"
+                                 % (local, sha256_of(local), rpm["sha256"]))
+            self.runner.run(["rpm", "-Uvh", local])
+            changed = True
+        return changed
+
+    def missing(self, packages):
+        absent = []
+        for package in packages:
+            code, _ = self.runner.query(["rpm", "-q", package])
+            if code != 0:
+                absent.append(package)
+        return absent
+
+    def missing_groups(self, groups):
+        if not groups:
+            return []
+        code, out = self.runner.query(["yum", "grouplist"])
+        installed, section = [], False
+        for line in out.splitlines():
+            if line.startswith("Installed Groups"):
+                section = True
+            elif line and not line.startswith(" "):
+                section = False
+            elif section:
+                installed.append(line.strip().lower())
+        return [group for group in groups if group.lower() not in installed]
+
+    def install(self, packages, groups=()):
+        for group in groups:
+            self.runner.run(["yum", "groupinstall", "-y", group])
+        if packages:
+            self.runner.run(["yum", "install", "-y"] + list(packages))
+
+    def clean(self):
+        self.runner.run(["yum", "clean", "all"])
+
+
+ADAPTERS = {"apt": Apt, "yum": Yum}

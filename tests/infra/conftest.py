@@ -1,0 +1,44 @@
+"""The testinfra suite's inputs: the plan the host rendered (GOLDBOX_PLAN or --plan) is
+the single source of what the guest must hold. GOLDBOX_INFRA_LIVE=1 adds the checks
+that need a booted guest (running services, listening sockets, processes).
+
+Against a rootfs:  pytest tests/infra --hosts=/path/to/rootfs --connection=chroot
+Against a VM:      pytest tests/infra --hosts=ssh://default --ssh-config=FILE --sudo
+(`invoke verify` runs the latter.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from goldbox import PROJECT_ROOT
+
+
+def pytest_addoption(parser):
+    parser.addoption("--plan", default=os.environ.get("GOLDBOX_PLAN"),
+                     help="the plan.json the guest was provisioned from")
+
+
+@pytest.fixture(scope="session")
+def plan(pytestconfig) -> dict:
+    path = pytestconfig.getoption("--plan")
+    if not path:
+        pytest.fail("tests/infra needs the plan: set GOLDBOX_PLAN or pass --plan")
+    return json.loads(Path(path).read_text())
+
+
+@pytest.fixture(scope="session")
+def live() -> bool:
+    return os.environ.get("GOLDBOX_INFRA_LIVE") == "1"
+
+
+@pytest.fixture(scope="session")
+def pins(plan) -> dict[str, str]:
+    """name -> version from the app's hash-pinned requirements (read on the host)."""
+    text = (PROJECT_ROOT / plan["app"]["requirements"]).read_text()
+    return {m.group(1).lower(): m.group(2)
+            for m in re.finditer(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", text, re.M)}

@@ -1,0 +1,100 @@
+"""What a golden guest holds, checked the same way in a rootfs (chroot backend) and in a
+booted VM (SSH backend). Every expectation comes from the plan."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_runtime_packages_installed(host, plan):
+    for name in plan["packages"]["runtime"]:
+        assert host.package(name).is_installed, name
+
+
+def test_cpython_built_from_source_is_the_planned_version(host, plan):
+    python = plan["python"]
+    result = host.run(f"{python['binary']} -c 'import platform; print(platform.python_version())'")
+    assert result.stdout.strip() == python["version"]
+    assert host.file(python["binary"]).is_file
+    assert python["binary"].startswith(python["prefix"])
+
+
+def test_cpython_has_its_extension_modules(host, plan):
+    modules = "ssl, sqlite3, bz2, zlib, ctypes" + (", lzma" if plan["python"]["version"] >= "3"
+                                                   else "")
+    result = host.run(f"{plan['python']['binary']} -c 'import {modules}'")
+    assert result.rc == 0, result.stderr
+
+
+def test_app_user_is_unprivileged(host, plan):
+    user = host.user(plan["app"]["user"])
+    assert user.exists
+    assert user.uid != 0
+    assert user.shell.endswith("nologin")
+
+
+def test_app_tree_like_the_tutorials_myapplication(host, plan):
+    root = plan["app"]["root"]
+    assert 'return "Hello!"' in host.file(f"{root}/app/__init__.py").content_string
+    assert "from app import app" in host.file(f"{root}/WSGI.py").content_string
+    assert host.file(f"{root}/static").is_directory
+    assert host.file(f"{root}/env/bin/python").exists
+
+
+def test_venv_has_the_pinned_packages(host, plan, pins):
+    freeze = host.run(f"{plan['app']['root']}/env/bin/pip freeze").stdout
+    installed = {line.split("==")[0].lower(): line.split("==")[1]
+                 for line in freeze.splitlines() if "==" in line}
+    assert {name: installed.get(name) for name in pins} == pins
+
+
+@pytest.mark.parametrize("service", ["uwsgi", "nginx"])
+def test_rendered_configs_are_in_place(host, plan, service):
+    for item in plan[service]["files"]:
+        file = host.file(item["path"])
+        assert file.content_string == item["content"], item["path"]
+        assert file.mode == int(item["mode"], 8), item["path"]
+
+
+def test_distribution_default_site_removed(host, plan):
+    for path in plan["nginx"]["remove"]:
+        assert not host.file(path).exists, path
+
+
+def test_uwsgi_never_runs_as_root(host, plan):
+    ini, unit = (item["content"] for item in plan["uwsgi"]["files"])
+    assert "module = WSGI:app" in ini
+    assert "socket = 127.0.0.1:" in ini
+    if plan["adapters"]["services"] == "systemd":
+        assert f"User={plan['app']['user']}" in unit
+        assert "Restart=on-failure" in unit
+
+
+@pytest.mark.parametrize("key", ["uwsgi", "nginx"])
+def test_services_enabled_at_boot(host, plan, key):
+    assert host.service(plan[key]["service"]).is_enabled
+
+
+@pytest.mark.parametrize("key", ["uwsgi", "nginx"])
+def test_services_running(host, plan, live, key):
+    if not live:
+        pytest.skip("needs a booted guest (GOLDBOX_INFRA_LIVE=1)")
+    assert host.service(plan[key]["service"]).is_running
+
+
+def test_uwsgi_workers_run_as_the_app_user(host, plan, live):
+    if not live:
+        pytest.skip("needs a booted guest (GOLDBOX_INFRA_LIVE=1)")
+    workers = host.process.filter(comm="uwsgi")
+    assert len(workers) >= 2  # master + at least one worker
+    assert {worker.user for worker in workers} == {plan["app"]["user"]}
+
+
+def test_sockets(host, plan, live):
+    if not live:
+        pytest.skip("needs a booted guest (GOLDBOX_INFRA_LIVE=1)")
+    ini = plan["uwsgi"]["files"][0]["content"]
+    uwsgi_socket = next(line.split("=", 1)[1].strip() for line in ini.splitlines()
+                        if line.startswith("socket"))
+    assert host.socket(f"tcp://{uwsgi_socket}").is_listening
+    assert host.socket(f"tcp://0.0.0.0:{plan['firewall']['tcp_ports'][0]}").is_listening
