@@ -180,7 +180,8 @@ def _pinned(requirements_file, dry_run):
 
 
 def _installed(ctx, pip):
-    code, out = ctx.runner.query([pip, "freeze", "--all"])
+    # `pip list --format=freeze` names wheels installed from a file too (freeze gives "x @ file:").
+    code, out = ctx.runner.query([pip, "list", "--format=freeze"])
     found = {}
     for line in out.splitlines() if code == 0 else []:
         if "==" in line:

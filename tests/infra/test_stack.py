@@ -42,7 +42,7 @@ def test_app_tree_like_the_tutorials_myapplication(host, plan):
 
 
 def test_venv_has_the_pinned_packages(host, plan, pins):
-    freeze = host.run(f"{plan['app']['root']}/env/bin/pip freeze").stdout
+    freeze = host.run(f"{plan['app']['root']}/env/bin/pip list --format=freeze").stdout
     installed = {line.split("==")[0].lower(): line.split("==")[1]
                  for line in freeze.splitlines() if "==" in line}
     assert {name: installed.get(name) for name in pins} == pins
