@@ -76,23 +76,20 @@ def test_services_enabled_at_boot(host, plan, key):
 
 
 @pytest.mark.parametrize("key", ["uwsgi", "nginx"])
-def test_services_running(host, plan, live, key):
-    if not live:
-        pytest.skip("needs a booted guest (GOLDBOX_INFRA_LIVE=1)")
+@pytest.mark.live
+def test_services_running(host, plan, key):
     assert host.service(plan[key]["service"]).is_running
 
 
-def test_uwsgi_workers_run_as_the_app_user(host, plan, live):
-    if not live:
-        pytest.skip("needs a booted guest (GOLDBOX_INFRA_LIVE=1)")
+@pytest.mark.live
+def test_uwsgi_workers_run_as_the_app_user(host, plan):
     workers = host.process.filter(comm="uwsgi")
     assert len(workers) >= 2  # master + at least one worker
     assert {worker.user for worker in workers} == {plan["app"]["user"]}
 
 
-def test_sockets(host, plan, live):
-    if not live:
-        pytest.skip("needs a booted guest (GOLDBOX_INFRA_LIVE=1)")
+@pytest.mark.live
+def test_sockets(host, plan):
     ini = plan["uwsgi"]["files"][0]["content"]
     uwsgi_socket = next(line.split("=", 1)[1].strip() for line in ini.splitlines()
                         if line.startswith("socket"))

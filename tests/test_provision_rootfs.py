@@ -1,0 +1,192 @@
+"""provision/ for real in a Debian 12 rootfs, at native speed: the whole plan with the
+real CPython 3.13.5 build from its verified tarball, then uWSGI and nginx started in
+the rootfs inside a network namespace of the test's own, the HTTP checks, the
+testinfra suite over the chroot backend, and a second run that must change nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from goldbox import PROJECT_ROOT
+from goldbox.artifacts import ArtifactCache
+from goldbox.config import load_config
+from goldbox.image import prepare_wheelhouse
+from goldbox.render import RenderOptions, render_platform
+from goldbox.rootfs import chroot_mounts, debootstrap_rootfs, remove_tree
+
+pytestmark = pytest.mark.slow
+
+CONFIG = load_config()
+PLATFORM = CONFIG.platform("debian-12")
+STAGE = "/tmp/goldbox-stage"
+UWSGI_PID = "/tmp/goldbox-uwsgi.pid"  # writable by the app user
+# What the base disk has that provision relies on: its Python, systemd's tools, ps/ss.
+ROOTFS_PACKAGES = ["python3", "systemd-sysv", "procps", "iproute2", "ca-certificates"]
+
+
+def chroot(root: Path, *argv: str, netns: str | None = None, check: bool = True,
+           userspec: str | None = None) -> subprocess.CompletedProcess:
+    command = ["chroot", *([f"--userspec={userspec}"] if userspec else []), str(root), *argv]
+    if netns:
+        command = ["ip", "netns", "exec", netns, *command]
+    return subprocess.run(command, capture_output=True, text=True, check=check, timeout=1800)
+
+
+def run_provision(root: Path) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.monotonic()
+    result = subprocess.run(
+        ["chroot", str(root), "/usr/bin/env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin:"
+         "/usr/sbin:/sbin", "HOME=/root", "/bin/sh", "-c",
+         f"cd {STAGE} && exec /usr/bin/python3 -m provision {STAGE}/plan.json"],
+        capture_output=True, text=True, check=False, timeout=3600)
+    return result, time.monotonic() - start
+
+
+def step_table(output: str) -> dict[str, str]:
+    rows = {}
+    for line in output.splitlines():
+        match = re.match(r"^(\w+)\s+(changed|unchanged|FAILED)\s+([\d.]+)\s", line)
+        if match:
+            rows[match.group(1)] = match.group(2)
+    return rows
+
+
+def http(netns: str, path: str) -> tuple[int, dict[str, str], str]:
+    out = subprocess.run(["ip", "netns", "exec", netns, "curl", "-s", "-i", "--max-time",
+                          "10", f"http://127.0.0.1{path}"], capture_output=True, text=True,
+                         check=False).stdout
+    head, _, body = out.replace("\r\n", "\n").partition("\n\n")
+    lines = head.splitlines() or ["HTTP/1.1 000"]
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+def fingerprint(root: Path, plan: dict) -> dict[str, tuple[int, str]]:
+    """mtime + content hash of every file the plan writes or installs."""
+    paths = [root / item["path"].lstrip("/") for key in ("uwsgi", "nginx")
+             for item in plan[key]["files"]]
+    app_root = root / plan["app"]["root"].lstrip("/")
+    paths += [p for p in app_root.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    paths += [root / "etc/apt/sources.list", root / "usr/local/bin/python3.13"]
+    return {str(p): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(paths)}
+
+
+def pids(root: Path) -> dict[str, str]:
+    return {"uwsgi": (root / UWSGI_PID.lstrip("/")).read_text().strip(),
+            "nginx": (root / "run/nginx.pid").read_text().strip()}
+
+
+@pytest.fixture(scope="module")
+def rootfs(tmp_path_factory):
+    """A provisioned bookworm rootfs with its chroot mounts, and its plan."""
+    cache = CONFIG.cache_dir
+    root = CONFIG.cache_dir / "work" / f"provision-test-{time.time_ns()}"
+    debootstrap_rootfs(cache, suite=PLATFORM.source.suite, mirror=PLATFORM.source.mirror,
+                       packages=ROOTFS_PACKAGES, dest=root)
+    try:
+        build = tmp_path_factory.mktemp("render")
+        # No bundle: the plan builds CPython from its tarball, as the tutorial does.
+        rendered = render_platform(CONFIG, PLATFORM, build, RenderOptions(cleanup=False))
+        stage = root / STAGE.lstrip("/")
+        stage.mkdir(parents=True)
+        shutil.copy(rendered.plan, stage / "plan.json")
+        shutil.copytree(PROJECT_ROOT / "provision", stage / "provision",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(CONFIG.app_dir, stage / "app", ignore=shutil.ignore_patterns("__pycache__"))
+        prepare_wheelhouse(CONFIG, PLATFORM, stage / "wheelhouse", log=None)
+        tarball = ArtifactCache(cache).ensure_from_debian_source(
+            package="python3.13", suite="trixie", orig_name="python3.13_3.13.5.orig.tar.xz",
+            sha256=PLATFORM.python.sha256, filename=f"Python-{PLATFORM.python.version}.tar.xz")
+        shutil.copy(tarball, stage / tarball.name)
+        # Package scripts must not start services in a chroot.
+        policy = root / "usr/sbin/policy-rc.d"
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+        with chroot_mounts(root):
+            yield root, json.loads(rendered.plan.read_text())
+    finally:
+        remove_tree(root)
+
+
+@pytest.fixture(scope="module")
+def netns():
+    name = f"gb-prov-{time.time_ns() % 10**8}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+    yield name
+    subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+def test_plan_in_a_real_rootfs_serves_hello_and_is_idempotent(rootfs, netns):
+    root, plan = rootfs
+    first, first_seconds = run_provision(root)
+    print(f"first run ({first_seconds:.0f} s):\n{first.stdout[-3000:]}")
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr
+    table = step_table(first.stdout)
+    assert table["python"] == "changed" and "CPython 3.13.5 built from source" in first.stdout
+    assert set(table.values()) <= {"changed", "unchanged"}
+
+    user = plan["app"]["user"]
+    app_root = plan["app"]["root"]
+    # What systemd would do at boot, by hand in the netns: uWSGI as the app user.
+    chroot(root, f"{app_root}/env/bin/uwsgi", "--ini", "/etc/goldbox/uwsgi.ini",
+           "--daemonize", "/tmp/goldbox-uwsgi.log", "--pidfile", UWSGI_PID,
+           netns=netns, userspec=f"{user}:{user}")
+    chroot(root, "/usr/sbin/nginx", netns=netns)
+    try:
+        deadline = time.monotonic() + 30
+        while http(netns, "/")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        status, _, body = http(netns, "/")
+        assert (status, body) == (200, "Hello!")
+        status, headers, body = http(netns, "/static/style.css")
+        assert status == 200
+        assert body == (CONFIG.app_dir / "static/style.css").read_text()
+        assert headers.get("cache-control") == "max-age=3600"  # nginx's `expires`
+        assert headers.get("server") == "nginx"  # server_tokens off: no version
+
+        uid = int(chroot(root, "id", "-u", user).stdout)
+        workers = [line.split() for line in subprocess.run(
+            ["ps", "-o", "uid=,comm=", "-C", "uwsgi"], capture_output=True, text=True,
+            check=False).stdout.splitlines()]
+        assert len(workers) == 1 + CONFIG.project.app.uwsgi_processes  # master + workers
+        assert {int(w[0]) for w in workers} == {uid}
+
+        infra = subprocess.run(
+            [sys.executable, "-m", "pytest", str(PROJECT_ROOT / "tests/infra"),
+             f"--hosts={root}", "--connection=chroot", "-p", "no:cacheprovider", "-q"],
+            env={"GOLDBOX_PLAN": str(root / STAGE.lstrip("/") / "plan.json"),
+                 "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
+            capture_output=True, text=True, check=False, cwd=PROJECT_ROOT)
+        print(infra.stdout[-2000:])
+        assert infra.returncode == 0, infra.stdout[-4000:]
+        assert re.search(r"\b1[0-9] passed\b", infra.stdout)
+
+        before, pids_before = fingerprint(root, plan), pids(root)
+        second, second_seconds = run_provision(root)
+        print(f"second run ({second_seconds:.0f} s):\n{second.stdout}")
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert set(step_table(second.stdout).values()) == {"unchanged"}
+        assert fingerprint(root, plan) == before
+        assert pids(root) == pids_before
+
+        # The static file comes from nginx itself: with uWSGI gone it is still served.
+        chroot(root, f"{app_root}/env/bin/uwsgi", "--stop", UWSGI_PID,
+               netns=netns)
+        time.sleep(2)
+        assert http(netns, "/static/style.css")[0] == 200
+        assert http(netns, "/")[0] == 502
+    finally:
+        chroot(root, "/usr/sbin/nginx", "-s", "stop", netns=netns, check=False)
+        chroot(root, f"{app_root}/env/bin/uwsgi", "--stop", UWSGI_PID,
+               netns=netns, check=False)

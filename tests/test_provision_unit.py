@@ -1,0 +1,114 @@
+"""provision/ on its own: Python 2.6-compatible source, dry runs under Python 2.7 and 3,
+argument errors, and step mechanics against a throwaway root."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from goldbox import PROJECT_ROOT
+from goldbox.config import load_config
+from goldbox.render import render_platform
+from tests.py27 import python27
+
+CONFIG = load_config()
+
+
+@pytest.fixture(scope="module", params=sorted(CONFIG.platforms))
+def plan_path(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp(request.param)
+    return render_platform(CONFIG, CONFIG.platforms[request.param], out).plan
+
+
+def provision(interpreter: list[str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*interpreter, "-m", "provision", *args], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, check=False, timeout=120)
+
+
+def test_vermin_finds_nothing_newer_than_python_2_6():
+    vermin = [str(Path(sys.executable).parent / "vermin"), "--no-tips", "--violations",
+              "-t=2.6-", "-t=3.0-", "provision"]
+    result = subprocess.run(vermin, cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Minimum required versions: 2.6, 3.0" in result.stdout
+
+
+@pytest.mark.parametrize("interpreter", ["python2.7", "python3"])
+def test_dry_run_lists_every_step_in_order(plan_path, interpreter, tmp_path):
+    python = python27(CONFIG.cache_dir) if interpreter == "python2.7" else [sys.executable]
+    result = provision(python, str(plan_path), "--dry-run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = [line[4:] for line in result.stdout.splitlines() if line.startswith("==> ")]
+    assert steps == ["repositories", "packages", "python", "app", "uwsgi", "nginx",
+                     "firewall", "selinux", "cleanup"]
+    plan = json.loads(plan_path.read_text())
+    assert f"write {plan['nginx']['files'][0]['path']}" in result.stdout
+    assert f"write {plan['uwsgi']['files'][0]['path']}" in result.stdout
+
+
+def test_python27_interpreter_is_really_2_7():
+    result = subprocess.run([*python27(CONFIG.cache_dir), "-c",
+                             "import sys; print('%d.%d' % sys.version_info[:2])"],
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "2.7"
+
+
+def test_only_and_skip_choose_steps(plan_path):
+    result = provision([sys.executable], str(plan_path), "--dry-run", "--only", "nginx",
+                       "--only", "uwsgi")
+    steps = [line[4:] for line in result.stdout.splitlines() if line.startswith("==> ")]
+    assert steps == ["uwsgi", "nginx"]
+    result = provision([sys.executable], str(plan_path), "--dry-run", "--skip", "cleanup")
+    assert "==> cleanup" not in result.stdout and "==> nginx" in result.stdout
+
+
+def test_unknown_step_and_bad_plan_are_refused(plan_path, tmp_path):
+    result = provision([sys.executable], str(plan_path), "--only", "coffee")
+    assert result.returncode == 2
+    assert "unknown step 'coffee'" in result.stderr
+    bad = tmp_path / "plan.json"
+    bad.write_text(json.dumps({"format": 99}))
+    result = provision([sys.executable], str(bad))
+    assert result.returncode == 1
+    assert "plan format 99, this provision/ reads 1" in result.stderr
+    result = provision([sys.executable], str(tmp_path / "missing.json"))
+    assert "cannot read plan" in result.stderr
+
+
+def test_write_file_is_atomic_and_idempotent(tmp_path):
+    sys.path.insert(0, str(PROJECT_ROOT))
+    from provision.runner import Runner
+
+    runner = Runner(out=open("/dev/null", "w"))
+    target = tmp_path / "etc" / "x.conf"
+    assert runner.write_file(str(target), "a\n") is True
+    mtime = target.stat().st_mtime_ns
+    assert runner.write_file(str(target), "a\n") is False
+    assert target.stat().st_mtime_ns == mtime
+    assert runner.write_file(str(target), "a\n", 0o600) is True
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    assert [p.name for p in target.parent.iterdir()] == ["x.conf"]
+
+
+def test_a_failing_command_reports_step_command_code_and_tail(tmp_path):
+    plan = json.loads(render_platform(CONFIG, CONFIG.platform("debian-12"), tmp_path).plan
+                      .read_text())
+    plan["adapters"]["packages"] = "apt"
+    plan["stage_dir"] = str(tmp_path)
+    plan["python"]["binary"] = str(tmp_path / "no-python")
+    plan["python"]["bundle"] = None
+    (tmp_path / plan["python"]["tarball"]).write_bytes(b"not a tarball")
+    plan["python"]["sha256"] = __import__("hashlib").sha256(b"not a tarball").hexdigest()
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(plan))
+    result = provision([sys.executable], str(path), "--only", "python")
+    assert result.returncode == 1
+    assert "provision: step python failed: `tar -xf" in result.stdout
+    assert "exited with 2; last lines:" in result.stdout
+    assert "  | tar: This does not look like a tar archive" in result.stdout
+    assert "python  FAILED" in result.stdout
