@@ -2,9 +2,10 @@
 
 Under TCG a compile inside the guest is ~11x slower, so for platforms with a
 debootstrap path goldbox builds CPython from the verified source tarball in a chroot
-of the same release and ships the installed prefix as a bundle (plan key
-`python.bundle`); the guest only unpacks it. The uWSGI sdist is compiled the same way
-into a wheel (plan key `app.local_wheels`).
+of the same release, with the guest's own code (`python3 -m provision plan.json --only
+python`), and ships the installed prefix as a bundle (plan key `python.bundle`); the
+guest only unpacks it. The uWSGI sdist is compiled the same way into a wheel (plan key
+`app.local_wheels`).
 
 A bundle is a .tar.gz whose members are relative to `/` (`usr/local/bin/python3.13`,
 ...): the guest extracts it with `tar -xzf <bundle> -C /`. It carries its provenance
@@ -16,20 +17,21 @@ import contextlib
 import datetime
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from goldbox import proc
+from goldbox import PROJECT_ROOT, proc
 from goldbox.artifacts import ArtifactCache, cache_lock, sha256_file
 from goldbox.errors import GoldboxError
 from goldbox.rootfs import chroot_mounts, chroot_run, debootstrap_rootfs, remove_tree
 
-_CACHE_FORMAT = 2
+_CACHE_FORMAT = 3
 STAGE = "/tmp/goldbox-stage"
+# Where provision's python step unpacks and builds the source: not part of the bundle.
+_PROVISION_SOURCE_DIR = "usr/local/src/goldbox-python"
 PROVENANCE = "share/goldbox/cpython-build.json"
 # What `make altinstall` installs that a deployed interpreter never uses: the test
 # suite (140 MB of the 396 MB tree).
@@ -89,8 +91,9 @@ def build_cpython_bundle(cache_dir: Path, *, platform: str, release: ReleaseChro
                          python_version: str, tarball: Path, tarball_sha256: str,
                          configure_flags: list[str], log: Path | None = None) -> BuiltFile:
     """Return the cached bundle of CPython `python_version` for `platform`, building it
-    first if needed: `./configure <flags> && make && make altinstall` in a fresh chroot
-    of `release`, from `tarball` (checked against `tarball_sha256` first)."""
+    first if needed: provision's python step (`./configure <flags>`, `make`, `make
+    altinstall`) in a fresh chroot of `release`, from `tarball` (checked against
+    `tarball_sha256` here and again by provision)."""
     key = bundle_key(platform=platform, release=release, python_version=python_version,
                      tarball_sha256=tarball_sha256, configure_flags=configure_flags)
     store = Path(cache_dir) / "bundles" / key
@@ -100,8 +103,9 @@ def build_cpython_bundle(cache_dir: Path, *, platform: str, release: ReleaseChro
             _verify(tarball, tarball_sha256)
             store.mkdir(parents=True, exist_ok=True)
             with _scratch_rootfs(cache_dir, release, log) as root:
-                _compile_cpython(root, tarball=tarball, configure_flags=configure_flags,
-                                 python_version=python_version, log=log)
+                _compile_cpython(root, platform=platform, tarball=tarball,
+                                 tarball_sha256=tarball_sha256, python_version=python_version,
+                                 configure_flags=configure_flags, log=log)
                 prefix = prefix_of(configure_flags)
                 _prune(root / prefix.lstrip("/"), python_version)
                 _write_provenance(root / prefix.lstrip("/") / PROVENANCE, {
@@ -111,6 +115,7 @@ def build_cpython_bundle(cache_dir: Path, *, platform: str, release: ReleaseChro
                     "configure_flags": configure_flags,
                     "platform": platform,
                     "built_in": f"debootstrap {release.suite} chroot",
+                    "built_with": "python3 -m provision plan.json --only python",
                     "build_date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                     "pruned": [p.format(xy=_xy(python_version)) for p in _PRUNED],
                 })
@@ -188,29 +193,46 @@ def _scratch_rootfs(cache_dir: Path, release: ReleaseChroot,
     root = Path(tempfile.mkdtemp(prefix="chroot-", dir=work))
     try:
         debootstrap_rootfs(cache_dir, suite=release.suite, mirror=release.mirror,
-                           packages=list(release.packages), dest=root, log=log)
+                           # provision runs on the release's own python3
+                           packages=[*release.packages, "python3"], dest=root, log=log)
         with chroot_mounts(root):
             yield root
     finally:
         remove_tree(root)
 
 
-def _compile_cpython(root: Path, *, tarball: Path, configure_flags: list[str],
-                     python_version: str, log: Path | None) -> None:
-    """The tutorial's build: configure, make, make altinstall, in the chroot."""
+def _compile_cpython(root: Path, *, platform: str, tarball: Path, tarball_sha256: str,
+                     python_version: str, configure_flags: list[str],
+                     log: Path | None) -> None:
+    """Build and install CPython in the chroot the way a guest does: provision's own
+    python step (configure, make, make altinstall), from a plan that has only it."""
     stage = root / STAGE.lstrip("/")
     stage.mkdir(parents=True)
     shutil.copyfile(tarball, stage / tarball.name)
-    source = f"{STAGE}/Python-{python_version}"
-    chroot_run(root, ["tar", "-xf", tarball.name], prefix="cpython", log=log, cwd=STAGE)
-    chroot_run(root, ["./configure", *configure_flags], prefix="cpython configure", log=log,
-               cwd=source)
-    chroot_run(root, ["make", f"-j{_jobs()}"], prefix="cpython make", log=log, cwd=source)
-    chroot_run(root, ["make", "altinstall"], prefix="cpython install", log=log, cwd=source)
-
-
-def _jobs() -> int:
-    return len(os.sched_getaffinity(0))
+    shutil.copytree(PROJECT_ROOT / "provision", stage / "provision",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    prefix = prefix_of(configure_flags)
+    plan = {
+        "format": 1,
+        "platform": platform,
+        "family": "debian",  # a ReleaseChroot is debootstrapped
+        "adapters": {"packages": "apt", "services": "systemd"},
+        "stage_dir": STAGE,
+        "python": {
+            "version": python_version,
+            "prefix": prefix,
+            "binary": f"{prefix}/bin/python{_xy(python_version)}",
+            "tarball": tarball.name,
+            "sha256": tarball_sha256,
+            "configure_flags": configure_flags,
+            "bundle": None,
+            "pip_bootstrap": None,
+        },
+    }
+    (stage / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
+    chroot_run(root, ["python3", "-m", "provision", "plan.json", "--only", "python"],
+               prefix="cpython", log=log, cwd=STAGE)
+    remove_tree(root / _PROVISION_SOURCE_DIR)
 
 
 def _prune(prefix_dir: Path, python_version: str) -> None:
