@@ -89,7 +89,11 @@ class Runner(object):
         self.say("    $ " + shown)
         if self.dry_run:
             return ""
-        code, output = self._execute(argv, cwd, env)
+        try:
+            code, output = self._execute(argv, cwd, env)
+        except OSError:  # no such program or folder: report it like a failed command
+            error = sys.exc_info()[1]
+            raise StepFailed(shown, 127, [str(error)])  # noqa: B904 (Python 2 has no "from")
         if code != 0:
             raise StepFailed(shown, code, output.splitlines()[-TAIL_LINES:])
         return output

@@ -112,3 +112,14 @@ def test_a_failing_command_reports_step_command_code_and_tail(tmp_path):
     assert "exited with 2; last lines:" in result.stdout
     assert "  | tar: This does not look like a tar archive" in result.stdout
     assert "python  FAILED" in result.stdout
+
+
+def test_a_missing_program_is_a_failed_command_not_a_traceback():
+    sys.path.insert(0, str(PROJECT_ROOT))
+    from provision.runner import Runner, StepFailed
+
+    runner = Runner(out=open("/dev/null", "w"))
+    with pytest.raises(StepFailed) as failure:
+        runner.run(["/nonexistent/goldbox-tool", "--flag"])
+    assert (failure.value.command, failure.value.code) == ("/nonexistent/goldbox-tool --flag", 127)
+    assert "No such file or directory" in failure.value.tail[0]
