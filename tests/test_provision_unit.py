@@ -106,8 +106,13 @@ def test_a_failing_command_reports_step_command_code_and_tail(tmp_path):
     plan["python"]["sha256"] = __import__("hashlib").sha256(b"not a tarball").hexdigest()
     path = tmp_path / "broken.json"
     path.write_text(json.dumps(plan))
-    result = provision([sys.executable], str(path), "--only", "python")
-    assert result.returncode == 1
+    # For real, so in a private mount namespace: the host's /usr/local/src and /var/log
+    # (where the step builds and logs) stay untouched.
+    sandbox = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+               'mount -t tmpfs tmpfs /usr/local/src && mount -t tmpfs tmpfs /var/log'
+               ' && exec "$@"', "sandbox", sys.executable]
+    result = provision(sandbox, str(path), "--only", "python")
+    assert result.returncode == 1, result.stdout + result.stderr
     assert "provision: step python failed: `tar -xf" in result.stdout
     assert "exited with 2; last lines:" in result.stdout
     assert "  | tar: This does not look like a tar archive" in result.stdout
