@@ -96,9 +96,10 @@ def artifacts(c, platform=None, import_=None):
 
 
 @task(help={"platform": "platform name (default: box.default_platform)",
+            "builder": "packer builder: qemu (a libvirt box) or virtualbox (ISO platforms)",
             "force": "rebuild even when no input changed"})
 @reports_errors
-def image(c, platform=None, force=False):
+def image(c, platform=None, builder="qemu", force=False):
     """Build the golden box: artifacts, native build, base disk, packer, box + manifest.
 
     Output: dist/<platform>/<box>-<version>-libvirt.box and manifest.json. With no
@@ -106,7 +107,7 @@ def image(c, platform=None, force=False):
     from goldbox.image import build_image
 
     config = load_config(ROOT)
-    build_image(config, config.platform(platform), force=force)
+    build_image(config, config.platform(platform), builder=builder, force=force)
 
 
 @task(help={"platform": "platform name (default: box.default_platform)"})

@@ -35,6 +35,16 @@ def _sha256(value: str) -> str:
     return value
 
 
+def _checksum(value: str) -> str:
+    algorithm, _, digest = value.partition(":")
+    lengths = {"sha256": 64, "sha1": 40, "md5": 32}
+    if algorithm not in lengths or not re.fullmatch(f"[0-9a-f]{{{lengths.get(algorithm)}}}",
+                                                      digest):
+        raise ValueError("expected sha256:<64 hex>, or the release's published "
+                         "sha1:<40 hex> or md5:<32 hex>")
+    return value
+
+
 def _name(value: str) -> str:
     if not NAME.match(value):
         raise ValueError("expected lowercase letters, digits, '.', '_' or '-'")
@@ -61,6 +71,7 @@ def _url(value: str) -> str:
 
 SemVer = Annotated[str, AfterValidator(_semver)]
 Sha256 = Annotated[str, AfterValidator(_sha256)]
+Checksum = Annotated[str, AfterValidator(_checksum)]
 Name = Annotated[str, AfterValidator(_name)]
 UnixName = Annotated[str, AfterValidator(_unix_name)]
 GuestPath = Annotated[str, AfterValidator(_absolute_path)]
@@ -134,9 +145,10 @@ class IsoSource(Strict):
 
     kind: Literal["iso"]
     url: Url
-    sha256: Sha256
+    checksum: Checksum  # "sha256:...", or what the release published (packer checks it)
     answer_file: str  # template path relative to the repository
     boot_command: list[str]
+    disk_size_mb: Annotated[int, Field(ge=2048)] = 10240
 
 
 class PythonSection(Strict):
@@ -145,6 +157,8 @@ class PythonSection(Strict):
     sha256: Sha256
     configure_flags: list[str] = ["--prefix=/usr/local"]
     requirements: str  # relative to the app folder, pinned with hashes
+    # Tools for the system Python (pip, setuptools, virtualenv) where it has no ensurepip.
+    tools_requirements: str | None = None
     venv: Literal["venv", "virtualenv"] = "venv"
     # Platform tags `pip download` fetches wheels for (the guest's libc and arch).
     wheel_platforms: list[str] = ["manylinux_2_17_x86_64", "manylinux2014_x86_64"]
@@ -168,17 +182,10 @@ class YumRepo(Strict):
     gpgkey: str = ""
 
 
-class Rpm(Strict):
-    name: str
-    url: Url
-    sha256: Sha256
-
-
 class RepositoriesSection(Strict):
     apt_sources: str | None = None
     yum_repos: list[YumRepo] = []
     disable_repo_files: list[GuestPath] = []
-    rpms: list[Rpm] = []
 
 
 class NginxSection(Strict):
@@ -350,9 +357,9 @@ def load_config(root: Path = PROJECT_ROOT, config_file: str = "goldbox.toml") ->
     if not (app_dir / "WSGI.py").is_file():
         raise GoldboxError(f"{config_file}: app.path = {project.app.path!r}: no WSGI.py in it")
     for platform in platforms.values():
-        _require_file(
-            app_dir / platform.python.requirements,
-            f"platforms/{platform.name}.toml",
-            "python.requirements",
-        )
+        label = f"platforms/{platform.name}.toml"
+        _require_file(app_dir / platform.python.requirements, label, "python.requirements")
+        if platform.python.tools_requirements:
+            _require_file(app_dir / platform.python.tools_requirements, label,
+                          "python.tools_requirements")
     return Config(root=root, project=project, platforms=platforms)

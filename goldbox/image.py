@@ -26,9 +26,17 @@ from goldbox.config import Config, DebootstrapSource, Platform
 from goldbox.errors import GoldboxError
 from goldbox.keys import insecure_private_key
 from goldbox.plan import Prebuilt, StagedFile, tarball_name
-from goldbox.render import RenderOptions, render_platform, write_atomically
+from goldbox.render import (
+    RenderOptions,
+    packer_source_name,
+    render_platform,
+    write_atomically,
+)
+from goldbox.validate import declared_variables
 
-PROVIDER = "libvirt"
+PROVIDER = "libvirt"  # what `invoke up` boots (vagrant-libvirt)
+# Packer builder -> (packer source type, Vagrant provider of the box it makes)
+BUILDERS = {"qemu": ("qemu", "libvirt"), "virtualbox": ("virtualbox-iso", "virtualbox")}
 VERSION_LINE = re.compile(r"goldbox-version (\w+)=(\S+)")
 
 
@@ -76,9 +84,9 @@ def dist_dir(config: Config, platform: Platform) -> Path:
     return config.dist_dir / platform.name
 
 
-def box_file_name(config: Config) -> str:
+def box_file_name(config: Config, provider: str = PROVIDER) -> str:
     box = config.project.box
-    return f"{box.name}-{box.version}-{PROVIDER}.box"
+    return f"{box.name}-{box.version}-{provider}.box"
 
 
 def packer_version() -> tuple[int, int, int]:
@@ -127,10 +135,16 @@ def wheel_python_version(platform: Platform) -> str:
 
 def prepare_wheelhouse(config: Config, platform: Platform, dest: Path,
                        log: Path | None) -> list[Path]:
-    return build_wheelhouse(
-        config.cache_dir, config.app_dir / platform.python.requirements, dest,
-        python_version=wheel_python_version(platform),
-        platform_tags=platform.python.wheel_platforms, log=log)
+    """The app's pinned packages (and the Python's own tools, where it needs them) for
+    the guest's Python version and platform, hash-checked, in `dest`."""
+    files = []
+    for requirements in filter(None, [platform.python.requirements,
+                                      platform.python.tools_requirements]):
+        files += build_wheelhouse(
+            config.cache_dir, config.app_dir / requirements, dest,
+            python_version=wheel_python_version(platform),
+            platform_tags=platform.python.wheel_platforms, log=log)
+    return sorted(files)
 
 
 def _tree_digest(root: Path) -> str:
@@ -163,20 +177,20 @@ def _read_manifest(path: Path) -> dict | None:
         return None
 
 
-def build_image(config: Config, platform: Platform, *, force: bool = False) -> ImageResult:
+def build_image(config: Config, platform: Platform, *, builder: str = "qemu",
+                force: bool = False) -> ImageResult:
     """Build (or confirm up to date) the golden box of `platform`; see the module doc."""
-    if not isinstance(platform.source, DebootstrapSource):
-        raise GoldboxError(
-            f"invoke image --platform {platform.name}: ISO platforms boot their installer "
-            "under packer directly; run `invoke render --platform "
-            f"{platform.name}` and `packer build` in build/{platform.name}/ (see README)")
+    if builder not in platform.builders:
+        raise GoldboxError(f"--builder {builder!r}: platform {platform.name} has builders "
+                           f"{', '.join(platform.builders)} (platforms/{platform.name}.toml)")
+    source_type, provider = BUILDERS[builder]
     build = config.build_dir / platform.name
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     log = build / "logs" / f"image-{stamp}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     phases = Phases(log=log)
     out = dist_dir(config, platform)
-    box_path, manifest_path = out / box_file_name(config), out / "manifest.json"
+    box_path, manifest_path = out / box_file_name(config, provider), out / "manifest.json"
     print(f"goldbox image: {platform.name}, box {config.project.box.name} "
           f"{config.project.box.version}; log: {log}")
     work = build / "work"
@@ -195,12 +209,14 @@ def build_image(config: Config, platform: Platform, *, force: bool = False) -> I
             prebuilt, extra = _native_build(config, platform, tarball, wheelhouse, log)
             note.append(f"{extra[0].name} + {len(prebuilt.wheels)} wheel(s)")
 
-    with phases.phase("base disk") as note:
-        from goldbox.basedisk import build_base_disk
+    base_vars: dict[str, str] = {}
+    if isinstance(platform.source, DebootstrapSource):
+        with phases.phase("base disk") as note:
+            from goldbox.basedisk import build_base_disk
 
-        base = build_base_disk(config.cache_dir, platform, log=log)
-        base_sha = sha256_file(base)
-        note.append(f"{base.name} ({base.stat().st_size / 2**20:.0f} MiB)")
+            base = build_base_disk(config.cache_dir, platform, log=log)
+            base_vars = {"base_image": str(base), "base_image_sha256": sha256_file(base)}
+            note.append(f"{base.name} ({base.stat().st_size / 2**20:.0f} MiB)")
 
     with phases.phase("render") as note:
         acceleration = accel.detect(config.cache_dir)
@@ -212,8 +228,8 @@ def build_image(config: Config, platform: Platform, *, force: bool = False) -> I
         digest = hashlib.sha256(json.dumps({
             "template": sha256_file(rendered.packer_template),
             "stage": _tree_digest(stage),
-            "base": base_sha,
-            "box": [config.project.box.name, config.project.box.version],
+            "base": base_vars.get("base_image_sha256"),
+            "box": [config.project.box.name, config.project.box.version, builder],
         }, sort_keys=True).encode()).hexdigest()
         note.append(f"accelerator {acceleration.accelerator}; inputs {digest[:12]}")
 
@@ -233,20 +249,24 @@ def build_image(config: Config, platform: Platform, *, force: bool = False) -> I
         with phases.phase("packer") as note:
             partial.mkdir(parents=True)
             variables = {
-                "base_image": str(base), "base_image_sha256": base_sha,
+                **base_vars,
                 "accelerator": acceleration.accelerator, "stage_dir": str(stage),
                 "output_dir": str(packer_output),
-                "box_output": str(partial / box_file_name(config)),
+                "box_output": str(partial / box_file_name(config, provider)),
                 "ssh_private_key_file": str(insecure_private_key()),
             }
+            declared = declared_variables(rendered.packer_template)
+            variables = {k: v for k, v in variables.items() if k in declared}
             var_file = build / "packer-vars.json"
             write_atomically(var_file, json.dumps(variables, indent=2, sort_keys=True) + "\n")
             proc.run(["packer", "build", "-color=false", f"-var-file={var_file.name}",
+                      f"-only={source_type}.{packer_source_name(platform)}",
                       rendered.packer_template.name], prefix="packer", log=log, cwd=build)
-            note.append(f"accelerator {acceleration.accelerator}")
+            note.append(f"{builder}" + (f", accelerator {acceleration.accelerator}"
+                                        if builder == "qemu" else ""))
         with phases.phase("box") as note:
-            box = partial / box_file_name(config)
-            manifest = _manifest(config, platform, box, digest, log, phases)
+            box = partial / box_file_name(config, provider)
+            manifest = _manifest(config, platform, box, provider, digest, log, phases)
             # The plan baked into this box: `invoke verify` checks the VM against it.
             shutil.copy2(stage / "plan.json", partial / "plan.json")
             write_atomically(partial / "manifest.json",
@@ -289,8 +309,8 @@ def _native_build(config: Config, platform: Platform, tarball: Path, wheelhouse:
     return prebuilt, [bundle.path]
 
 
-def _manifest(config: Config, platform: Platform, box: Path, digest: str, log: Path,
-              phases: Phases) -> dict:
+def _manifest(config: Config, platform: Platform, box: Path, provider: str, digest: str,
+              log: Path, phases: Phases) -> dict:
     if not box.is_file():
         raise GoldboxError(f"packer finished but wrote no box at {box}")
     components = dict(VERSION_LINE.findall(log.read_text(errors="replace")))
@@ -301,7 +321,7 @@ def _manifest(config: Config, platform: Platform, box: Path, digest: str, log: P
         "box_name": config.project.box.name,
         "version": config.project.box.version,
         "platform": platform.name,
-        "provider": PROVIDER,
+        "provider": provider,
         "architecture": platform.arch,
         "box_file": box.name,
         "box_sha256": sha256_file(box),

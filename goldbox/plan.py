@@ -72,7 +72,6 @@ def build_plan(
             "apt_sources": repos.apt_sources.lstrip("\n") if repos.apt_sources else None,
             "yum_repos": [repo.model_dump() for repo in repos.yum_repos],
             "disable_repo_files": list(repos.disable_repo_files),
-            "rpms": [rpm.model_dump() for rpm in repos.rpms],
         },
         "packages": {
             "groups": [] if compiles_nothing else list(platform.packages.groups),

@@ -16,7 +16,15 @@ import jinja2
 
 from goldbox.config import Config, IsoSource, Platform
 from goldbox.errors import GoldboxError
-from goldbox.plan import STAGE_DIR, UWSGI_INI_PATH, Prebuilt, build_plan, python_binary
+from goldbox.keys import insecure_public_key
+from goldbox.plan import (
+    STAGE_DIR,
+    UWSGI_INI_PATH,
+    UWSGI_SERVICE,
+    Prebuilt,
+    build_plan,
+    python_binary,
+)
 
 PACKER_TEMPLATES = {"debootstrap": "packer/debootstrap.pkr.hcl.j2", "iso": "packer/iso.pkr.hcl.j2"}
 UWSGI_UNIT_TEMPLATES = {"systemd": "configs/uwsgi.service.j2", "sysv": "configs/uwsgi.sysv.j2"}
@@ -85,6 +93,11 @@ def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
         raise
 
 
+def packer_source_name(platform: Platform) -> str:
+    """The platform's name as a Packer source label: packer 1.6's -only splits on dots."""
+    return platform.name.replace(".", "_")
+
+
 def _context(config: Config, platform: Platform, options: RenderOptions) -> dict:
     return {
         "project": config.project,
@@ -92,6 +105,8 @@ def _context(config: Config, platform: Platform, options: RenderOptions) -> dict
         "stage_dir": STAGE_DIR,
         "uwsgi_ini_path": UWSGI_INI_PATH,
         "python_binary": python_binary(platform),
+        "uwsgi_service": UWSGI_SERVICE,
+        "source_name": packer_source_name(platform),
         "libvirt_driver": options.libvirt_driver,
         "packer": {
             "version": ".".join(map(str, options.packer_version)),
@@ -140,8 +155,9 @@ def render_platform(
     answer_file = None
     if isinstance(platform.source, IsoSource):
         name = Path(platform.source.answer_file).name.removesuffix(".j2")
+        answer_context = {**context, "vagrant_public_key": insecure_public_key()}
         outputs["answer_file"] = (f"http/{name}",
-                                  _render(env, platform.source.answer_file, context), 0o644)
+                                  _render(env, platform.source.answer_file, answer_context), 0o644)
     for relative, text, mode in outputs.values():
         write_atomically(out_dir / relative, text, mode)
     paths = {name: out_dir / relative for name, (relative, _, _) in outputs.items()}

@@ -23,6 +23,11 @@ def _check(argv: list[str], cwd: Path, what: str, env: dict | None = None) -> st
     return output
 
 
+def declared_variables(template: Path) -> set[str]:
+    """The names of the `variable` blocks of an HCL2 template."""
+    return {name for name, _ in VARIABLE.findall(template.read_text())}
+
+
 def packer_placeholder_vars(template: Path, scratch: Path) -> dict[str, str]:
     """Values for the template's variables that have no default, enough for `packer
     validate` to check everything else: zeros for checksums, the real insecure key, an

@@ -90,3 +90,7 @@ def main(argv):
         rows.append((name, "changed" if changed else "unchanged", time.time() - start, note))
     runner.say(format_table(rows))
     return 0
+
+
+if __name__ == "__main__":  # python -m provision.cli (Python 2.6 cannot -m a package)
+    sys.exit(main(sys.argv[1:]))

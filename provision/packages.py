@@ -5,8 +5,6 @@ from __future__ import print_function
 
 import os
 
-from provision.runner import sha256_of
-
 
 class Apt(object):
     name = "apt"
@@ -62,8 +60,7 @@ class Yum(object):
         self.runner = runner
 
     def configure(self, repositories, stage_dir):
-        """Move the dead mirrors' repo files aside, write goldbox's repos, install the
-        release RPMs (e.g. epel-release) after checking their sha256."""
+        """Move the dead mirrors' repo files aside and write goldbox's repos."""
         changed = False
         for path in repositories.get("disable_repo_files", []):
             changed = self.runner.rename(path, path + ".goldbox-disabled") or changed
@@ -75,18 +72,6 @@ class Yum(object):
                 lines.append("gpgkey=%s" % repo["gpgkey"])
             path = os.path.join(self.repo_dir, "goldbox-%s.repo" % repo["id"])
             changed = self.runner.write_file(path, "\n".join(lines) + "\n") or changed
-        for rpm in repositories.get("rpms", []):
-            code, _ = self.runner.query(["rpm", "-q", rpm["name"]])
-            if code == 0:
-                continue
-            local = os.path.join(stage_dir, os.path.basename(rpm["url"]))
-            if not self.runner.exists(local):
-                self.runner.run(["curl", "-fsSL", "-o", local, rpm["url"]])
-            if not self.runner.dry_run and sha256_of(local) != rpm["sha256"]:
-                raise ValueError("%s: sha256 %s, expected %s"
-                                 % (local, sha256_of(local), rpm["sha256"]))
-            self.runner.run(["rpm", "-Uvh", local])
-            changed = True
         return changed
 
     def missing(self, packages):

@@ -42,7 +42,7 @@ BAD_INPUTS = [
      'kind = "debootstrap"     # no ISO is needed: goldbox builds the base disk from the mirror\n'
      'suite = "bookworm"\nmirror = "http://deb.debian.org/debian"\n'
      'kernel_package = "linux-image-cloud-amd64"',
-     f'kind = "iso"\nurl = "http://example.invalid/x.iso"\nsha256 = "{SHA}"\n'
+     f'kind = "iso"\nurl = "http://example.invalid/x.iso"\nchecksum = "sha256:{SHA}"\n'
      'answer_file = "packer/http/missing-ks.cfg.j2"\nboot_command = []',
      f"{DEBIAN}: source.answer_file = "),
     ("unknown source kind", DEBIAN, 'kind = "debootstrap"', 'kind = "netboot"',

@@ -9,7 +9,7 @@ import pytest
 
 from goldbox.config import load_config
 from goldbox.errors import GoldboxError
-from goldbox.render import RenderOptions, render_platform
+from goldbox.render import RenderOptions, packer_source_name, render_platform
 from goldbox.validate import nginx_test, packer_validate, vagrant_validate
 
 CONFIG = load_config()
@@ -48,7 +48,8 @@ def test_packer_validate_catches_a_broken_template(tmp_path):
 
 
 def _source_name(builder: str, platform: str) -> str:
-    return f"{'qemu' if builder == 'qemu' else 'virtualbox-iso'}.{platform}"
+    label = packer_source_name(CONFIG.platforms[platform])
+    return f"{'qemu' if builder == 'qemu' else 'virtualbox-iso'}.{label}"
 
 
 def test_vagrant_validate(rendered):
