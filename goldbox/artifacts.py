@@ -145,18 +145,14 @@ def _download(url: str, dest: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch_debian_source_tarball(dest_dir: Path, *, package: str, suite: str, orig_name: str,
-                                mirror: str = DEBIAN_MIRROR) -> Path:
-    """Download `orig_name` of source package `package` from `suite` into `dest_dir`
-    with `apt-get source --download-only`, and return its path.
-
-    apt runs with a private configuration (sources list, lists and cache in a
-    temporary folder), so the host's own apt state is neither read nor changed."""
-    dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
+@contextlib.contextmanager
+def private_apt(source_line: str, prefix: str) -> Iterator[tuple[Path, list[str]]]:
+    """An apt configuration of its own (sources list, lists and cache in a temporary
+    folder, updated from `source_line`), so the host's apt state is neither read nor
+    changed. Yields the folder (with an empty `download/` in it) and apt-get's options."""
     with tempfile.TemporaryDirectory(prefix="goldbox-apt-") as private:
         apt = Path(private)
-        (apt / "sources.list").write_text(f"deb-src {mirror} {suite} main\n")
+        (apt / "sources.list").write_text(source_line + "\n")
         for folder in ("sources.list.d", "lists/partial", "cache/archives/partial", "download"):
             (apt / folder).mkdir(parents=True)
         options = [
@@ -168,8 +164,21 @@ def fetch_debian_source_tarball(dest_dir: Path, *, package: str, suite: str, ori
             # write there.
             "-o", "APT::Sandbox::User=root",
         ]
-        prefix = f"apt-get source {package}"
         proc.run(["apt-get", *options, "update"], prefix=prefix)
+        yield apt, options
+
+
+def fetch_debian_source_tarball(dest_dir: Path, *, package: str, suite: str, orig_name: str,
+                                mirror: str = DEBIAN_MIRROR) -> Path:
+    """Download `orig_name` of source package `package` from `suite` into `dest_dir`
+    with `apt-get source --download-only`, and return its path.
+
+    apt runs with a private configuration (sources list, lists and cache in a
+    temporary folder), so the host's own apt state is neither read nor changed."""
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    prefix = f"apt-get source {package}"
+    with private_apt(f"deb-src {mirror} {suite} main", prefix) as (apt, options):
         proc.run(["apt-get", *options, "source", "--download-only", package],
                  prefix=prefix, cwd=apt / "download")
         downloaded = apt / "download" / orig_name

@@ -7,15 +7,15 @@ LD_LIBRARY_PATH/PYTHONHOME pointing into that folder. Nothing is installed."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
-from goldbox.artifacts import cache_lock
+from goldbox import proc
+from goldbox.artifacts import DEBIAN_MIRROR, cache_lock, private_apt
 
 PACKAGES = ["python2.7", "python2.7-minimal", "libpython2.7-minimal", "libpython2.7-stdlib",
             "libssl1.1", "libffi7"]
-MIRROR = "http://deb.debian.org/debian"
 
 
 def python27(cache_dir: Path) -> list[str]:
@@ -29,21 +29,11 @@ def python27(cache_dir: Path) -> list[str]:
 
 
 def _unpack(root: Path) -> None:
-    with tempfile.TemporaryDirectory(prefix="goldbox-py27-") as scratch:
-        apt = Path(scratch)
-        (apt / "sources.list").write_text(f"deb {MIRROR} bullseye main\n")
-        for folder in ("sources.list.d", "lists/partial", "cache/archives/partial", "debs"):
-            (apt / folder).mkdir(parents=True)
-        options = ["-o", f"Dir::Etc::SourceList={apt / 'sources.list'}",
-                   "-o", f"Dir::Etc::SourceParts={apt / 'sources.list.d'}",
-                   "-o", f"Dir::State::Lists={apt / 'lists'}",
-                   "-o", f"Dir::Cache={apt / 'cache'}",
-                   "-o", "APT::Sandbox::User=root"]
-        subprocess.run(["apt-get", *options, "-q", "update"], check=True, capture_output=True)
-        subprocess.run(["apt-get", *options, "download", *PACKAGES], cwd=apt / "debs",
-                       check=True, capture_output=True)
+    with private_apt(f"deb {DEBIAN_MIRROR} bullseye main", "python2.7 debs") as (apt, options):
+        proc.run(["apt-get", *options, "download", *PACKAGES], prefix="python2.7 debs",
+                 cwd=apt / "download")
         partial = root.with_name(root.name + ".partial")
-        subprocess.run(["rm", "-rf", str(partial)], check=True)
-        for deb in sorted((apt / "debs").glob("*.deb")):
+        shutil.rmtree(partial, ignore_errors=True)
+        for deb in sorted((apt / "download").glob("*.deb")):
             subprocess.run(["dpkg", "-x", str(deb), str(partial)], check=True)
         os.rename(partial, root)
