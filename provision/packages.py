@@ -13,16 +13,14 @@ class Apt(object):
 
     def __init__(self, runner):
         self.runner = runner
-        self.lists_stale = False
+        self.lists_updated = False
 
     def configure(self, repositories, stage_dir):
         """Write sources.list when the plan gives one; True when it changed."""
         sources = repositories.get("apt_sources")
         if not sources:
             return False
-        changed = self.runner.write_file(self.sources_list, sources)
-        self.lists_stale = self.lists_stale or changed
-        return changed
+        return self.runner.write_file(self.sources_list, sources)
 
     def missing(self, packages):
         absent = []
@@ -36,11 +34,12 @@ class Apt(object):
         return list(groups)  # apt has no groups; the plan lists none for Debian
 
     def install(self, packages, groups=()):
-        if not self.runner.dry_run and not os.listdir("/var/lib/apt/lists"):
-            self.lists_stale = True
-        if self.lists_stale or self.runner.dry_run:
+        # Only reached when something is missing, so updating costs nothing on a run that
+        # changes nothing; the lists on disk may be gone (cleanup) or older than the
+        # mirror (a cached rootfs, an old box), and then install would fail.
+        if not self.lists_updated:
             self.runner.run(["apt-get", "update", "-q"], env=self.env)
-            self.lists_stale = False
+            self.lists_updated = True
         self.runner.run(["apt-get", "install", "-y", "-q", "--no-install-recommends"]
                         + list(packages), env=self.env)
 
