@@ -11,6 +11,7 @@ import re
 from provision.runner import sha256_of
 
 LOG_DIRS = ["/var/log"]
+ROTATED_OR_JOURNAL = re.compile(r"(\.journal~?|\.[0-9]+|\.gz|\.xz|-[0-9]{8})$")
 
 
 class Context(object):
@@ -333,14 +334,19 @@ def cleanup(ctx):
         return False, "disabled in the plan"
     runner = ctx.runner
     ctx.packages.clean()
+    # EL6's udev pins eth0 to the build VM's MAC: a clone would come up with eth1 only.
     for pattern in ["/etc/ssh/ssh_host_*", "/root/.bash_history", "/home/*/.bash_history",
-                    "/usr/local/src/goldbox-python", "/var/lib/dbus/machine-id"]:
+                    "/usr/local/src/goldbox-python", "/var/lib/dbus/machine-id",
+                    "/etc/udev/rules.d/70-persistent-net.rules"]:
         for path in sorted(glob.glob(pattern)) if not runner.dry_run else [pattern]:
             if not os.path.islink(path):
                 runner.remove(path)
     runner.write_file("/etc/machine-id", "", 0o444)
     for folder in LOG_DIRS:
         for path in _log_files(folder) if not runner.dry_run else [folder + "/*"]:
+            if ROTATED_OR_JOURNAL.search(path):
+                runner.remove(path)  # a truncated journal is a corrupt one
+                continue
             runner.say("    truncate %s" % path)
             if not runner.dry_run:
                 open(path, "w").close()
