@@ -128,3 +128,52 @@ def test_a_missing_program_is_a_failed_command_not_a_traceback():
         runner.run(["/nonexistent/goldbox-tool", "--flag"])
     assert (failure.value.command, failure.value.code) == ("/nonexistent/goldbox-tool --flag", 127)
     assert "No such file or directory" in failure.value.tail[0]
+
+
+# Runs inside the interpreter under test (2.7 or 3): the real mechanics a dry run skips,
+# writing, running and syncing, against a throwaway folder.
+MECHANICS = r'''
+import os, sys
+from provision import steps
+from provision.runner import Runner, StepFailed
+
+base = sys.argv[1]
+runner = Runner(out=open(os.devnull, "w"))
+target = os.path.join(base, "etc", "x.conf")
+assert runner.write_file(target, u"caf\u00e9\n") is True
+before = os.stat(target).st_mtime
+assert runner.write_file(target, u"caf\u00e9\n") is False
+assert os.stat(target).st_mtime == before
+assert open(target, "rb").read() == u"caf\u00e9\n".encode("utf-8")
+assert os.listdir(os.path.dirname(target)) == ["x.conf"]
+
+assert runner.run(["sh", "-c", "echo out; echo err >&2"]).split() == ["out", "err"]
+assert runner.query(["sh", "-c", "exit 4"]) == (4, "")
+try:
+    runner.run(["sh", "-c", "for i in $(seq 1 30); do echo line$i; done; exit 3"])
+    raise AssertionError("no StepFailed")
+except StepFailed:
+    failure = sys.exc_info()[1]
+    assert (failure.code, len(failure.tail), failure.tail[-1]) == (3, 20, "line30")
+
+source, copy = os.path.join(base, "src"), os.path.join(base, "dst")
+os.makedirs(os.path.join(source, "pkg"))
+open(os.path.join(source, "pkg", "a.py"), "w").write("a\n")
+ctx = steps.Context({"stage_dir": base}, runner, None, None)
+assert steps._sync_tree(ctx, source, copy) is True
+assert steps._sync_tree(ctx, source, copy) is False
+open(os.path.join(copy, "pkg", "gone.py"), "w").write("x\n")
+assert steps._sync_tree(ctx, source, copy) is True
+assert sorted(os.listdir(os.path.join(copy, "pkg"))) == ["a.py"]
+print("mechanics ok under %d.%d" % sys.version_info[:2])
+'''
+
+
+@pytest.mark.parametrize("interpreter", ["python2.7", "python3"])
+def test_runner_and_tree_sync_for_real(interpreter, tmp_path):
+    python = python27(CONFIG.cache_dir) if interpreter == "python2.7" else [sys.executable]
+    result = subprocess.run([*python, "-c", MECHANICS, str(tmp_path)], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, check=False, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = "2.7" if interpreter == "python2.7" else "{}.{}".format(*sys.version_info[:2])
+    assert result.stdout.strip() == f"mechanics ok under {expected}"
