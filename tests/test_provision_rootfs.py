@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -81,6 +82,21 @@ def fingerprint(root: Path, plan: dict) -> dict[str, tuple[int, str]]:
             for p in sorted(paths)}
 
 
+def uwsgi_processes(root: Path) -> list[tuple[int, int]]:
+    """(pid, uid) of the uWSGI processes running in this rootfs (not another test's)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if (proc / "comm").read_text().strip() == "uwsgi" and \
+                    Path(os.readlink(proc / "root")) == root:
+                uids = next(line for line in (proc / "status").read_text().splitlines()
+                            if line.startswith("Uid:"))
+                found.append((int(proc.name), int(uids.split()[2])))  # effective uid
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
 def pids(root: Path) -> dict[str, str]:
     return {"uwsgi": (root / UWSGI_PID.lstrip("/")).read_text().strip(),
             "nginx": (root / "run/nginx.pid").read_text().strip()}
@@ -93,6 +109,9 @@ def rootfs(tmp_path_factory):
     root = CONFIG.cache_dir / "work" / f"provision-test-{time.time_ns()}"
     debootstrap_rootfs(cache, suite=PLATFORM.source.suite, mirror=PLATFORM.source.mirror,
                        packages=ROOTFS_PACKAGES, dest=root)
+    # debootstrap ran in a mkdtemp folder, so the cached tarball's "/" is 0700: the app
+    # user (uWSGI) and www-data (nginx workers) could not reach anything below it.
+    root.chmod(0o755)
     try:
         build = tmp_path_factory.mktemp("render")
         # No bundle: the plan builds CPython from its tarball, as the tutorial does.
@@ -156,11 +175,9 @@ def test_plan_in_a_real_rootfs_serves_hello_and_is_idempotent(rootfs, netns):
         assert headers.get("server") == "nginx"  # server_tokens off: no version
 
         uid = int(chroot(root, "id", "-u", user).stdout)
-        workers = [line.split() for line in subprocess.run(
-            ["ps", "-o", "uid=,comm=", "-C", "uwsgi"], capture_output=True, text=True,
-            check=False).stdout.splitlines()]
+        workers = uwsgi_processes(root)
         assert len(workers) == 1 + CONFIG.project.app.uwsgi_processes  # master + workers
-        assert {int(w[0]) for w in workers} == {uid}
+        assert {process_uid for _, process_uid in workers} == {uid}
 
         infra = subprocess.run(
             [sys.executable, "-m", "pytest", str(PROJECT_ROOT / "tests/infra"),
@@ -190,3 +207,36 @@ def test_plan_in_a_real_rootfs_serves_hello_and_is_idempotent(rootfs, netns):
         chroot(root, "/usr/sbin/nginx", "-s", "stop", netns=netns, check=False)
         chroot(root, f"{app_root}/env/bin/uwsgi", "--stop", UWSGI_PID,
                netns=netns, check=False)
+
+
+def test_cleanup_leaves_no_identity_caches_logs_or_build_files(rootfs):
+    """Runs after the test above, on its provisioned rootfs: the golden-image step for real
+    (zeroing free space is for booted guests, so the chroot skips it)."""
+    root, plan = rootfs
+    assert (root / "usr/local/bin/python3.13").is_file(), "needs the provisioned rootfs"
+    identity = [root / "etc/ssh/ssh_host_ed25519_key", root / "etc/ssh/ssh_host_ed25519_key.pub",
+                root / "root/.bash_history"]
+    for path in identity:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("from the build\n")
+    (root / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+    (root / "var/log/syslog.1").write_text("old\n")
+    plan = {**plan, "cleanup": {"enabled": True, "paths": [STAGE], "zero_free_space": True}}
+    (root / "root/cleanup-plan.json").write_text(json.dumps(plan))
+
+    result = chroot(root, "/bin/sh", "-c", f"cd {STAGE} && exec /usr/bin/python3 -m provision "
+                    "/root/cleanup-plan.json --only cleanup", check=False)
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "zero free space: skipped (not a booted guest)" in result.stdout
+    assert [p for p in identity if p.exists()] == []
+    assert (root / "etc/machine-id").read_text() == ""
+    assert not (root / STAGE.lstrip("/")).exists()
+    assert not (root / "usr/local/src/goldbox-python").exists()
+    assert list((root / "var/cache/apt/archives").glob("*.deb")) == []
+    assert list((root / "var/lib/apt/lists").glob("*_Packages")) == []
+    assert not (root / "var/log/syslog.1").exists()
+    logs = [p for p in (root / "var/log").rglob("*") if p.is_file() and p.stat().st_size]
+    assert logs == []
+    # What stays: the stack itself.
+    assert (root / plan["app"]["root"].lstrip("/") / "env/bin/uwsgi").is_file()

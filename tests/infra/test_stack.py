@@ -56,6 +56,11 @@ def test_rendered_configs_are_in_place(host, plan, service):
         assert file.mode == int(item["mode"], 8), item["path"]
 
 
+def test_nginx_accepts_its_configuration(host):
+    result = host.run("/usr/sbin/nginx -t")
+    assert result.rc == 0, result.stderr
+
+
 def test_distribution_default_site_removed(host, plan):
     for path in plan["nginx"]["remove"]:
         assert not host.file(path).exists, path
