@@ -29,6 +29,15 @@ def provision(interpreter: list[str], *args: str) -> subprocess.CompletedProcess
                           capture_output=True, text=True, check=False, timeout=120)
 
 
+def sandboxed(path: str | None = None) -> list[str]:
+    """The interpreter in a private mount namespace, for steps that run for real: the
+    host's /usr/local/src and /var/log (where provision builds and logs) stay untouched."""
+    env = ["env", f"PATH={path}"] if path else []
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount -t tmpfs tmpfs /usr/local/src && mount -t tmpfs tmpfs /var/log'
+            ' && exec "$@"', "sandbox", *env, sys.executable]
+
+
 def test_vermin_finds_nothing_newer_than_python_2_6():
     vermin = [str(Path(sys.executable).parent / "vermin"), "--no-tips", "--violations",
               "-t=2.6-", "-t=3.0-", "provision"]
@@ -106,17 +115,36 @@ def test_a_failing_command_reports_step_command_code_and_tail(tmp_path):
     plan["python"]["sha256"] = __import__("hashlib").sha256(b"not a tarball").hexdigest()
     path = tmp_path / "broken.json"
     path.write_text(json.dumps(plan))
-    # For real, so in a private mount namespace: the host's /usr/local/src and /var/log
-    # (where the step builds and logs) stay untouched.
-    sandbox = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-               'mount -t tmpfs tmpfs /usr/local/src && mount -t tmpfs tmpfs /var/log'
-               ' && exec "$@"', "sandbox", sys.executable]
-    result = provision(sandbox, str(path), "--only", "python")
+    result = provision(sandboxed(), str(path), "--only", "python")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "provision: step python failed: `tar -xf" in result.stdout
     assert "exited with 2; last lines:" in result.stdout
     assert "  | tar: This does not look like a tar archive" in result.stdout
     assert "python  FAILED" in result.stdout
+
+
+def test_nginx_configuration_refused_by_nginx_t_is_rolled_back(tmp_path):
+    plan = json.loads(render_platform(CONFIG, CONFIG.platform("debian-12"), tmp_path).plan
+                      .read_text())
+    kept, added = tmp_path / "conf.d/goldbox.conf", tmp_path / "conf.d/extra.conf"
+    kept.parent.mkdir()
+    kept.write_text("# the last good one\n")
+    plan["nginx"]["files"] = [{"path": str(kept), "content": "broken;\n", "mode": "0644"},
+                              {"path": str(added), "content": "broken;\n", "mode": "0644"}]
+    plan["nginx"]["remove"] = []
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nginx").write_text("#!/bin/sh\necho 'nginx: [emerg] unknown directive \"broken\"'\n"
+                                "exit 1\n")
+    (fake / "nginx").chmod(0o755)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    result = provision(sandboxed(f"{fake}:/usr/bin:/bin"), str(path), "--only", "nginx")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "step nginx failed: `nginx -t` exited with 1" in result.stdout
+    assert '  | nginx: [emerg] unknown directive "broken"' in result.stdout
+    assert kept.read_text() == "# the last good one\n"
+    assert not added.exists()
 
 
 def test_a_missing_program_is_a_failed_command_not_a_traceback():
