@@ -178,6 +178,28 @@ class Runner(object):
             os.unlink(path)
         return True
 
+    def snapshot(self, path):
+        """What `path` is now (a link, a file with its mode, or nothing), for `restore`."""
+        if self.dry_run or not os.path.lexists(path):
+            return None
+        if os.path.islink(path):
+            return ("link", os.readlink(path))
+        if os.path.isfile(path):
+            return ("file", read_bytes(path), os.stat(path).st_mode & 0o7777)
+        raise ValueError("%s: cannot keep a copy of a folder to restore it" % path)
+
+    def restore(self, path, saved):
+        """Put `path` back as `snapshot` found it."""
+        if saved is None:
+            self.remove(path)
+        elif saved[0] == "file":
+            self.write_file(path, saved[1], saved[2])
+        elif not os.path.islink(path) or os.readlink(path) != saved[1]:
+            self.remove(path)
+            self.say("    link %s -> %s" % (path, saved[1]))
+            if not self.dry_run:
+                os.symlink(saved[1], path)
+
     def rename(self, source, target):
         if not self.exists(source):
             if self.dry_run:

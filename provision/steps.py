@@ -267,10 +267,8 @@ def uwsgi(ctx):
 
 def nginx(ctx):
     spec = ctx.plan["nginx"]
-    previous = {}
-    for item in spec["files"]:
-        if not ctx.runner.dry_run and os.path.isfile(item["path"]):
-            previous[item["path"]] = open(item["path"], "rb").read()
+    touched = list(spec.get("remove", [])) + [item["path"] for item in spec["files"]]
+    previous = [(path, ctx.runner.snapshot(path)) for path in touched]
     changed = False
     for path in spec.get("remove", []):
         changed = ctx.runner.remove(path) or changed
@@ -279,11 +277,8 @@ def nginx(ctx):
         try:
             ctx.runner.run(["nginx", "-t"])
         except Exception:
-            for item in spec["files"]:  # put the last good configuration back
-                if item["path"] in previous:
-                    ctx.runner.write_file(item["path"], previous[item["path"]])
-                else:
-                    ctx.runner.remove(item["path"])
+            for path, saved in previous:  # put the last good configuration back
+                ctx.runner.restore(path, saved)
             raise
     changed = _enable_and_run(ctx, spec["service"], changed, ctx.services.reload)
     return changed, "service %s%s" % (spec["service"], _service_note(ctx))

@@ -131,7 +131,10 @@ def test_nginx_configuration_refused_by_nginx_t_is_rolled_back(tmp_path):
     kept.write_text("# the last good one\n")
     plan["nginx"]["files"] = [{"path": str(kept), "content": "broken;\n", "mode": "0644"},
                               {"path": str(added), "content": "broken;\n", "mode": "0644"}]
-    plan["nginx"]["remove"] = []
+    default_site = tmp_path / "sites-enabled/default"
+    default_site.parent.mkdir()
+    default_site.symlink_to("../sites-available/default")
+    plan["nginx"]["remove"] = [str(default_site)]
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "nginx").write_text("#!/bin/sh\necho 'nginx: [emerg] unknown directive \"broken\"'\n"
@@ -145,6 +148,7 @@ def test_nginx_configuration_refused_by_nginx_t_is_rolled_back(tmp_path):
     assert '  | nginx: [emerg] unknown directive "broken"' in result.stdout
     assert kept.read_text() == "# the last good one\n"
     assert not added.exists()
+    assert str(default_site.readlink()) == "../sites-available/default"
 
 
 def test_a_missing_program_is_a_failed_command_not_a_traceback():
