@@ -31,9 +31,10 @@ def provision(interpreter: list[str], *args: str) -> subprocess.CompletedProcess
 
 def sandboxed(path: str | None = None) -> list[str]:
     """The interpreter in a private mount namespace, for steps that run for real: the
-    host's /usr/local/src and /var/log (where provision builds and logs) stay untouched."""
+    host's /usr/local/src and /var/log (where provision builds and logs) stay untouched.
+    A user namespace makes this work without root as well."""
     env = ["env", f"PATH={path}"] if path else []
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+    return ["unshare", "--mount", "--map-root-user", "--propagation", "private", "sh", "-c",
             'mount -t tmpfs tmpfs /usr/local/src && mount -t tmpfs tmpfs /var/log'
             ' && exec "$@"', "sandbox", *env, sys.executable]
 
