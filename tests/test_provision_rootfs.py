@@ -5,6 +5,7 @@ testinfra suite over the chroot backend, and a second run that must change nothi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -131,10 +132,17 @@ def rootfs(tmp_path_factory):
         policy = root / "usr/sbin/policy-rc.d"
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
-        with chroot_mounts(root):
-            yield root, json.loads(rendered.plan.read_text())
+        yield root, json.loads(rendered.plan.read_text())
     finally:
         remove_tree(root)
+
+
+@pytest.fixture
+def mounted(rootfs):
+    """The rootfs with proc, sys and dev mounted for chroot, for one test."""
+    root, plan = rootfs
+    with chroot_mounts(root):
+        yield root, plan
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +154,8 @@ def netns():
     subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
-def test_plan_in_a_real_rootfs_serves_hello_and_is_idempotent(rootfs, netns):
-    root, plan = rootfs
+def test_plan_in_a_real_rootfs_serves_hello_and_is_idempotent(mounted, netns):
+    root, plan = mounted
     first, first_seconds = run_provision(root)
     print(f"first run ({first_seconds:.0f} s):\n{first.stdout[-3000:]}")
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr
@@ -209,10 +217,158 @@ def test_plan_in_a_real_rootfs_serves_hello_and_is_idempotent(rootfs, netns):
                netns=netns, check=False)
 
 
-def test_cleanup_leaves_no_identity_caches_logs_or_build_files(rootfs):
-    """Runs after the test above, on its provisioned rootfs: the golden-image step for real
-    (zeroing free space is for booted guests, so the chroot skips it)."""
+class Container:
+    """A booted container, entered with nsenter: `run` inside it; `in_network` prefixes a
+    host command (curl) to run in its network namespace only."""
+
+    def __init__(self, leader: int):
+        self.in_network = ["nsenter", "-t", str(leader), "-n"]
+        self._enter = ["nsenter", "-t", str(leader), "-m", "-u", "-i", "-n", "-p", "--"]
+
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run([*self._enter, *argv], capture_output=True, text=True,
+                              check=check, timeout=600)
+
+
+@contextlib.contextmanager
+def booted(root: Path, console: Path):
+    """`root` booted by its own systemd in a container with a private network (loopback
+    only), powered off afterwards. The host runs no systemd: --register=no --keep-unit."""
+    with open(console, "w") as log:
+        nspawn = subprocess.Popen(["systemd-nspawn", "--quiet", "-D", str(root),
+                                   "--private-network", "--register=no", "--keep-unit",
+                                   "--console=passive", "-b"],
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        leader = None
+        deadline = time.monotonic() + 60
+        while leader is None and time.monotonic() < deadline and nspawn.poll() is None:
+            leader = next((int(p.name) for p in Path("/proc").glob("[0-9]*")
+                           if _parent_and_comm(p) == (nspawn.pid, "systemd")), None)
+            time.sleep(0.2)
+        assert leader, f"the container's systemd did not start: {console.read_text()[-2000:]}"
+        container = Container(leader)
+        state = ""
+        while state not in ("running", "degraded") and time.monotonic() < deadline:
+            time.sleep(0.5)
+            state = container.run("systemctl", "is-system-running", check=False).stdout.strip()
+        assert state in ("running", "degraded"), state
+        yield container
+    finally:
+        nspawn.terminate()  # systemd-nspawn powers the container off
+        try:
+            nspawn.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            nspawn.kill()
+            nspawn.wait()
+
+
+def _parent_and_comm(proc: Path) -> tuple[int, str] | None:
+    try:
+        stat = (proc / "stat").read_text()
+    except OSError:
+        return None
+    comm = stat[stat.index("(") + 1:stat.rindex(")")]
+    return int(stat[stat.rindex(")") + 2:].split()[1]), comm
+
+
+def test_booted_services_start_at_boot_restart_on_change_and_on_failure(rootfs, tmp_path):
+    """The same rootfs booted by systemd (in a container): the units provision enabled
+    start at boot; provision run under a live init changes nothing and keeps the PIDs; a
+    changed uWSGI config restarts uWSGI, a changed nginx config reloads nginx; a killed
+    uWSGI comes back by itself."""
+    if not shutil.which("systemd-nspawn"):
+        pytest.skip("needs systemd-nspawn (apt package systemd-container)")
     root, plan = rootfs
+    assert (root / plan["app"]["root"].lstrip("/") / "env/bin/uwsgi").is_file(), \
+        "runs after the chroot test, on its provisioned rootfs"
+    uwsgi, nginx = plan["uwsgi"]["service"], plan["nginx"]["service"]
+    # /tmp in the container is a fresh tmpfs (and a boot empties /tmp anyway): the stage
+    # waits in /root meanwhile, and the plans run there name it as their stage_dir.
+    stage, parked = root / STAGE.lstrip("/"), root / "root/goldbox-stage"
+
+    def provision_inside(plan: dict, name: str) -> dict[str, str]:
+        (parked / name).write_text(json.dumps({**plan, "stage_dir": "/root/goldbox-stage"}))
+        result = container.run("/bin/sh", "-c", "cd /root/goldbox-stage && exec "
+                               f"/usr/bin/python3 -m provision {name}", check=False)
+        print(f"booted, {name}:\n" + result.stdout[result.stdout.find("step "):])
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+        return step_table(result.stdout)
+
+    def main_pid(service: str) -> int:
+        return int(container.run("systemctl", "show", "-p", "MainPID", "--value",
+                                 service).stdout)
+
+    def uwsgi_users() -> list[str]:
+        return container.run("ps", "-o", "user=", "-C", "uwsgi").stdout.split()
+
+    def get(path: str) -> tuple[int, str]:
+        out = subprocess.run([*container.in_network, "curl", "-s", "-w", "\n%{http_code}",
+                              "--max-time", "10", f"http://127.0.0.1{path}"],
+                             capture_output=True, text=True, check=False).stdout
+        body, _, code = out.rpartition("\n")
+        return int(code or 0), body
+
+    def wait_for_hello() -> None:
+        deadline = time.monotonic() + 30
+        while get("/") != (200, "Hello!") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert get("/") == (200, "Hello!")
+
+    stage.rename(parked)
+    try:
+        with booted(root, tmp_path / "console.log") as container:
+            # Started at boot, by the units that provision enabled in the chroot.
+            active = container.run("systemctl", "is-active", uwsgi, nginx).stdout.split()
+            assert active == ["active", "active"]
+            wait_for_hello()
+            assert uwsgi_users() == [plan["app"]["user"]] * (
+                1 + CONFIG.project.app.uwsgi_processes)
+
+            pids = {name: main_pid(name) for name in (uwsgi, nginx)}
+            assert set(provision_inside(plan, "plan-booted.json").values()) == {"unchanged"}
+            assert {name: main_pid(name) for name in (uwsgi, nginx)} == pids
+
+            # Changed configurations: uWSGI restarts (new PID), nginx reloads (same master).
+            changed = json.loads(json.dumps(plan))
+            ini = changed["uwsgi"]["files"][0]
+            assert "processes = 2" in ini["content"]
+            ini["content"] = ini["content"].replace("processes = 2", "processes = 3")
+            changed["nginx"]["files"][0]["content"] += "# changed by the test\n"
+            start = time.monotonic()
+            table = provision_inside(changed, "plan-changed.json")
+            seconds = time.monotonic() - start
+            assert (table["uwsgi"], table["nginx"]) == ("changed", "changed"), table
+            # uWSGI must stop on the unit's KillSignal; with die-on-term, SIGQUIT makes it
+            # re-exec itself instead and systemd SIGKILLs it only after TimeoutStopSec (90 s).
+            assert seconds < 30, f"restarting uWSGI took {seconds:.0f} s: it ignores KillSignal"
+            assert main_pid(uwsgi) != pids[uwsgi]
+            assert main_pid(nginx) == pids[nginx]
+            wait_for_hello()
+            assert len(uwsgi_users()) == 1 + 3
+            assert set(provision_inside(changed, "plan-changed.json").values()) == {"unchanged"}
+
+            # Restart=on-failure: a killed uWSGI master is back within seconds.
+            killed = main_pid(uwsgi)
+            container.run("kill", "-9", str(killed))
+            deadline = time.monotonic() + 30
+            while main_pid(uwsgi) in (0, killed) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert main_pid(uwsgi) not in (0, killed)
+            wait_for_hello()
+
+            # Back to the planned configuration, as the chroot test left it.
+            provision_inside(plan, "plan-booted.json")
+    finally:
+        for name in ("plan-booted.json", "plan-changed.json"):
+            (parked / name).unlink(missing_ok=True)
+        parked.rename(stage)
+
+
+def test_cleanup_leaves_no_identity_caches_logs_or_build_files(mounted):
+    """Runs last, on the provisioned rootfs: the golden-image step for real (zeroing free
+    space is for booted guests, so the chroot skips it)."""
+    root, plan = mounted
     assert (root / "usr/local/bin/python3.13").is_file(), "needs the provisioned rootfs"
     identity = [root / "etc/ssh/ssh_host_ed25519_key", root / "etc/ssh/ssh_host_ed25519_key.pub",
                 root / "root/.bash_history"]
