@@ -35,6 +35,17 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def tree_sha256(root: Path) -> str:
+    """sha256 over every file below `root` (relative path and content), skipping Python
+    bytecode caches, which come and go with every run."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        if "__pycache__" in path.parts or path.suffix == ".pyc":
+            continue
+        digest.update(f"{path.relative_to(root)}\0{sha256_file(path)}\0".encode())
+    return digest.hexdigest()
+
+
 @contextlib.contextmanager
 def cache_lock(lock_file: Path) -> Iterator[None]:
     """Serialise builders of one cache entry (several test runs may share a cache)."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from goldbox import PROJECT_ROOT, proc
-from goldbox.artifacts import ArtifactCache, cache_lock, sha256_file
+from goldbox.artifacts import ArtifactCache, cache_lock, sha256_file, tree_sha256
 from goldbox.errors import GoldboxError
 from goldbox.rootfs import chroot_mounts, chroot_run, debootstrap_rootfs, remove_tree
 
@@ -83,6 +83,8 @@ def bundle_key(*, platform: str, release: ReleaseChroot, python_version: str,
         "python_version": python_version,
         "tarball_sha256": tarball_sha256,
         "configure_flags": configure_flags,
+        # provision's python step is the build recipe: a change to it rebuilds.
+        "provision": tree_sha256(PROJECT_ROOT / "provision"),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 

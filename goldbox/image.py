@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from goldbox import PROJECT_ROOT, accel, proc
-from goldbox.artifacts import ArtifactCache, build_wheelhouse, sha256_file
+from goldbox.artifacts import ArtifactCache, build_wheelhouse, sha256_file, tree_sha256
 from goldbox.config import Config, DebootstrapSource, Platform
 from goldbox.errors import GoldboxError
 from goldbox.keys import insecure_private_key
@@ -147,13 +147,6 @@ def prepare_wheelhouse(config: Config, platform: Platform, dest: Path,
     return sorted(files)
 
 
-def _tree_digest(root: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(f"{path.relative_to(root)}\0{sha256_file(path)}\0".encode())
-    return digest.hexdigest()
-
-
 def _stage(config: Config, platform: Platform, stage: Path, wheelhouse: Path,
            plan: Path, extra: list[Path]) -> None:
     """Lay out what the guest gets in /tmp/goldbox-stage: the plan, provision/, the app,
@@ -227,7 +220,7 @@ def build_image(config: Config, platform: Platform, *, builder: str = "qemu",
         _stage(config, platform, stage, wheelhouse, rendered.plan, extra)
         digest = hashlib.sha256(json.dumps({
             "template": sha256_file(rendered.packer_template),
-            "stage": _tree_digest(stage),
+            "stage": tree_sha256(stage),
             "base": base_vars.get("base_image_sha256"),
             "box": [config.project.box.name, config.project.box.version, builder],
         }, sort_keys=True).encode()).hexdigest()

@@ -21,7 +21,7 @@ from goldbox.artifacts import cache_lock
 from goldbox.errors import GoldboxError
 
 # Bumped when the way a cached tarball is made changes, so old ones are not reused.
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: the rootfs' own "/" is 0755, not mkdtemp's 0700
 # Keep owners as numbers (the host's names mean nothing inside the rootfs) and keep
 # file capabilities (ping, for one, relies on them).
 _TAR_OPTIONS = ["--numeric-owner", "--xattrs", "--xattrs-include=*"]
@@ -85,6 +85,9 @@ def cached_rootfs_tarball(
         if tarball.exists():
             return tarball
         build_root = Path(tempfile.mkdtemp(prefix=f"{key}.build-", dir=store))
+        # mkdtemp makes a 0700 folder, and that folder becomes the rootfs' "/": a guest
+        # whose "/" only root can enter breaks every unprivileged service.
+        build_root.chmod(0o755)
         partial = store / f"{key}.tar.partial"
         try:
             command = ["debootstrap", f"--variant={variant}"]

@@ -11,8 +11,15 @@ from pathlib import Path
 import pytest
 
 from goldbox import PROJECT_ROOT
+from goldbox import bundle as bundle_module
 from goldbox.artifacts import ArtifactCache
-from goldbox.bundle import ReleaseChroot, build_cpython_bundle, build_native_wheel, prefix_of
+from goldbox.bundle import (
+    ReleaseChroot,
+    build_cpython_bundle,
+    build_native_wheel,
+    bundle_key,
+    prefix_of,
+)
 from goldbox.rootfs import chroot_mounts, chroot_run, debootstrap_rootfs
 
 CACHE = Path(os.environ.get("GOLDBOX_CACHE", "~/.cache/goldbox")).expanduser()
@@ -26,6 +33,23 @@ UWSGI_SHA256 = "79ca1891ef2df14508ab0471ee8c0eb94bd2d51d03f32f90c4bbe557ab1e99d0
 def test_prefix_follows_the_configure_flags():
     assert prefix_of([]) == "/usr/local"
     assert prefix_of(["--prefix=/opt/py/", "--with-lto"]) == "/opt/py"
+
+
+def test_bundle_key_follows_provision_but_not_its_bytecode(tmp_path, monkeypatch):
+    """provision's python step is the bundle's build recipe, so editing provision/
+    must rebuild the bundle; a __pycache__ left by a test run must not."""
+    project = tmp_path / "project"
+    (project / "provision").mkdir(parents=True)
+    (project / "provision/steps.py").write_text("MAKE = 'make'\n")
+    monkeypatch.setattr(bundle_module, "PROJECT_ROOT", project)
+    inputs = dict(platform="debian-12", release=ReleaseChroot("bookworm", "http://m", ("gcc",)),
+                  python_version="3.13.5", tarball_sha256="0" * 64, configure_flags=[])
+    before = bundle_key(**inputs)
+    (project / "provision/__pycache__").mkdir()
+    (project / "provision/__pycache__/steps.cpython-311.pyc").write_bytes(b"bytecode")
+    assert bundle_key(**inputs) == before
+    (project / "provision/steps.py").write_text("MAKE = 'make -j2'\n")
+    assert bundle_key(**inputs) != before
 
 
 @pytest.mark.slow
@@ -74,7 +98,7 @@ def test_bundle_and_uwsgi_wheel_work_in_a_fresh_runtime_chroot(tmp_path):
     with chroot_mounts(root):
         probe = tmp_path / "probe.log"
         chroot_run(root, [python, "-c",
-                          "import ssl, sqlite3, bz2, lzma, ctypes, zlib, readline, sys; "
+                          "import ssl, sqlite3, bz2, lzma, ctypes, zlib, readline, _uuid, sys; "
                           "print(sys.version); print(ssl.OPENSSL_VERSION)"],
                    prefix="probe", log=probe)
         chroot_run(root, [python, "-m", "venv", "/tmp/env"], prefix="venv", log=probe)

@@ -110,9 +110,6 @@ def rootfs(tmp_path_factory):
     root = CONFIG.cache_dir / "work" / f"provision-test-{time.time_ns()}"
     debootstrap_rootfs(cache, suite=PLATFORM.source.suite, mirror=PLATFORM.source.mirror,
                        packages=ROOTFS_PACKAGES, dest=root)
-    # debootstrap ran in a mkdtemp folder, so the cached tarball's "/" is 0700: the app
-    # user (uWSGI) and www-data (nginx workers) could not reach anything below it.
-    root.chmod(0o755)
     try:
         build = tmp_path_factory.mktemp("render")
         # No bundle: the plan builds CPython from its tarball, as the tutorial does.

@@ -1,6 +1,7 @@
 """debootstrap_rootfs: one real debootstrap, cached, then cheap fresh copies; chroot_mounts."""
 
 import os
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ def test_debootstrap_once_then_fresh_copies(tmp_path):
     assert time.monotonic() - started < 60, "the second call must extract, not bootstrap"
 
     assert not (second / "etc/marker").exists()
+    assert stat.S_IMODE(second.stat().st_mode) == 0o755, "the rootfs' / must be 0755"
     assert (second / "etc/debian_version").read_text().startswith("12.")
     assert not list((second / "var/cache/apt/archives").glob("*.deb"))
     version = subprocess.run(["chroot", second, "python3", "--version"],
