@@ -153,7 +153,8 @@ def destroy(c, platform=None):
             "manifest": "the box's manifest.json (default: dist/<platform>/manifest.json)",
             "catalog": "catalog directory (default: catalog.location in goldbox.toml)",
             "base-url": "URL the catalog directory is served under; metadata.json's box "
-                        "URLs use it (default: file:// URLs of the directory)",
+                        "URLs use it (default: catalog.base_url, else file:// URLs of "
+                        "the directory)",
             "force": "replace a version + provider that is already published"})
 @reports_errors
 def publish(c, platform=None, manifest=None, catalog=None, base_url=None, force=False):
@@ -167,7 +168,8 @@ def publish(c, platform=None, manifest=None, catalog=None, base_url=None, force=
     config = load_config(ROOT)
     manifest_path = (Path(manifest) if manifest else
                      config.dist_dir / config.platform(platform).name / "manifest.json")
-    boxes.publish(manifest_path, boxes.catalog_directory(catalog, config), base_url=base_url,
+    boxes.publish(manifest_path, boxes.catalog_directory(catalog, config),
+                  base_url=base_url or config.project.catalog.base_url,
                   description=config.project.box.description, force=force)
 
 

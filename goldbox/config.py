@@ -106,8 +106,18 @@ class PortsSection(Strict):
     host_http: Port = 8088
 
 
+def _http_url(value: str) -> str:
+    if not re.match(r"^https?://\S+$", value):
+        raise ValueError("expected the http:// or https:// URL the catalog directory is "
+                         "served under")
+    return value
+
+
 class CatalogSection(Strict):
     location: str = "dist/catalog"
+    # Where the published directory is served; metadata.json's box URLs start with it.
+    # Unset: file:// URLs of the directory. `invoke publish --base-url` overrides it.
+    base_url: Annotated[str, AfterValidator(_http_url)] | None = None
 
 
 class CacheSection(Strict):

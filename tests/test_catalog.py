@@ -334,9 +334,16 @@ def test_vagrant_adds_newest_sees_outdated_and_updates(transport, request, proje
                                                        catalog, boxes_dir, tmp_path):
     base = request.getfixturevalue("served_catalog") if transport == "http" else None
 
+    if base:  # the served URL from goldbox.toml's catalog.base_url ...
+        config = project_copy / "goldbox.toml"
+        config.write_text(config.read_text().replace(
+            'location = "dist/catalog"', f'location = "dist/catalog"\nbase_url = "{base}"'))
+
     def publish_cli(version: str) -> None:
         args = ["publish", "--manifest", str(boxes_dir(version)), "--catalog", str(catalog)]
-        result = run_invoke(project_copy, *args, *(["--base-url", base] if base else []))
+        # ... and once from --base-url, which overrides it
+        result = run_invoke(project_copy, *args,
+                            *(["--base-url", base] if base and version == "0.3.0" else []))
         assert result.returncode == 0, result.stdout + result.stderr
 
     publish_cli("0.1.0")

@@ -49,6 +49,10 @@ BAD_INPUTS = [
      f"{DEBIAN}: source.kind = 'netboot': expected one of 'debootstrap', 'iso'"),
     ("unknown family", DEBIAN, 'family = "debian"', 'family = "arch"',
      f"{DEBIAN}: family = 'arch': Input should be 'debian' or 'el'"),
+    ("catalog base_url not http", "goldbox.toml", 'location = "dist/catalog"',
+     'location = "dist/catalog"\nbase_url = "boxes.example.org"',
+     "goldbox.toml: catalog.base_url = 'boxes.example.org': expected the http:// or https:// "
+     "URL the catalog directory is served under"),
     ("invalid TOML", "goldbox.toml", "[box]", "[box",
      "goldbox.toml: invalid TOML: "),
 ]
