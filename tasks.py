@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from pathlib import Path
 
 from invoke import Exit, task
@@ -132,8 +133,9 @@ def verify(c, platform=None):
     from goldbox.verify import verify as check
 
     config = load_config(ROOT)
+    started = time.monotonic()
     results = check(config, config.platform(platform))
-    print(format_results(results))
+    print(format_results(results, time.monotonic() - started))
     failed = [result.check for result in results if not result.ok]
     if failed:
         raise GoldboxError(f"verify: {len(failed)} check(s) failed: {', '.join(failed)}")

@@ -161,9 +161,10 @@ def verify(config: Config, platform: Platform) -> list[Result]:
     return results
 
 
-def format_results(results: list[Result]) -> str:
+def format_results(results: list[Result], seconds: float | None = None) -> str:
     width = max(len(r.check) for r in results)
     lines = [f"{'PASS' if r.ok else 'FAIL'}  {r.check:<{width}}  {r.detail}" for r in results]
     passed = sum(r.ok for r in results)
-    lines.append(f"{passed} passed, {len(results) - passed} failed")
+    lines.append(f"{passed} passed, {len(results) - passed} failed"
+                 + (f" in {seconds:.0f} s" if seconds is not None else ""))
     return "\n".join(lines)

@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,12 +136,14 @@ def up(config: Config, platform: Platform) -> None:
     render_vagrantfile(config, platform, directory, RenderOptions(libvirt_driver=driver))
     add_box(config, platform, built)
     print(f"booting {platform.name} with vagrant-libvirt (driver {driver})")
+    started = time.monotonic()
     try:
         _vagrant(config, platform).up(provider=PROVIDER)
     except subprocess.CalledProcessError as exc:
         raise GoldboxError(f"`vagrant up` failed with exit code {exc.returncode} "
                            f"(in {directory})") from None
-    print(f"{platform.name} is up: http://127.0.0.1:{port}/")
+    print(f"{platform.name} is up after {time.monotonic() - started:.0f} s: "
+          f"http://127.0.0.1:{port}/")
 
 
 def require_running(config: Config, platform: Platform) -> None:
