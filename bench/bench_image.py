@@ -29,6 +29,14 @@ from goldbox.config import load_config  # noqa: E402
 from tests import harness  # noqa: E402
 
 INVOKE = str(Path(sys.executable).parent / "invoke")
+# The order `invoke image` runs its phases in (manifest.json keeps them sorted by name).
+PHASE_ORDER = ["artifacts", "native build", "base disk", "render", "packer", "box"]
+
+
+def print_phases(title: str, phases: dict[str, float]) -> None:
+    print(title)
+    for phase in sorted(phases, key=lambda p: (PHASE_ORDER + [p]).index(p)):
+        print(f"  {phase:<14} {phases[phase]:8.1f} s")
 
 
 def timed(argv: list[str], cwd: Path, env: dict, netns: str | None = None) -> float:
@@ -78,12 +86,8 @@ def main() -> None:
             finally:
                 timed([INVOKE, "destroy", "--platform", platform.name], clone, env, netns)
         print(f"\nbenchmark: {platform.name}, {'warm' if args.warm_cache else 'cold'} cache")
-        print("cold image, by phase:")
-        for phase, seconds in cold["phases"].items():
-            print(f"  {phase:<14} {seconds:8.1f} s")
-        print("app-only rebuild, by phase:")
-        for phase, seconds in app_only["phases"].items():
-            print(f"  {phase:<14} {seconds:8.1f} s")
+        print_phases("cold image, by phase:", cold["phases"])
+        print_phases("app-only rebuild, by phase:", app_only["phases"])
         for name, seconds in figures.items():
             print(f"{name:<18} {seconds:8.1f} s")
         print(f"{'box size':<18} {cold['box_size'] / 2**20:8.1f} MiB")
