@@ -12,7 +12,8 @@ import pytest
 from goldbox import PROJECT_ROOT
 
 # What a copy of the project needs to load, render and run its tasks.
-PROJECT_FILES = ["goldbox.toml", "tasks.py", "platforms", "app", "packer", "vagrant", "configs"]
+PROJECT_FILES = ["goldbox.toml", "tasks.py", "platforms", "app", "packer", "vagrant", "configs",
+                 "provision"]
 
 
 @pytest.fixture

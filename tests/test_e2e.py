@@ -97,3 +97,37 @@ def test_verify_without_a_vm_names_the_fix(libvirt_netns, vagrant_home):
     result, _ = run([INVOKE, "verify"], netns=libvirt_netns, env=vagrant_home)
     assert result.returncode == 1
     assert "is not up" in result.stdout and "run `invoke up" in result.stdout
+
+
+def test_packer_failure_names_phase_and_log_and_keeps_the_previous_box(tarball_in_cache,
+                                                                      project_copy):
+    """A real packer build whose guest provisioning fails (the template's first shell
+    step exits 3, as a broken edit would): non-zero exit, the failing phase and the log
+    named, and the previous box + manifest in dist/ untouched, no partial left."""
+    template = project_copy / "packer" / "debootstrap.pkr.hcl.j2"
+    text = template.read_text()
+    step = 'inline = ["mkdir -p {{ stage_dir }}"]'
+    assert step in text, "test out of date: the template's first shell step changed"
+    template.write_text(text.replace(
+        step, 'inline = ["echo goldbox-test: failing on purpose >&2; exit 3"]', 1))
+    previous = project_copy / "dist" / "debian-12"
+    previous.mkdir(parents=True)
+    (previous / "goldbox-flask-0.1.0-libvirt.box").write_text("the previous box\n")
+    (previous / "manifest.json").write_text('{"previous": true}\n')
+
+    result = subprocess.run([INVOKE, "image"], cwd=project_copy, capture_output=True,
+                            text=True, timeout=3600, check=False)
+    print(result.stdout[-3000:], result.stderr, sep="\n")
+    assert result.returncode == 1
+    (error,) = [line for line in result.stderr.splitlines()
+                if line.startswith("goldbox: error: ")]
+    assert error.startswith("goldbox: error: phase 'packer' failed"), error
+    (log,) = (project_copy / "build" / "debian-12" / "logs").glob("image-*.log")
+    assert str(log) in error
+    assert "goldbox-test: failing on purpose" in log.read_text()
+    assert "failing on purpose" in result.stdout, "packer's output must stream live"
+    assert sorted(p.name for p in previous.iterdir()) == ["goldbox-flask-0.1.0-libvirt.box",
+                                                          "manifest.json"]
+    assert (previous / "manifest.json").read_text() == '{"previous": true}\n'
+    assert not list((project_copy / "dist").glob(".*partial*"))
+    assert not (project_copy / "build" / "debian-12" / "work" / "packer-output").exists()
