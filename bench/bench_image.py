@@ -30,7 +30,7 @@ from tests import harness  # noqa: E402
 
 INVOKE = str(Path(sys.executable).parent / "invoke")
 # The order `invoke image` runs its phases in (manifest.json keeps them sorted by name).
-PHASE_ORDER = ["artifacts", "native build", "base disk", "render", "packer", "box"]
+PHASE_ORDER = ["artifacts", "native build", "base disk", "render", "system image", "packer", "box"]
 
 
 def print_phases(title: str, phases: dict[str, float]) -> None:

@@ -1,4 +1,10 @@
-"""`invoke image`: artifacts -> native build -> base disk -> render + stage -> packer -> box.
+"""`invoke image`: artifacts -> native build -> base disk -> render + stage -> system
+image -> packer -> box.
+
+For debootstrap platforms the packer work comes in two builds: the system image (the
+base disk with provision's system steps: repositories, packages, CPython), cached by a
+key over its inputs, then the golden build from it (the app, uWSGI, nginx, cleanup) that
+exports the box. A change to the app alone therefore redoes only the golden build.
 
 Every phase is timed; a summary table ends the run. The box and its manifest.json land
 in dist/<platform>/ only when everything succeeded (built in a partial folder, then
@@ -21,12 +27,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from goldbox import PROJECT_ROOT, accel, proc
-from goldbox.artifacts import ArtifactCache, build_wheelhouse, sha256_file, tree_sha256
+from goldbox.artifacts import (
+    ArtifactCache,
+    build_wheelhouse,
+    cache_lock,
+    sha256_file,
+    tree_sha256,
+)
 from goldbox.config import Config, DebootstrapSource, Platform
 from goldbox.errors import GoldboxError
 from goldbox.keys import insecure_private_key
-from goldbox.plan import Prebuilt, StagedFile, tarball_name
+from goldbox.plan import SYSTEM_STEPS, Prebuilt, StagedFile, tarball_name
 from goldbox.render import (
+    Rendered,
     RenderOptions,
     packer_source_name,
     render_platform,
@@ -34,6 +47,8 @@ from goldbox.render import (
 )
 from goldbox.validate import declared_variables
 
+# Bumped when the way a cached system image is made changes, so old ones are not reused.
+_SYSTEM_FORMAT = 1
 PROVIDER = "libvirt"  # what `invoke up` boots (vagrant-libvirt)
 # Packer builder -> (packer source type, Vagrant provider of the box it makes)
 BUILDERS = {"qemu": ("qemu", "libvirt"), "virtualbox": ("virtualbox-iso", "virtualbox")}
@@ -163,6 +178,78 @@ def _stage(config: Config, platform: Platform, stage: Path, wheelhouse: Path,
         shutil.copy2(path, stage / path.name)
 
 
+def _system_stage(config: Config, stage: Path, plan: Path, extra: list[Path],
+                  wheelhouse: Path) -> Path:
+    """What the system image's build uploads: the plan, provision/ and the CPython bundle
+    or tarball (and the wheelhouse when the python step bootstraps pip from it)."""
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    shutil.copy2(plan, stage / "plan.json")
+    shutil.copytree(config.root / "provision", stage / "provision",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for path in extra:
+        shutil.copy2(path, stage / path.name)
+    if json.loads(plan.read_text())["python"].get("pip_bootstrap"):
+        shutil.copytree(wheelhouse, stage / "wheelhouse")
+    return stage
+
+
+def _system_key(config: Config, rendered: Rendered, base_sha256: str) -> str:
+    """The system image's cache key: its template, the base disk, provision/ and the
+    plan's system sections (which carry the CPython bundle's or tarball's sha256)."""
+    plan = json.loads(rendered.plan.read_text())
+    return hashlib.sha256(json.dumps({
+        "format": _SYSTEM_FORMAT,
+        "template": sha256_file(rendered.system_template),
+        "base": base_sha256,
+        "provision": tree_sha256(config.root / "provision"),
+        "plan": {key: plan[key] for key in ("format", "family", "adapters", "stage_dir",
+                                            *SYSTEM_STEPS)},
+    }, sort_keys=True).encode()).hexdigest()
+
+
+def _system_image(config: Config, platform: Platform, rendered: Rendered, key: str,
+                  base_vars: dict[str, str], stage: Path, accelerator: str,
+                  log: Path) -> tuple[Path, str, bool]:
+    """Return (path, sha256, was cached) of the system image `key`: the base disk with
+    provision's system steps done, built by packer once and kept under
+    `<cache>/system/<key>/` (written as `<key>.partial/`, then renamed)."""
+    store = config.cache_dir / "system" / key
+    image = store / f"{platform.name}-system.qcow2"
+    store.parent.mkdir(parents=True, exist_ok=True)
+    with cache_lock(store.with_suffix(".lock")):
+        if image.is_file():
+            return image, (store / "sha256").read_text().strip(), True
+        partial = store.with_name(f"{key}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            output = partial / "packer-output"
+            _packer_build(rendered.system_template, {
+                **base_vars, "accelerator": accelerator, "stage_dir": str(stage),
+                "output_dir": str(output),
+            }, f"qemu.{packer_source_name(platform)}", log)
+            (output / image.name).rename(partial / image.name)
+            shutil.rmtree(output)
+            (partial / "sha256").write_text(sha256_file(partial / image.name) + "\n")
+            partial.rename(store)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    return image, (store / "sha256").read_text().strip(), False
+
+
+def _packer_build(template: Path, variables: dict[str, str], only: str, log: Path) -> None:
+    """`packer build -only=<only>` of a rendered template, with those of `variables` it
+    declares (plus Vagrant's insecure key) in a var file beside it."""
+    variables = {**variables, "ssh_private_key_file": str(insecure_private_key())}
+    declared = declared_variables(template)
+    var_file = template.with_name(template.name.removesuffix(".pkr.hcl") + "-vars.json")
+    write_atomically(var_file, json.dumps({k: v for k, v in variables.items() if k in declared},
+                                          indent=2, sort_keys=True) + "\n")
+    proc.run(["packer", "build", "-color=false", f"-var-file={var_file.name}", f"-only={only}",
+              template.name], prefix="packer", log=log, cwd=template.parent)
+
+
 def _read_manifest(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -218,10 +305,13 @@ def build_image(config: Config, platform: Platform, *, builder: str = "qemu",
         rendered = render_platform(config, platform, build, options)
         stage = work / "stage"
         _stage(config, platform, stage, wheelhouse, rendered.plan, extra)
+        system_key = None
+        if rendered.system_template:
+            system_key = _system_key(config, rendered, base_vars["base_image_sha256"])
         digest = hashlib.sha256(json.dumps({
             "template": sha256_file(rendered.packer_template),
             "stage": tree_sha256(stage),
-            "base": base_vars.get("base_image_sha256"),
+            "base": system_key or base_vars.get("base_image_sha256"),
             "box": [config.project.box.name, config.project.box.version, builder],
         }, sort_keys=True).encode()).hexdigest()
         note.append(f"accelerator {acceleration.accelerator}; inputs {digest[:12]}")
@@ -234,6 +324,16 @@ def build_image(config: Config, platform: Platform, *, builder: str = "qemu",
         print(f"up to date: {box_path}")
         return ImageResult(box_path, manifest_path, True, phases)
 
+    if rendered.system_template and system_key:
+        with phases.phase("system image") as note:
+            image, image_sha256, cached = _system_image(
+                config, platform, rendered, system_key, base_vars,
+                _system_stage(config, work / "system-stage", rendered.plan, extra, wheelhouse),
+                acceleration.accelerator, log)
+            base_vars = {"base_image": str(image), "base_image_sha256": image_sha256}
+            note.append(f"{'cached' if cached else 'built'} {image.name} "
+                        f"({image.stat().st_size / 2**20:.0f} MiB, key {system_key[:12]})")
+
     partial = out.with_name(f".{out.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     packer_output = work / "packer-output"
@@ -241,20 +341,12 @@ def build_image(config: Config, platform: Platform, *, builder: str = "qemu",
     try:
         with phases.phase("packer") as note:
             partial.mkdir(parents=True)
-            variables = {
+            _packer_build(rendered.packer_template, {
                 **base_vars,
                 "accelerator": acceleration.accelerator, "stage_dir": str(stage),
                 "output_dir": str(packer_output),
                 "box_output": str(partial / box_file_name(config, provider)),
-                "ssh_private_key_file": str(insecure_private_key()),
-            }
-            declared = declared_variables(rendered.packer_template)
-            variables = {k: v for k, v in variables.items() if k in declared}
-            var_file = build / "packer-vars.json"
-            write_atomically(var_file, json.dumps(variables, indent=2, sort_keys=True) + "\n")
-            proc.run(["packer", "build", "-color=false", f"-var-file={var_file.name}",
-                      f"-only={source_type}.{packer_source_name(platform)}",
-                      rendered.packer_template.name], prefix="packer", log=log, cwd=build)
+            }, f"{source_type}.{packer_source_name(platform)}", log)
             note.append(f"{builder}" + (f", accelerator {acceleration.accelerator}"
                                         if builder == "qemu" else ""))
         with phases.phase("box") as note:

@@ -11,6 +11,9 @@ STAGE_DIR = "/tmp/goldbox-stage"
 PLAN_FORMAT = 1
 UWSGI_SERVICE = "goldbox-uwsgi"
 UWSGI_INI_PATH = "/etc/goldbox/uwsgi.ini"
+# provision's steps that make the system image, the same for every app: the golden
+# stage then starts from that image, so a change to the app alone does not redo them.
+SYSTEM_STEPS = ("repositories", "packages", "python")
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,12 @@ from pathlib import Path, PurePosixPath
 
 import jinja2
 
-from goldbox.config import Config, IsoSource, Platform
+from goldbox.config import Config, DebootstrapSource, IsoSource, Platform
 from goldbox.errors import GoldboxError
 from goldbox.keys import insecure_public_key
 from goldbox.plan import (
     STAGE_DIR,
+    SYSTEM_STEPS,
     UWSGI_INI_PATH,
     UWSGI_SERVICE,
     Prebuilt,
@@ -46,6 +47,8 @@ class Rendered:
 
     directory: Path
     packer_template: Path
+    # debootstrap platforms: the packer template of the cached system image.
+    system_template: Path | None
     vagrantfile: Path
     plan: Path
     nginx_conf: Path
@@ -107,6 +110,8 @@ def _context(config: Config, platform: Platform, options: RenderOptions) -> dict
         "python_binary": python_binary(platform),
         "uwsgi_service": UWSGI_SERVICE,
         "source_name": packer_source_name(platform),
+        "stage": "golden",
+        "system_steps": SYSTEM_STEPS,
         "libvirt_driver": options.libvirt_driver,
         "packer": {
             "version": ".".join(map(str, options.packer_version)),
@@ -152,7 +157,11 @@ def render_platform(
         "uwsgi_unit": (PurePosixPath(plan["uwsgi"]["files"][1]["path"]).name,
                        guest["uwsgi_unit"], 0o755 if platform.service_manager == "sysv" else 0o644),
     }
-    answer_file = None
+    if isinstance(platform.source, DebootstrapSource):
+        system = {**context, "stage": "system"}
+        outputs["system_template"] = (f"{platform.name}-system.pkr.hcl",
+                                      _render(env, PACKER_TEMPLATES["debootstrap"], system),
+                                      0o644)
     if isinstance(platform.source, IsoSource):
         name = Path(platform.source.answer_file).name.removesuffix(".j2")
         answer_context = {**context, "vagrant_public_key": insecure_public_key()}
@@ -161,6 +170,7 @@ def render_platform(
     for relative, text, mode in outputs.values():
         write_atomically(out_dir / relative, text, mode)
     paths = {name: out_dir / relative for name, (relative, _, _) in outputs.items()}
-    if "answer_file" in paths:
-        answer_file = paths.pop("answer_file")
-    return Rendered(directory=out_dir, answer_file=answer_file, **paths)
+    answer_file = paths.pop("answer_file", None)
+    system_template = paths.pop("system_template", None)
+    return Rendered(directory=out_dir, answer_file=answer_file, system_template=system_template,
+                    **paths)

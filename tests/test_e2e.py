@@ -61,7 +61,8 @@ def vagrant_home(tmp_path_factory):
     shutil.rmtree(home, ignore_errors=True)
 
 
-def test_image_up_verify_destroy_and_rebuild(tarball_in_cache, libvirt_netns, vagrant_home):
+def test_image_up_verify_destroy_and_rebuild(tarball_in_cache, libvirt_netns, vagrant_home,
+                                            project_copy):
     figures = {}
     image, figures["image"] = run([INVOKE, "image"])
     assert image.returncode == 0, "invoke image failed"
@@ -90,6 +91,22 @@ def test_image_up_verify_destroy_and_rebuild(tarball_in_cache, libvirt_netns, va
     assert again.returncode == 0
     assert "up to date" in again.stdout
     assert figures["no-change rebuild"] < 60
+
+    # An app-only change (in a copy of the project, same cache): the box is rebuilt from
+    # the cached system image; the OS packages and CPython are not installed again.
+    style = project_copy / "app" / "static" / "style.css"
+    style.write_text(style.read_text() + "/* an app-only change */\n")
+    start = time.monotonic()
+    app_only = subprocess.run([INVOKE, "image"], cwd=project_copy, capture_output=True,
+                              text=True, timeout=3600, check=False)
+    figures["app-only rebuild"] = time.monotonic() - start
+    print(app_only.stdout[-2500:], app_only.stderr)
+    assert app_only.returncode == 0, "app-only invoke image failed"
+    (system_row,) = [line for line in app_only.stdout.splitlines()
+                     if line.startswith("system image ")]
+    assert " cached debian-12-system.qcow2 " in system_row, system_row
+    rebuilt = json.loads((project_copy / "dist/debian-12/manifest.json").read_text())
+    assert rebuilt["input_hash"] != manifest["input_hash"]
     print("\n".join(f"e2e {name:<18} {seconds:7.1f} s" for name, seconds in figures.items()))
 
 
@@ -102,8 +119,9 @@ def test_verify_without_a_vm_names_the_fix(libvirt_netns, vagrant_home):
 def test_packer_failure_names_phase_and_log_and_keeps_the_previous_box(tarball_in_cache,
                                                                       project_copy):
     """A real packer build whose guest provisioning fails (the template's first shell
-    step exits 3, as a broken edit would): non-zero exit, the failing phase and the log
-    named, and the previous box + manifest in dist/ untouched, no partial left."""
+    step exits 3, as a broken edit would; the system image's build runs it first):
+    non-zero exit, the failing phase and the log named, the previous box + manifest in
+    dist/ untouched, no partial box or system image left."""
     template = project_copy / "packer" / "debootstrap.pkr.hcl.j2"
     text = template.read_text()
     step = 'inline = ["mkdir -p {{ stage_dir }}"]'
@@ -121,7 +139,7 @@ def test_packer_failure_names_phase_and_log_and_keeps_the_previous_box(tarball_i
     assert result.returncode == 1
     (error,) = [line for line in result.stderr.splitlines()
                 if line.startswith("goldbox: error: ")]
-    assert error.startswith("goldbox: error: phase 'packer' failed"), error
+    assert error.startswith("goldbox: error: phase 'system image' failed"), error
     (log,) = (project_copy / "build" / "debian-12" / "logs").glob("image-*.log")
     assert str(log) in error
     assert "goldbox-test: failing on purpose" in log.read_text()
@@ -130,4 +148,4 @@ def test_packer_failure_names_phase_and_log_and_keeps_the_previous_box(tarball_i
                                                           "manifest.json"]
     assert (previous / "manifest.json").read_text() == '{"previous": true}\n'
     assert not list((project_copy / "dist").glob(".*partial*"))
-    assert not (project_copy / "build" / "debian-12" / "work" / "packer-output").exists()
+    assert not list((CONFIG.cache_dir / "system").glob("*.partial"))

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from goldbox.config import load_config
+from goldbox.config import DebootstrapSource, load_config
 from goldbox.errors import GoldboxError
 from goldbox.render import RenderOptions, packer_source_name, render_platform
 from goldbox.validate import nginx_test, packer_validate, vagrant_validate
@@ -37,6 +37,14 @@ def test_packer_validate(rendered):
     for builder in platform.builders:
         only = None if len(platform.builders) == 1 else _source_name(builder, platform.name)
         packer_validate(rendered.packer_template, only=only)  # raises on any error
+    if isinstance(platform.source, DebootstrapSource):
+        # The cached system image's build: provision's system steps only, no box.
+        text = rendered.system_template.read_text()
+        assert "--only repositories --only packages --only python" in text
+        assert 'post-processor "vagrant"' not in text
+        packer_validate(rendered.system_template)
+    else:
+        assert rendered.system_template is None
 
 
 def test_packer_validate_catches_a_broken_template(tmp_path):
