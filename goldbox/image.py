@@ -49,6 +49,7 @@ from goldbox.validate import declared_variables
 
 # Bumped when the way a cached system image is made changes, so old ones are not reused.
 _SYSTEM_FORMAT = 1
+_BYTECODE = shutil.ignore_patterns("__pycache__", "*.pyc")
 PROVIDER = "libvirt"  # what `invoke up` boots (vagrant-libvirt)
 # Packer builder -> (packer source type, Vagrant provider of the box it makes)
 BUILDERS = {"qemu": ("qemu", "libvirt"), "virtualbox": ("virtualbox-iso", "virtualbox")}
@@ -166,14 +167,19 @@ def _stage(config: Config, platform: Platform, stage: Path, wheelhouse: Path,
            plan: Path, extra: list[Path]) -> None:
     """Lay out what the guest gets in /tmp/goldbox-stage: the plan, provision/, the app,
     its wheelhouse and the prebuilt or source artifacts."""
+    _fresh_stage(config, stage, plan, extra)
+    shutil.copytree(config.app_dir, stage / "app", ignore=_BYTECODE)
+    shutil.copytree(wheelhouse, stage / "wheelhouse")
+
+
+def _fresh_stage(config: Config, stage: Path, plan: Path, extra: list[Path]) -> None:
+    """A new stage folder with what every build uploads: the plan, provision/ and the
+    prebuilt or source artifacts."""
     if stage.exists():
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
     shutil.copy2(plan, stage / "plan.json")
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(config.root / "provision", stage / "provision", ignore=ignore)
-    shutil.copytree(config.app_dir, stage / "app", ignore=ignore)
-    shutil.copytree(wheelhouse, stage / "wheelhouse")
+    shutil.copytree(config.root / "provision", stage / "provision", ignore=_BYTECODE)
     for path in extra:
         shutil.copy2(path, stage / path.name)
 
@@ -182,14 +188,7 @@ def _system_stage(config: Config, stage: Path, plan: Path, extra: list[Path],
                   wheelhouse: Path) -> Path:
     """What the system image's build uploads: the plan, provision/ and the CPython bundle
     or tarball (and the wheelhouse when the python step bootstraps pip from it)."""
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True)
-    shutil.copy2(plan, stage / "plan.json")
-    shutil.copytree(config.root / "provision", stage / "provision",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    for path in extra:
-        shutil.copy2(path, stage / path.name)
+    _fresh_stage(config, stage, plan, extra)
     if json.loads(plan.read_text())["python"].get("pip_bootstrap"):
         shutil.copytree(wheelhouse, stage / "wheelhouse")
     return stage
