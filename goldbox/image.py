@@ -22,7 +22,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,32 +209,33 @@ def _system_key(config: Config, rendered: Rendered, base_sha256: str) -> str:
 
 
 def _system_image(config: Config, platform: Platform, rendered: Rendered, key: str,
-                  base_vars: dict[str, str], stage: Path, accelerator: str,
-                  log: Path) -> tuple[Path, str, bool]:
+                  base_vars: dict[str, str], make_stage: Callable[[], Path],
+                  accelerator: str, log: Path) -> tuple[Path, str, bool]:
     """Return (path, sha256, was cached) of the system image `key`: the base disk with
-    provision's system steps done, built by packer once and kept under
-    `<cache>/system/<key>/` (written as `<key>.partial/`, then renamed)."""
+    provision's system steps done, built by packer once (from the folder `make_stage`
+    lays out) and kept under `<cache>/system/<key>/` (written as `<key>.partial/`, then
+    renamed)."""
     store = config.cache_dir / "system" / key
     image = store / f"{platform.name}-system.qcow2"
     store.parent.mkdir(parents=True, exist_ok=True)
     with cache_lock(store.with_suffix(".lock")):
-        if image.is_file():
-            return image, (store / "sha256").read_text().strip(), True
-        partial = store.with_name(f"{key}.partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        try:
-            output = partial / "packer-output"
-            _packer_build(rendered.system_template, {
-                **base_vars, "accelerator": accelerator, "stage_dir": str(stage),
-                "output_dir": str(output),
-            }, f"qemu.{packer_source_name(platform)}", log)
-            (output / image.name).rename(partial / image.name)
-            shutil.rmtree(output)
-            (partial / "sha256").write_text(sha256_file(partial / image.name) + "\n")
-            partial.rename(store)
-        finally:
+        cached = image.is_file()
+        if not cached:
+            partial = store.with_name(f"{key}.partial")
             shutil.rmtree(partial, ignore_errors=True)
-    return image, (store / "sha256").read_text().strip(), False
+            try:
+                output = partial / "packer-output"
+                _packer_build(rendered.system_template, {
+                    **base_vars, "accelerator": accelerator, "stage_dir": str(make_stage()),
+                    "output_dir": str(output),
+                }, f"qemu.{packer_source_name(platform)}", log)
+                (output / image.name).rename(partial / image.name)
+                shutil.rmtree(output)
+                (partial / "sha256").write_text(sha256_file(partial / image.name) + "\n")
+                partial.rename(store)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
+    return image, (store / "sha256").read_text().strip(), cached
 
 
 def _packer_build(template: Path, variables: dict[str, str], only: str, log: Path) -> None:
@@ -323,11 +324,12 @@ def build_image(config: Config, platform: Platform, *, builder: str = "qemu",
         print(f"up to date: {box_path}")
         return ImageResult(box_path, manifest_path, True, phases)
 
-    if rendered.system_template and system_key:
+    if system_key:
         with phases.phase("system image") as note:
             image, image_sha256, cached = _system_image(
                 config, platform, rendered, system_key, base_vars,
-                _system_stage(config, work / "system-stage", rendered.plan, extra, wheelhouse),
+                lambda: _system_stage(config, work / "system-stage", rendered.plan, extra,
+                                      wheelhouse),
                 acceleration.accelerator, log)
             base_vars = {"base_image": str(image), "base_image_sha256": image_sha256}
             note.append(f"{'cached' if cached else 'built'} {image.name} "
