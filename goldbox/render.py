@@ -83,12 +83,15 @@ def _render(env: jinja2.Environment, template: str, context: dict) -> str:
 
 
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write `text` to a temporary name beside `path`, then rename over it."""
+    """Write `text` to a temporary name beside `path`, flush it to disk, then rename
+    over it: a crash leaves the old file or the new one, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
