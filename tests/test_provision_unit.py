@@ -203,14 +203,21 @@ print("mechanics ok under %d.%d" % sys.version_info[:2])
 '''
 
 
-@pytest.mark.parametrize("interpreter", ["python2.7", "python3"])
-def test_runner_and_tree_sync_for_real(interpreter, tmp_path):
+def run_script(interpreter: str, script: str, folder: Path) -> tuple[str, str]:
+    """Run `script` (folder as argv[1]) under Python 2.7 or this Python 3: its output,
+    and the version it must say it ran under."""
     python = python27(CONFIG.cache_dir) if interpreter == "python2.7" else [sys.executable]
-    result = subprocess.run([*python, "-c", MECHANICS, str(tmp_path)], cwd=PROJECT_ROOT,
+    result = subprocess.run([*python, "-c", script, str(folder)], cwd=PROJECT_ROOT,
                             capture_output=True, text=True, check=False, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     expected = "2.7" if interpreter == "python2.7" else "{}.{}".format(*sys.version_info[:2])
-    assert result.stdout.strip() == f"mechanics ok under {expected}"
+    return result.stdout.strip(), expected
+
+
+@pytest.mark.parametrize("interpreter", ["python2.7", "python3"])
+def test_runner_and_tree_sync_for_real(interpreter, tmp_path):
+    output, version = run_script(interpreter, MECHANICS, tmp_path)
+    assert output == f"mechanics ok under {version}"
 
 
 # Runs inside the interpreter under test (2.7 or 3): the cleanup step against a throwaway
@@ -303,12 +310,8 @@ print("cleanup ok under %d.%d" % sys.version_info[:2])
 
 @pytest.mark.parametrize("interpreter", ["python2.7", "python3"])
 def test_cleanup_trims_once_and_reports_unchanged_with_nothing_to_clean(interpreter, tmp_path):
-    python = python27(CONFIG.cache_dir) if interpreter == "python2.7" else [sys.executable]
-    result = subprocess.run([*python, "-c", CLEANUP, str(tmp_path)], cwd=PROJECT_ROOT,
-                            capture_output=True, text=True, check=False, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
-    expected = "2.7" if interpreter == "python2.7" else "{}.{}".format(*sys.version_info[:2])
-    assert result.stdout.strip() == f"cleanup ok under {expected}"
+    output, version = run_script(interpreter, CLEANUP, tmp_path)
+    assert output == f"cleanup ok under {version}"
 
 
 def test_discard_support_is_read_from_the_disks_queue(tmp_path):
