@@ -163,8 +163,9 @@ def check_first_boot(ssh_config: Path, built: Built, platform: Platform) -> list
 
 
 def check_box_contents(box: Path, records: Path) -> list[Result]:
-    """The box's contents checked once per box: the results are recorded under
-    `records` by the box's sha256 (a box with that sha256 holds the same disk)."""
+    """The box's contents checked once per box: passing results are recorded under
+    `records` by the box's sha256 (a box with that sha256 holds the same disk). A
+    failure is not recorded: it is checked again next time, with the host's tools then."""
     sha256 = sha256_file(box)
     record = records / f"{sha256}.json"
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
@@ -172,8 +173,9 @@ def check_box_contents(box: Path, records: Path) -> list[Result]:
         if saved["box_sha256"] == sha256:
             return [Result(**result) for result in saved["results"]]
     results = read_box_contents(box)
-    write_atomically(record, json.dumps({"box_sha256": sha256,
-                                         "results": [asdict(r) for r in results]}) + "\n")
+    if all(result.ok for result in results):
+        write_atomically(record, json.dumps({"box_sha256": sha256,
+                                             "results": [asdict(r) for r in results]}) + "\n")
     return results
 
 
