@@ -31,7 +31,7 @@ def base_disk(tmp_path_factory):
     platform = load_config().platform("debian-12")
     log = tmp_path_factory.mktemp("log") / "basedisk.log"
     started = time.monotonic()
-    disk = build_base_disk(CACHE, platform, log=log)
+    disk = build_base_disk(CACHE, platform, log=log).file()
     print(f"base disk: {time.monotonic() - started:.1f} s, "
           f"{disk.stat().st_size / 2**20:.0f} MiB, {disk}")
     return disk

@@ -21,9 +21,10 @@ import pytest
 from goldbox import PROJECT_ROOT
 from goldbox.artifacts import ArtifactCache
 from goldbox.config import load_config
+from goldbox.files import remove_tree
 from goldbox.image import prepare_wheelhouse
 from goldbox.render import RenderOptions, render_platform
-from goldbox.rootfs import chroot_mounts, debootstrap_rootfs, remove_tree
+from goldbox.rootfs import chroot_mounts, debootstrap_rootfs
 
 pytestmark = pytest.mark.slow
 
