@@ -16,6 +16,7 @@ every input, and a match means the box is up to date.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime
 import hashlib
@@ -52,34 +53,42 @@ VERSION_LINE = re.compile(r"goldbox-version (\w+)=(\S+)")
 
 @dataclass
 class Phases:
-    """Times each phase, remembers a note per phase and names the failing one."""
+    """Times each phase (wall clock, and the CPU its commands used), remembers a note per
+    phase and names the failing one. Phases may run in two threads at once."""
 
-    rows: list[tuple[str, float, str]] = field(default_factory=list)
+    rows: list[tuple[str, float, float, str]] = field(default_factory=list)
     log: Path | None = None
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[list[str]]:
         print(f"==> {name}", flush=True)
         note: list[str] = []
-        start = time.monotonic()
+        start, cpu = time.monotonic(), proc.cpu_seconds() + time.thread_time()
         try:
             yield note
         except (GoldboxError, OSError) as exc:
             message = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
             where = f"; log: {self.log}" if self.log and str(self.log) not in message else ""
             raise GoldboxError(f"phase {name!r} failed{where}: {message}") from None
-        self.rows.append((name, time.monotonic() - start, " ".join(note)))
-        print(f"    {name}: {self.rows[-1][1]:.1f} s, {self.rows[-1][2]}", flush=True)
+        wall = time.monotonic() - start
+        used = proc.cpu_seconds() + time.thread_time() - cpu
+        self.rows.append((name, wall, used, " ".join(note)))
+        print(f"    {name}: {wall:.1f} s, {' '.join(note)}", flush=True)
+
+    def skipped(self, name: str, note: str) -> None:
+        self.rows.append((name, 0.0, 0.0, note))
 
     def seconds(self) -> dict[str, float]:
-        return {name: round(seconds, 1) for name, seconds, _ in self.rows}
+        return {name: round(wall, 1) for name, wall, _, _ in self.rows}
 
-    def table(self) -> str:
-        width = max(len(name) for name, _, _ in self.rows)
-        lines = [f"{'phase':<{width}}  {'seconds':>8}  result", "-" * (width + 30)]
-        lines += [f"{name:<{width}}  {seconds:8.1f}  {note}" for name, seconds, note in self.rows]
-        total = sum(seconds for _, seconds, _ in self.rows)
-        lines.append(f"{'total':<{width}}  {total:8.1f}")
+    def table(self, wall: float) -> str:
+        width = max(len(name) for name, *_ in self.rows)
+        lines = [f"{'phase':<{width}}  {'wall s':>7}  {'cpu s':>7}  result", "-" * (width + 40)]
+        lines += [f"{name:<{width}}  {seconds:7.1f}  {cpu:7.1f}  {note}"
+                  for name, seconds, cpu, note in self.rows]
+        lines.append(f"{'total':<{width}}  {wall:7.1f}  "
+                     f"{sum(cpu for _, _, cpu, _ in self.rows):7.1f}  "
+                     "(wall: end to end; phases may overlap)")
         return "\n".join(lines)
 
 
@@ -229,7 +238,7 @@ def build_image(config: Config, platform: Platform, *, builder: str = "qemu",
 def _build_image(ctx: Context, force: bool) -> ImageResult:
     config, platform = ctx.config, ctx.platform
     ctx.log.parent.mkdir(parents=True, exist_ok=True)
-    phases = Phases(log=ctx.log)
+    phases, started = Phases(log=ctx.log), time.monotonic()
     print(f"goldbox image: {platform.name}, box {config.project.box.name} "
           f"{config.project.box.version}; log: {ctx.log}")
     _sweep(ctx)
@@ -240,18 +249,23 @@ def _build_image(ctx: Context, force: bool) -> ImageResult:
         wheels = prepare_wheelhouse(config, platform, ctx.wheelhouse, ctx.log, ctx.cache)
         note.append(f"{tarball.name} verified; {len(wheels)} files in wheelhouse")
 
-    prebuilt, extra = Prebuilt(), [tarball]
-    if platform.python.native_bundle:
-        with phases.phase("native build") as note:
-            prebuilt, extra = _native_build(ctx, tarball)
-            note.append(f"{extra[0].name} + {len(prebuilt.wheels)} wheel(s)")
-
-    base: Entry | None = None
-    if isinstance(platform.source, DebootstrapSource):
-        with phases.phase("base disk") as note:
-            base = _base_disk(ctx, "size")
-            note.append(f"{'cached' if base.cached else 'built'} {base.file().name} "
-                        f"({base.size / 2**20:.0f} MiB)")
+    # The native build (CPU: compiling in a chroot) and the base disk (mostly network and
+    # disk: debootstrap, mkfs) need nothing of each other: they run side by side, and when
+    # one fails the other is stopped at once.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        native = (pool.submit(_native_build_phase, ctx, phases, tarball)
+                  if platform.python.native_bundle else None)
+        based = (pool.submit(_base_disk_phase, ctx, phases)
+                 if isinstance(platform.source, DebootstrapSource) else None)
+        running = [future for future in (native, based) if future]
+        done, _ = concurrent.futures.wait(running,
+                                          return_when=concurrent.futures.FIRST_EXCEPTION)
+        failed = [future.exception() for future in done if future.exception()]
+        if failed:
+            proc.stop_all()
+            raise failed[0]
+        prebuilt, extra = native.result() if native else (Prebuilt(), [tarball])
+        base = based.result() if based else None
 
     with phases.phase("render") as note:
         acceleration = accel.detect(config.cache_dir)
@@ -273,9 +287,9 @@ def _build_image(ctx: Context, force: bool) -> ImageResult:
     previous = _previous_manifest(ctx)
     if (not force and previous and previous.input_hash == digest
             and ctx.box.is_file() and ctx.box.stat().st_size == previous.box_size):
-        phases.rows.append(("packer", 0.0, "skipped: no input changed since the last build"))
+        phases.skipped("packer", "skipped: no input changed since the last build")
         record_used(ctx.build, ctx.cache)
-        print(phases.table())
+        print(phases.table(time.monotonic() - started))
         print(f"up to date: {ctx.box}")
         return ImageResult(ctx.box, ctx.manifest, True, phases)
 
@@ -309,7 +323,7 @@ def _build_image(ctx: Context, force: bool) -> ImageResult:
         remove_tree(ctx.packer_box.parent)
     write_manifest(ctx.manifest, manifest.model_copy(update={"phases": phases.seconds()}))
     record_used(ctx.build, ctx.cache)
-    print(phases.table())
+    print(phases.table(time.monotonic() - started))
     print(f"box: {ctx.box}\nmanifest: {ctx.manifest}")
     return ImageResult(ctx.box, ctx.manifest, False, phases)
 
@@ -349,6 +363,22 @@ def _install_box(ctx: Context, digest: str, phases: Phases) -> Manifest:
     finally:
         remove_tree(partial)
     return manifest
+
+
+def _base_disk_phase(ctx: Context, phases: Phases) -> Entry:
+    with phases.phase("base disk") as note:
+        base = _base_disk(ctx, "size")
+        note.append(f"{'cached' if base.cached else 'built'} {base.file().name} "
+                    f"({base.size / 2**20:.0f} MiB)")
+    return base
+
+
+def _native_build_phase(ctx: Context, phases: Phases,
+                        tarball: Path) -> tuple[Prebuilt, list[Path]]:
+    with phases.phase("native build") as note:
+        prebuilt, extra = _native_build(ctx, tarball)
+        note.append(f"{extra[0].name} + {len(prebuilt.wheels)} wheel(s)")
+    return prebuilt, extra
 
 
 def _native_build(ctx: Context, tarball: Path) -> tuple[Prebuilt, list[Path]]:

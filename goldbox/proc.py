@@ -12,14 +12,35 @@ import collections
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from goldbox.errors import GoldboxError
 
 TAIL_LINES = 20
+_cpu = threading.local()  # CPU seconds of the commands this thread ran (see cpu_seconds)
+_running: set[subprocess.Popen] = set()
+_running_lock = threading.Lock()
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds used so far by the commands `run` ran in this thread
+    (with everything they waited for): phases add it to their table."""
+    return getattr(_cpu, "seconds", 0.0)
+
+
+def stop_all() -> None:
+    """Kill every command `run` is running, in any thread: when one of two concurrent
+    phases fails, the other need not run to its end. Their namespaces and children go
+    with them (see ISOLATE)."""
+    with _running_lock:
+        for child in _running:
+            if child.returncode is None:
+                child.send_signal(signal.SIGKILL)
 
 
 # A private mount namespace and PID namespace for one command: every mount it (or a
@@ -81,14 +102,23 @@ def run(
         except OSError as exc:
             raise GoldboxError(f"cannot run `{shown}`: {exc.strerror}") from None
         assert child.stdout is not None
-        with child.stdout:
-            for raw in child.stdout:
-                line = raw.decode("utf-8", "replace").rstrip("\n")
-                tail.append(line)
-                log_file.write(line + "\n")
-                sys.stdout.write(f"[{prefix}] {line}\n")
-                sys.stdout.flush()
-        code = child.wait()
+        with _running_lock:
+            _running.add(child)
+        try:
+            with child.stdout:
+                for raw in child.stdout:
+                    line = raw.decode("utf-8", "replace").rstrip("\n")
+                    tail.append(line)
+                    log_file.write(line + "\n")
+                    sys.stdout.write(f"[{prefix}] {line}\n")
+                    sys.stdout.flush()
+            # wait4, not wait: its resource usage is what the phase table shows as CPU.
+            _, status, usage = os.wait4(child.pid, 0)
+        finally:
+            with _running_lock:
+                _running.discard(child)
+        child.returncode = code = os.waitstatus_to_exitcode(status)
+        _cpu.seconds = cpu_seconds() + usage.ru_utime + usage.ru_stime
         log_file.write(f"# exit code {code}\n")
     if code != 0:
         raise _failure(shown, code, tail, log)
