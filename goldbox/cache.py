@@ -164,6 +164,13 @@ class Cache:
             self.used.add(key)
             return Entry(kind, key, final, json.loads((final / RECORD).read_text()))
 
+    def mark_used(self, kind: str, identity: dict[str, Any]) -> None:
+        """Count the entry as used by this run without reading it (when only its key
+        matters, as on the no-change path), if it is there."""
+        key = identity_key(kind, identity)
+        if (self.root / kind / key / RECORD).is_file():
+            self.used.add(key)
+
     def _build(self, store: Path, key: str, kind: str, identity: dict[str, Any],
                make: Callable[[Path], None], *, name: str, summary: str) -> dict[str, Any]:
         partial = store / f"{key}.partial"

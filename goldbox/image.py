@@ -276,6 +276,8 @@ def _build_image(ctx: Context, force: bool) -> ImageResult:
                              rendered.plan, extra)
         system = (_system_identity(ctx, rendered, base)
                   if rendered.system_template and base else None)
+        if system:
+            ctx.cache.mark_used("system-image", system)
         digest = hashlib.sha256(json.dumps({
             "template": sha256_file(rendered.packer_template),
             "stage": tree_sha256(stage),
