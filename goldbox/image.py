@@ -374,6 +374,7 @@ def _native_build(config: Config, platform: Platform, tarball: Path, wheelhouse:
                   log: Path) -> tuple[Prebuilt, list[Path]]:
     """CPython and uWSGI compiled natively in a chroot of the release (see bundle.py)."""
     from goldbox.bundle import ReleaseChroot, build_cpython_bundle, build_native_wheel
+    from goldbox.requirements import check_sdist
 
     source = platform.source
     assert isinstance(source, DebootstrapSource)
@@ -385,10 +386,11 @@ def _native_build(config: Config, platform: Platform, tarball: Path, wheelhouse:
         tarball_sha256=platform.python.sha256,
         configure_flags=list(platform.python.configure_flags), log=log)
     wheels = []
+    requirements = config.app_dir / platform.python.requirements
     for sdist in sorted(wheelhouse.glob("*.tar.gz")):
         built = build_native_wheel(config.cache_dir, release=release, bundle=bundle,
                                    python_version=platform.python.version, sdist=sdist,
-                                   sdist_sha256=sha256_file(sdist), log=log)
+                                   sdist_sha256=check_sdist(requirements, sdist), log=log)
         shutil.copy2(built.path, wheelhouse / built.path.name)
         wheels.append(StagedFile(f"wheelhouse/{built.path.name}", built.sha256))
     prebuilt = Prebuilt(python_bundle=StagedFile(bundle.path.name, bundle.sha256), wheels=wheels)

@@ -25,6 +25,7 @@ _CACHE_FORMAT = 2  # 2: the rootfs' own "/" is 0755, not mkdtemp's 0700
 # Keep owners as numbers (the host's names mean nothing inside the rootfs) and keep
 # file capabilities (ping, for one, relies on them).
 _TAR_OPTIONS = ["--numeric-owner", "--xattrs", "--xattrs-include=*"]
+ARCHIVE_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 
 def rootfs_key(*, suite: str, mirror: str, packages: list[str], variant: str) -> str:
@@ -90,7 +91,10 @@ def cached_rootfs_tarball(
         build_root.chmod(0o755)
         partial = store / f"{key}.tar.partial"
         try:
-            command = ["debootstrap", f"--variant={variant}"]
+            # An explicit keyring: debootstrap then refuses a Release that is unsigned or
+            # signed by another key, and stops if the keyring is missing (without one it
+            # warns and installs unverified packages).
+            command = ["debootstrap", f"--variant={variant}", f"--keyring={ARCHIVE_KEYRING}"]
             if packages:
                 command.append("--include=" + ",".join(sorted(set(packages))))
             command += [suite, build_root, mirror]
