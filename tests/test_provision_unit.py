@@ -266,12 +266,39 @@ open(record, "a").write("flask/new.py,sha256=bbb,10\n")
 assert run() == (True, ["restart"])                          # the venv changed
 plan["uwsgi"]["files"][0]["content"] = "[uwsgi]\nprocesses = 3\n"
 assert run() == (True, ["restart"])                          # the ini alone: no daemon-reload
+
+# nginx: a new site is reloaded; a new sandbox drop-in needs a new process.
+Services.reload = lambda self, service: self.calls.append("reload")
+fake = os.path.join(base, "bin")
+os.makedirs(fake)
+open(os.path.join(fake, "nginx"), "w").write("#!/bin/sh\nexit 0\n")
+os.chmod(os.path.join(fake, "nginx"), 0o755)
+os.environ["PATH"] = fake + os.pathsep + os.environ["PATH"]
+plan["nginx"] = {"service": "nginx", "remove": [], "files": [
+    {"path": os.path.join(base, "etc/nginx/goldbox.conf"), "content": "a;\n", "mode": "0644"},
+    {"path": os.path.join(base, "etc/nginx.service.d/goldbox.conf"), "content": "[Service]\n",
+     "mode": "0644", "defines_service": True}]}
+
+
+def run_nginx():
+    services = Services()
+    changed, _ = steps.nginx(steps.Context(plan, Runner(out=open(os.devnull, "w")), None,
+                                           services))
+    return changed, services.calls
+
+assert run_nginx() == (True, ["reload-definitions", "restart"])
+assert run_nginx() == (False, [])
+plan["nginx"]["files"][0]["content"] = "b;\n"
+assert run_nginx() == (True, ["reload"])
+plan["nginx"]["files"][1]["content"] = "[Service]\nPrivateTmp=yes\n"
+assert run_nginx() == (True, ["reload-definitions", "restart"])
 print("uwsgi restarts ok under %d.%d" % sys.version_info[:2])
 '''
 
 
 @pytest.mark.parametrize("interpreter", ["python2.7", "python3"])
 def test_uwsgi_restarts_when_the_app_or_its_venv_changed(interpreter, tmp_path):
+    """... and nginx restarts (not reloads) when its sandbox drop-in changed."""
     python = python27(CONFIG.cache_dir) if interpreter == "python2.7" else [sys.executable]
     result = subprocess.run([*python, "-c", UWSGI_RESTARTS, str(tmp_path)], cwd=PROJECT_ROOT,
                             capture_output=True, text=True, check=False, timeout=60)
