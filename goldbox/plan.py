@@ -47,6 +47,7 @@ def uwsgi_socket(config: Config, platform: Platform) -> dict:
     if config.uwsgi_socket(platform) == "tcp":
         return {"kind": "tcp", "address": f"127.0.0.1:{config.project.ports.uwsgi}"}
     return {"kind": "unix", "runtime_directory": UWSGI_RUNTIME_DIRECTORY,
+            "directory_mode": "0711",
             "path": f"/run/{UWSGI_RUNTIME_DIRECTORY}/uwsgi.sock",
             "owner": config.project.app.user, "group": platform.nginx.user, "mode": "0660"}
 

@@ -36,8 +36,10 @@ ROOTFS_PACKAGES = ["python3", "systemd-sysv", "procps", "iproute2", "ca-certific
 
 
 def chroot(root: Path, *argv: str, netns: str | None = None, check: bool = True,
-           userspec: str | None = None) -> subprocess.CompletedProcess:
-    command = ["chroot", *([f"--userspec={userspec}"] if userspec else []), str(root), *argv]
+           userspec: str | None = None, groups: str | None = None
+           ) -> subprocess.CompletedProcess:
+    command = ["chroot", *([f"--userspec={userspec}"] if userspec else []),
+               *([f"--groups={groups}"] if groups else []), str(root), *argv]
     if netns:
         command = ["ip", "netns", "exec", netns, *command]
     return subprocess.run(command, capture_output=True, text=True, check=check, timeout=1800)
@@ -164,12 +166,13 @@ def test_plan_in_a_real_rootfs_serves_hello_and_is_idempotent(mounted, netns):
     app_root = plan["app"]["root"]
     socket = plan["uwsgi"]["socket"]
     # What systemd would do at boot, by hand in the netns: the socket's folder as the
-    # unit's RuntimeDirectory= and ExecStartPre=+chgrp make it, uWSGI as the app user.
-    chroot(root, "install", "-d", "-m", "2750", "-o", user, "-g", socket["group"],
+    # unit's RuntimeDirectory= makes it, uWSGI as the app user in nginx's group too
+    # (SupplementaryGroups=).
+    chroot(root, "install", "-d", "-m", socket["directory_mode"], "-o", user, "-g", user,
            os.path.dirname(socket["path"]))
     chroot(root, f"{app_root}/env/bin/uwsgi", "--ini", "/etc/goldbox/uwsgi.ini",
            "--daemonize", "/tmp/goldbox-uwsgi.log", "--pidfile", UWSGI_PID,
-           netns=netns, userspec=f"{user}:{user}")
+           netns=netns, userspec=f"{user}:{user}", groups=f"{user},{socket['group']}")
     chroot(root, "/usr/sbin/nginx", netns=netns)
     try:
         deadline = time.monotonic() + 30
@@ -335,7 +338,8 @@ def test_booted_services_start_at_boot_restart_on_change_and_on_failure(rootfs, 
             socket = plan["uwsgi"]["socket"]
             assert container.run("stat", "-c", "%U %G %a", socket["path"],
                                  os.path.dirname(socket["path"])).stdout.split() == [
-                socket["owner"], socket["group"], "660", socket["owner"], socket["group"], "2750"]
+                socket["owner"], socket["group"], "660",
+                socket["owner"], socket["owner"], socket["directory_mode"].lstrip("0")]
             listening = container.run("ss", "-Hltn").stdout.split("\n")
             assert {line.split()[3].rsplit(":", 1)[1] for line in listening if line} == {"80"}
             # Both units run sandboxed (the drop-in reached nginx.service).
