@@ -49,3 +49,12 @@ def test_the_pinned_sdist_passes(tmp_path):
     requirements.write_text(f"uwsgi==2.0.31 \\\n    --hash=sha256:{'0' * 64} \\\n"
                             f"    --hash=sha256:{digest}\n")
     assert check_sdist(requirements, sdist) == digest
+
+
+def test_the_wheelhouse_sdist_is_the_pinned_one(tmp_path):
+    """What `invoke image` compiles: the uWSGI sdist `pip download` put in the wheelhouse."""
+    from goldbox.image import prepare_wheelhouse
+
+    files = prepare_wheelhouse(CONFIG, CONFIG.platform("debian-12"), tmp_path, log=None)
+    sdist = next(path for path in files if path.name.endswith(".tar.gz"))
+    assert check_sdist(REQUIREMENTS, sdist) == hashlib.sha256(sdist.read_bytes()).hexdigest()
