@@ -250,6 +250,11 @@ class Platform(Strict):
     selinux: SelinuxSection = SelinuxSection()
 
 
+def uwsgi_socket_of(project: ProjectConfig, platform: Platform) -> str:
+    """The platform's own `uwsgi_socket` if it sets one, else `ports.uwsgi_socket`."""
+    return platform.uwsgi_socket or project.ports.uwsgi_socket
+
+
 class Config(BaseModel):
     """The whole validated input: the project and every platform it knows."""
 
@@ -270,7 +275,7 @@ class Config(BaseModel):
 
     def uwsgi_socket(self, platform: Platform) -> str:
         """The socket uWSGI listens on for `platform`: "unix" or "tcp"."""
-        return platform.uwsgi_socket or self.project.ports.uwsgi_socket
+        return uwsgi_socket_of(self.project, platform)
 
     @property
     def app_dir(self) -> Path:
@@ -412,7 +417,7 @@ def check_inputs(project: ProjectConfig, platforms: dict[str, Platform],
     contradict each other. Stops at the first with one line naming both keys."""
     ports = project.ports
     guest_ports = {"ports.guest_http": ports.guest_http}
-    tcp = [name for name, p in platforms.items() if (p.uwsgi_socket or ports.uwsgi_socket) == "tcp"]
+    tcp = [name for name, p in platforms.items() if uwsgi_socket_of(project, p) == "tcp"]
     if tcp:
         guest_ports["ports.uwsgi"] = ports.uwsgi
         if ports.uwsgi == ports.guest_http:
@@ -437,8 +442,7 @@ def check_inputs(project: ProjectConfig, platforms: dict[str, Platform],
                 f"{label}: builders = {list(platform.builders)} and source.kind = {kind!r}: "
                 f"{unusable[0]} cannot build from a {kind} source (usable: "
                 f"{', '.join(sorted(BUILDERS_OF_SOURCE[kind]))})")
-        socket = platform.uwsgi_socket or ports.uwsgi_socket
-        if platform.service_manager == "sysv" and socket == "unix":
+        if platform.service_manager == "sysv" and uwsgi_socket_of(project, platform) == "unix":
             raise GoldboxError(
                 f"{label}: service_manager = 'sysv' and {config_file} ports.uwsgi_socket = "
                 "'unix': goldbox serves uWSGI on TCP under SysV init; set uwsgi_socket = "
