@@ -386,6 +386,7 @@ def _native_build_phase(ctx: Context, phases: Phases,
 def _native_build(ctx: Context, tarball: Path) -> tuple[Prebuilt, list[Path]]:
     """CPython and uWSGI compiled natively in a chroot of the release (see bundle.py)."""
     from goldbox.bundle import ReleaseChroot, build_cpython_bundle, build_native_wheel
+    from goldbox.requirements import check_sdist
 
     platform = ctx.platform
     source = platform.source
@@ -398,10 +399,11 @@ def _native_build(ctx: Context, tarball: Path) -> tuple[Prebuilt, list[Path]]:
         tarball_sha256=platform.python.sha256,
         configure_flags=list(platform.python.configure_flags), log=ctx.log)
     wheels = []
+    requirements = ctx.config.app_dir / platform.python.requirements
     for sdist in sorted(ctx.wheelhouse.glob("*.tar.gz")):
         built = build_native_wheel(ctx.cache, release=release, bundle=bundle,
                                    python_version=platform.python.version, sdist=sdist,
-                                   sdist_sha256=sha256_file(sdist), log=ctx.log)
+                                   sdist_sha256=check_sdist(requirements, sdist), log=ctx.log)
         shutil.copy2(built.path, ctx.wheelhouse / built.path.name)
         wheels.append(StagedFile(f"wheelhouse/{built.path.name}", built.sha256))
     prebuilt = Prebuilt(python_bundle=StagedFile(bundle.path.name, bundle.sha256), wheels=wheels)

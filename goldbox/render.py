@@ -24,6 +24,7 @@ from goldbox.plan import (
     Prebuilt,
     build_plan,
     python_binary,
+    uwsgi_socket,
 )
 
 PACKER_TEMPLATES = {"debootstrap": "packer/debootstrap.pkr.hcl.j2", "iso": "packer/iso.pkr.hcl.j2"}
@@ -54,6 +55,8 @@ class Rendered:
     uwsgi_ini: Path
     uwsgi_unit: Path
     answer_file: Path | None
+    # systemd platforms: the sandbox drop-in for the distribution's nginx.service.
+    nginx_dropin: Path | None = None
 
     def files(self) -> list[Path]:
         return [p for p in vars(self).values() if isinstance(p, Path) and p != self.directory]
@@ -94,6 +97,7 @@ def _context(config: Config, platform: Platform, options: RenderOptions) -> dict
         "uwsgi_ini_path": UWSGI_INI_PATH,
         "python_binary": python_binary(platform),
         "uwsgi_service": UWSGI_SERVICE,
+        "uwsgi_socket": uwsgi_socket(config, platform),
         "source_name": packer_source_name(platform),
         "stage": "golden",
         "system_steps": SYSTEM_STEPS,
@@ -131,6 +135,8 @@ def render_platform(
         "uwsgi_ini": _render(env, "configs/uwsgi.ini.j2", context),
         "uwsgi_unit": _render(env, UWSGI_UNIT_TEMPLATES[platform.service_manager], context),
     }
+    if platform.service_manager == "systemd":
+        guest["nginx_dropin"] = _render(env, "configs/nginx-hardening.conf.j2", context)
     plan = build_plan(config, platform, guest, options.prebuilt, cleanup=options.cleanup)
     outputs: dict[str, tuple[str, str, int]] = {
         "packer_template": (f"{platform.name}.pkr.hcl",
@@ -142,6 +148,8 @@ def render_platform(
         "uwsgi_unit": (PurePosixPath(plan["uwsgi"]["files"][1]["path"]).name,
                        guest["uwsgi_unit"], 0o755 if platform.service_manager == "sysv" else 0o644),
     }
+    if "nginx_dropin" in guest:
+        outputs["nginx_dropin"] = ("nginx-goldbox-hardening.conf", guest["nginx_dropin"], 0o644)
     if isinstance(platform.source, DebootstrapSource):
         system = {**context, "stage": "system"}
         outputs["system_template"] = (f"{platform.name}-system.pkr.hcl",
@@ -158,4 +166,4 @@ def render_platform(
     answer_file = paths.pop("answer_file", None)
     system_template = paths.pop("system_template", None)
     return Rendered(directory=out_dir, answer_file=answer_file, system_template=system_template,
-                    **paths)
+                    nginx_dropin=paths.pop("nginx_dropin", None), **paths)

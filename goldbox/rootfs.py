@@ -23,6 +23,7 @@ _RECIPE = 2  # 2: the rootfs' own "/" is 0755, not mkdtemp's 0700
 # file capabilities (ping, for one, relies on them).
 _TAR_OPTIONS = ["--numeric-owner", "--xattrs", "--xattrs-include=*"]
 TARBALL = "rootfs.tar"
+ARCHIVE_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 # Mounts for a chroot: made inside a private mount and PID namespace of its own (see
 # proc.ISOLATE), so they exist only for the command that needs them and vanish with it.
@@ -87,7 +88,10 @@ def cached_rootfs(
             # mkdtemp makes a 0700 folder, and that folder becomes the rootfs' "/": a
             # guest whose "/" only root can enter breaks every unprivileged service.
             build_root.chmod(0o755)
-            command = ["debootstrap", f"--variant={variant}"]
+            # An explicit keyring: debootstrap then refuses a Release that is unsigned or
+            # signed by another key, and stops if the keyring is missing (without one it
+            # warns and installs unverified packages).
+            command = ["debootstrap", f"--variant={variant}", f"--keyring={ARCHIVE_KEYRING}"]
             if packages:
                 command.append("--include=" + ",".join(sorted(set(packages))))
             command += [suite, build_root, mirror]

@@ -58,7 +58,12 @@ def test_sysv_init_script_is_valid_shell_with_chkconfig_header(rendered):
     subprocess.run(["bash", "-n", str(rendered.uwsgi_unit)], check=True)
     text = rendered.uwsgi_unit.read_text()
     assert "# chkconfig:   2345 85 15" in text
-    assert 'runuser -s /bin/sh "$USER"' in text and "USER=goldbox" in text
+    assert "USER=goldbox" in text
+    # uWSGI writes its pidfile as root, in root's /var/run, then drops to the app user:
+    # the app user cannot point root's killproc at another process.
+    assert "PIDFILE=/var/run/$NAME.pid" in text
+    assert '--uid "$USER" --gid "$USER"' in text and '--pidfile "$PIDFILE"' in text
+    assert "runuser" not in text and "RUNDIR" not in text
 
 
 def test_el6_dry_run_under_python_2_7_matches_the_pinned_commands(rendered):

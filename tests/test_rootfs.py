@@ -86,3 +86,35 @@ def test_chroot_run_mounts_are_private_to_the_command(tmp_path):
     runner.join()
     assert seen_during == [[]]
     assert mounts_under(root) == []
+
+
+def _fake_mirror(root: Path, *, signed_by_a_stranger: bool) -> str:
+    """A mirror whose bookworm Release is unsigned, or signed by a throwaway key."""
+    dists = root / "mirror/dists/bookworm"
+    dists.mkdir(parents=True)
+    (dists / "Release").write_text("Suite: stable\nCodename: bookworm\nComponents: main\n"
+                                   "Architectures: amd64\nSHA256:\n")
+    if signed_by_a_stranger:
+        home = root / "gnupg"
+        home.mkdir(mode=0o700)
+        gpg = ["gpg", "--batch", "--homedir", str(home), "--pinentry-mode", "loopback",
+               "--passphrase", ""]
+        subprocess.run([*gpg, "--quick-gen-key", "stranger@example.invalid", "ed25519",
+                        "sign", "never"], check=True, capture_output=True)
+        subprocess.run([*gpg, "--detach-sign", "--armor", "-o", str(dists / "Release.gpg"),
+                        str(dists / "Release")], check=True, capture_output=True)
+    return f"file://{root / 'mirror'}"
+
+
+@pytest.mark.parametrize(("signed_by_a_stranger", "why"), [
+    (False, "Failed getting release signature file"),
+    (True, "Release signed by unknown key"),
+])
+def test_debootstrap_refuses_an_unverified_release(tmp_path, signed_by_a_stranger, why):
+    mirror = _fake_mirror(tmp_path, signed_by_a_stranger=signed_by_a_stranger)
+    with pytest.raises(GoldboxError) as caught:
+        debootstrap_rootfs(tmp_path / "cache", suite="bookworm", mirror=mirror, packages=[],
+                           dest=tmp_path / "rootfs")
+    assert "--keyring=/usr/share/keyrings/debian-archive-keyring.gpg" in str(caught.value)
+    assert why in str(caught.value)
+    assert not [p for p in (tmp_path / "cache/rootfs").iterdir() if p.is_dir()]
