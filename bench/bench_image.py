@@ -2,7 +2,8 @@
 
   cold `invoke image` by phase (empty cache but for the CPython tarball, imported
   because python.org is not reachable from every host), no-change rebuild,
-  app-only-change rebuild, box size, and `up` + `verify` (in a libvirt netns).
+  app-only-change rebuild, box size, and `up` + `verify` (in a libvirt netns); then one
+  JSON line: cold_s, app_only_s, no_change_s, up_s, verify_s, box_bytes.
 
 Runs in a fresh `git clone` of this repository's HEAD, with its own cache and
 VAGRANT_HOME, so nothing of the working tree or the user's cache is touched.
@@ -91,6 +92,13 @@ def main() -> None:
         for name, seconds in figures.items():
             print(f"{name:<18} {seconds:8.1f} s")
         print(f"{'box size':<18} {cold['box_size'] / 2**20:8.1f} MiB")
+        # One line of the figures, for scripts that compare runs.
+        print(json.dumps({"cold_s": round(figures["cold image"], 1),
+                          "app_only_s": round(figures["app-only rebuild"], 1),
+                          "no_change_s": round(figures["no-change rebuild"], 1),
+                          "up_s": round(figures["up"], 1),
+                          "verify_s": round(figures["verify"], 1),
+                          "box_bytes": cold["box_size"]}))
         shutil.rmtree(work / "vagrant", ignore_errors=True)
 
 

@@ -3,6 +3,7 @@ point the system at its repositories."""
 
 from __future__ import print_function
 
+import glob
 import os
 
 
@@ -42,6 +43,11 @@ class Apt(object):
             self.lists_updated = True
         self.runner.run(["apt-get", "install", "-y", "-q", "--no-install-recommends"]
                         + list(packages), env=self.env)
+
+    def cached_files(self):
+        """What `clean` would remove: downloaded packages and the package lists."""
+        return _files_in(["/var/cache/apt/archives", "/var/cache/apt/archives/partial",
+                          "/var/lib/apt/lists"], skip=["lock"]) + glob.glob("/var/cache/apt/*.bin")
 
     def clean(self):
         self.runner.run(["apt-get", "clean"])
@@ -101,8 +107,27 @@ class Yum(object):
         if packages:
             self.runner.run(["yum", "install", "-y"] + list(packages))
 
+    def cached_files(self):
+        """What `clean` would remove: yum's cache of packages and metadata."""
+        found = []
+        for folder, _, files in os.walk("/var/cache/yum"):
+            found.extend(os.path.join(folder, name) for name in files)
+        return found
+
     def clean(self):
         self.runner.run(["yum", "clean", "all"])
+
+
+def _files_in(folders, skip=()):
+    """The plain files directly in `folders` (missing folders hold none)."""
+    found = []
+    for folder in folders:
+        names = os.listdir(folder) if os.path.isdir(folder) else []
+        for name in sorted(names):
+            path = os.path.join(folder, name)
+            if name not in skip and os.path.isfile(path):
+                found.append(path)
+    return found
 
 
 ADAPTERS = {"apt": Apt, "yum": Yum}

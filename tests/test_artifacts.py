@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from goldbox.artifacts import ArtifactCache, build_wheelhouse, sha256_file
+from goldbox.artifacts import ArtifactCache, build_wheelhouse
 from goldbox.errors import GoldboxError
+from goldbox.files import sha256_file
 
 CACHE = Path(os.environ.get("GOLDBOX_CACHE", "~/.cache/goldbox")).expanduser()
 

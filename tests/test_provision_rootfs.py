@@ -5,7 +5,6 @@ testinfra suite over the chroot backend, and a second run that must change nothi
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -19,50 +18,15 @@ from pathlib import Path
 import pytest
 
 from goldbox import PROJECT_ROOT
-from goldbox.artifacts import ArtifactCache
 from goldbox.config import load_config
-from goldbox.files import remove_tree
-from goldbox.image import prepare_wheelhouse
-from goldbox.render import RenderOptions, render_platform
-from goldbox.rootfs import chroot_mounts, debootstrap_rootfs
+from goldbox.rootfs import chroot_mounts
+from tests.stack_rootfs import STAGE, booted, chroot, run_provision, staged_rootfs, step_table
 
 pytestmark = pytest.mark.slow
 
 CONFIG = load_config()
 PLATFORM = CONFIG.platform("debian-12")
-STAGE = "/tmp/goldbox-stage"
 UWSGI_PID = "/tmp/goldbox-uwsgi.pid"  # writable by the app user
-# What the base disk has that provision relies on: its Python, systemd's tools, ps/ss.
-ROOTFS_PACKAGES = ["python3", "systemd-sysv", "procps", "iproute2", "ca-certificates"]
-
-
-def chroot(root: Path, *argv: str, netns: str | None = None, check: bool = True,
-           userspec: str | None = None, groups: str | None = None
-           ) -> subprocess.CompletedProcess:
-    command = ["chroot", *([f"--userspec={userspec}"] if userspec else []),
-               *([f"--groups={groups}"] if groups else []), str(root), *argv]
-    if netns:
-        command = ["ip", "netns", "exec", netns, *command]
-    return subprocess.run(command, capture_output=True, text=True, check=check, timeout=1800)
-
-
-def run_provision(root: Path) -> tuple[subprocess.CompletedProcess, float]:
-    start = time.monotonic()
-    result = subprocess.run(
-        ["chroot", str(root), "/usr/bin/env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin:"
-         "/usr/sbin:/sbin", "HOME=/root", "/bin/sh", "-c",
-         f"cd {STAGE} && exec /usr/bin/python3 -m provision {STAGE}/plan.json"],
-        capture_output=True, text=True, check=False, timeout=3600)
-    return result, time.monotonic() - start
-
-
-def step_table(output: str) -> dict[str, str]:
-    rows = {}
-    for line in output.splitlines():
-        match = re.match(r"^(\w+)\s+(changed|unchanged|FAILED)\s+([\d.]+)\s", line)
-        if match:
-            rows[match.group(1)] = match.group(2)
-    return rows
 
 
 def http(netns: str, path: str) -> tuple[int, dict[str, str], str]:
@@ -107,34 +71,10 @@ def pids(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def rootfs(tmp_path_factory):
-    """A provisioned bookworm rootfs with its chroot mounts, and its plan."""
-    cache = CONFIG.cache_dir
-    root = CONFIG.cache_dir / "work" / f"provision-test-{time.time_ns()}"
-    debootstrap_rootfs(cache, suite=PLATFORM.source.suite, mirror=PLATFORM.source.mirror,
-                       packages=ROOTFS_PACKAGES, dest=root)
-    try:
-        build = tmp_path_factory.mktemp("render")
-        # No bundle: the plan builds CPython from its tarball, as the tutorial does.
-        rendered = render_platform(CONFIG, PLATFORM, build, RenderOptions(cleanup=False))
-        stage = root / STAGE.lstrip("/")
-        stage.mkdir(parents=True)
-        shutil.copy(rendered.plan, stage / "plan.json")
-        shutil.copytree(PROJECT_ROOT / "provision", stage / "provision",
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copytree(CONFIG.app_dir, stage / "app", ignore=shutil.ignore_patterns("__pycache__"))
-        prepare_wheelhouse(CONFIG, PLATFORM, stage / "wheelhouse", log=None)
-        tarball = ArtifactCache(cache).ensure_from_debian_source(
-            package="python3.13", suite="trixie", orig_name="python3.13_3.13.5.orig.tar.xz",
-            sha256=PLATFORM.python.sha256, filename=f"Python-{PLATFORM.python.version}.tar.xz")
-        shutil.copy(tarball, stage / tarball.name)
-        # Package scripts must not start services in a chroot.
-        policy = root / "usr/sbin/policy-rc.d"
-        policy.write_text("#!/bin/sh\nexit 101\n")
-        policy.chmod(0o755)
-        yield root, json.loads(rendered.plan.read_text())
-    finally:
-        remove_tree(root)
+def rootfs():
+    """A bookworm rootfs staged for the plan (not yet provisioned), and its plan."""
+    with staged_rootfs(CONFIG, PLATFORM) as staged:
+        yield staged
 
 
 @pytest.fixture
@@ -225,61 +165,6 @@ def test_plan_in_a_real_rootfs_serves_hello_and_is_idempotent(mounted, netns):
         chroot(root, "/usr/sbin/nginx", "-s", "stop", netns=netns, check=False)
         chroot(root, f"{app_root}/env/bin/uwsgi", "--stop", UWSGI_PID,
                netns=netns, check=False)
-
-
-class Container:
-    """A booted container, entered with nsenter: `run` inside it; `in_network` prefixes a
-    host command (curl) to run in its network namespace only."""
-
-    def __init__(self, leader: int):
-        self.in_network = ["nsenter", "-t", str(leader), "-n"]
-        self._enter = ["nsenter", "-t", str(leader), "-m", "-u", "-i", "-n", "-p", "--"]
-
-    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run([*self._enter, *argv], capture_output=True, text=True,
-                              check=check, timeout=600)
-
-
-@contextlib.contextmanager
-def booted(root: Path, console: Path):
-    """`root` booted by its own systemd in a container with a private network (loopback
-    only), powered off afterwards. The host runs no systemd: --register=no --keep-unit."""
-    with open(console, "w") as log:
-        nspawn = subprocess.Popen(["systemd-nspawn", "--quiet", "-D", str(root),
-                                   "--private-network", "--register=no", "--keep-unit",
-                                   "--console=passive", "-b"],
-                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        leader = None
-        deadline = time.monotonic() + 60
-        while leader is None and time.monotonic() < deadline and nspawn.poll() is None:
-            leader = next((int(p.name) for p in Path("/proc").glob("[0-9]*")
-                           if _parent_and_comm(p) == (nspawn.pid, "systemd")), None)
-            time.sleep(0.2)
-        assert leader, f"the container's systemd did not start: {console.read_text()[-2000:]}"
-        container = Container(leader)
-        state = ""
-        while state not in ("running", "degraded") and time.monotonic() < deadline:
-            time.sleep(0.5)
-            state = container.run("systemctl", "is-system-running", check=False).stdout.strip()
-        assert state in ("running", "degraded"), state
-        yield container
-    finally:
-        nspawn.terminate()  # systemd-nspawn powers the container off
-        try:
-            nspawn.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            nspawn.kill()
-            nspawn.wait()
-
-
-def _parent_and_comm(proc: Path) -> tuple[int, str] | None:
-    try:
-        stat = (proc / "stat").read_text()
-    except OSError:
-        return None
-    comm = stat[stat.index("(") + 1:stat.rindex(")")]
-    return int(stat[stat.rindex(")") + 2:].split()[1]), comm
 
 
 def test_booted_services_start_at_boot_restart_on_change_and_on_failure(rootfs, tmp_path):

@@ -4,6 +4,7 @@ argument errors, and step mechanics against a throwaway root."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -202,14 +203,21 @@ print("mechanics ok under %d.%d" % sys.version_info[:2])
 '''
 
 
-@pytest.mark.parametrize("interpreter", ["python2.7", "python3"])
-def test_runner_and_tree_sync_for_real(interpreter, tmp_path):
+def run_script(interpreter: str, script: str, folder: Path) -> tuple[str, str]:
+    """Run `script` (folder as argv[1]) under Python 2.7 or this Python 3: its output,
+    and the version it must say it ran under."""
     python = python27(CONFIG.cache_dir) if interpreter == "python2.7" else [sys.executable]
-    result = subprocess.run([*python, "-c", MECHANICS, str(tmp_path)], cwd=PROJECT_ROOT,
+    result = subprocess.run([*python, "-c", script, str(folder)], cwd=PROJECT_ROOT,
                             capture_output=True, text=True, check=False, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     expected = "2.7" if interpreter == "python2.7" else "{}.{}".format(*sys.version_info[:2])
-    assert result.stdout.strip() == f"mechanics ok under {expected}"
+    return result.stdout.strip(), expected
+
+
+@pytest.mark.parametrize("interpreter", ["python2.7", "python3"])
+def test_runner_and_tree_sync_for_real(interpreter, tmp_path):
+    output, version = run_script(interpreter, MECHANICS, tmp_path)
+    assert output == f"mechanics ok under {version}"
 
 
 # Runs inside the interpreter under test (2.7 or 3): the uwsgi step against a throwaway
@@ -299,8 +307,120 @@ print("uwsgi restarts ok under %d.%d" % sys.version_info[:2])
 @pytest.mark.parametrize("interpreter", ["python2.7", "python3"])
 def test_uwsgi_restarts_when_the_app_or_its_venv_changed(interpreter, tmp_path):
     """... and nginx restarts (not reloads) when its sandbox drop-in changed."""
-    python = python27(CONFIG.cache_dir) if interpreter == "python2.7" else [sys.executable]
-    result = subprocess.run([*python, "-c", UWSGI_RESTARTS, str(tmp_path)], cwd=PROJECT_ROOT,
-                            capture_output=True, text=True, check=False, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.startswith("uwsgi restarts ok under ")
+    output, version = run_script(interpreter, UWSGI_RESTARTS, tmp_path)
+    assert output == f"uwsgi restarts ok under {version}"
+
+
+# Runs inside the interpreter under test (2.7 or 3): the cleanup step against a throwaway
+# tree (its paths pointed there), with package and service adapters standing in, and a
+# runner that records the free-space commands instead of trimming or filling this disk.
+CLEANUP = r'''
+import os, sys
+from provision import steps
+from provision.runner import Runner
+
+base = sys.argv[1]
+def at(path):
+    return os.path.join(base, path.lstrip("/"))
+def write(path, text):
+    if not os.path.isdir(os.path.dirname(at(path))):
+        os.makedirs(os.path.dirname(at(path)))
+    open(at(path), "w").write(text)
+
+class Recording(Runner):
+    def __init__(self):
+        Runner.__init__(self, out=open(os.devnull, "w"))
+        self.commands = []
+    def run(self, argv, cwd=None, env=None):
+        self.commands.append(argv[0])
+        return ""
+    def query(self, argv, cwd=None):
+        self.commands.append(argv[0])
+        return 0, ""
+
+class Packages(object):
+    def __init__(self, runner):
+        self.runner = runner
+    def cached_files(self):
+        folder = at("/var/cache/pkg")
+        names = os.listdir(folder) if os.path.isdir(folder) else []
+        return [os.path.join(folder, name) for name in names]
+    def clean(self):
+        for path in self.cached_files():
+            self.runner.remove(path)
+
+class Services(object):
+    booted = True
+
+steps.IDENTITY_AND_BUILD_FILES = [at(p) for p in steps.IDENTITY_AND_BUILD_FILES]
+steps.MACHINE_ID = at("/etc/machine-id")
+steps.LOG_DIRS = [at("/var/log")]
+for path in ["/etc/ssh/ssh_host_ed25519_key", "/root/.bash_history", "/var/log/syslog.1",
+             "/var/log/journal/x/system.journal", "/var/cache/pkg/nginx.deb",
+             "/tmp/goldbox-stage/plan.json"]:
+    write(path, "from the build\n")
+write("/etc/ssh/sshd_config", "kept\n")
+write("/etc/machine-id", "0123456789abcdef0123456789abcdef\n")
+write("/var/log/syslog", "boot messages\n")
+plan = {"stage_dir": at("/tmp/goldbox-stage"),
+        "cleanup": {"enabled": True, "paths": [at("/tmp/goldbox-stage")],
+                    "zero_free_space": True}}
+runner = Recording()
+ctx = steps.Context(plan, runner, Packages(runner), Services())
+
+steps.takes_discards = lambda mountpoint: True
+changed, note = steps.cleanup(ctx)
+assert changed and note.endswith("; free space trimmed"), note
+assert runner.commands == ["fstrim"], runner.commands
+left = sorted(os.path.relpath(os.path.join(d, n), base) for d, _, ns in os.walk(base) for n in ns)
+assert left == ["etc/machine-id", "etc/ssh/sshd_config", "var/log/syslog"], left
+assert open(at("/etc/machine-id")).read() == ""
+assert os.stat(at("/etc/machine-id")).st_mode & 0o777 == 0o444
+assert os.path.getsize(at("/var/log/syslog")) == 0
+
+# Nothing left to clean: no change reported, nothing written, the disk not trimmed again.
+runner.commands = []
+before = [os.stat(at(p)).st_mtime for p in ("/etc/machine-id", "/var/log/syslog")]
+assert steps.cleanup(ctx) == (False, "nothing to clean")
+assert runner.commands == []
+assert [os.stat(at(p)).st_mtime for p in ("/etc/machine-id", "/var/log/syslog")] == before
+
+# A disk that takes no discards is zero-filled instead; a chroot is neither.
+write("/var/log/syslog", "more\n")
+steps.takes_discards = lambda mountpoint: False
+changed, note = steps.cleanup(ctx)
+assert changed and note.endswith("; free space zero-filled"), note
+assert runner.commands == ["dd", "sync"], runner.commands
+write("/var/log/syslog", "more\n")
+Services.booted = False
+runner.commands = []
+assert steps.cleanup(ctx)[0] is True and runner.commands == []
+print("cleanup ok under %d.%d" % sys.version_info[:2])
+'''
+
+
+@pytest.mark.parametrize("interpreter", ["python2.7", "python3"])
+def test_cleanup_trims_once_and_reports_unchanged_with_nothing_to_clean(interpreter, tmp_path):
+    output, version = run_script(interpreter, CLEANUP, tmp_path)
+    assert output == f"cleanup ok under {version}"
+
+
+def test_discard_support_is_read_from_the_disks_queue(tmp_path):
+    """A partition has no queue of its own: its disk's discard_max_bytes decides."""
+    sys.path.insert(0, str(PROJECT_ROOT))
+    from provision.steps import takes_discards
+
+    device = os.stat(tmp_path).st_dev
+    sys_root = tmp_path / "sys"
+    disk = sys_root / "devices" / "vda"
+    (disk / "vda1").mkdir(parents=True)
+    (disk / "queue").mkdir()
+    (sys_root / "dev" / "block").mkdir(parents=True)
+    (sys_root / "dev" / "block" / f"{os.major(device)}:{os.minor(device)}").symlink_to(
+        disk / "vda1")
+    assert takes_discards(str(tmp_path), str(sys_root)) is False  # no queue file at all
+    (disk / "queue" / "discard_max_bytes").write_text("0\n")
+    assert takes_discards(str(tmp_path), str(sys_root)) is False
+    (disk / "queue" / "discard_max_bytes").write_text("2147483136\n")
+    assert takes_discards(str(tmp_path), str(sys_root)) is True
+    assert takes_discards("/") in (True, False)  # this host's own /sys: read, not raised

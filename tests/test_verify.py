@@ -1,0 +1,90 @@
+"""`invoke verify`'s pieces that need no VM: the multiplexed ssh-config as OpenSSH reads
+it, and the box-content check on a real (small) box, recorded once per box sha256."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from goldbox import verify
+
+VAGRANT_SSH_CONFIG = """Host default
+  HostName 192.168.121.7
+  User vagrant
+  Port 22
+  IdentityFile /root/.vagrant.d/insecure_private_key
+"""
+
+
+def test_ssh_config_shares_one_connection_through_the_private_folder(tmp_path):
+    text = verify.multiplexed(VAGRANT_SSH_CONFIG, tmp_path)
+    resolved = subprocess.run(["ssh", "-G", "-F", "/dev/stdin", "default"], input=text,
+                              capture_output=True, text=True, check=True).stdout.splitlines()
+    assert "controlmaster auto" in resolved
+    assert "controlpersist 60" in resolved
+    (control,) = [line.split(" ", 1)[1] for line in resolved if line.startswith("controlpath ")]
+    assert Path(control).parent == tmp_path
+    assert "hostname 192.168.121.7" in resolved and "user vagrant" in resolved
+
+
+def make_box(folder: Path, machine_id: str, host_key: bool) -> Path:
+    """A libvirt .box as packer makes it now: a plain tar holding a zstd-compressed qcow2
+    whose first partition (at 1 MiB) is an ext4 with /etc/ssh and /etc/machine-id."""
+    root = folder / "root"
+    (root / "etc/ssh").mkdir(parents=True)
+    (root / "etc/ssh/sshd_config").write_text("PasswordAuthentication no\n")
+    (root / "etc/machine-id").write_text(machine_id)
+    if host_key:
+        (root / "etc/ssh/ssh_host_ed25519_key").write_text("from the build\n")
+    raw = folder / "disk.raw"
+    subprocess.run(["truncate", "-s", "9M", str(raw)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(root), "-E", "offset=1048576",
+                    str(raw), "8M"], check=True)
+    image = folder / "box.img"
+    subprocess.run(["qemu-img", "convert", "-c", "-o", "compression_type=zstd", "-O", "qcow2",
+                    str(raw), str(image)], check=True)
+    box = folder / "test.box"
+    with tarfile.open(box, "w") as tar:
+        tar.add(image, "box.img")
+    return box
+
+
+def test_box_contents_are_read_once_per_box_sha256(tmp_path, monkeypatch):
+    golden = make_box(tmp_path / "golden", "", host_key=False)
+    records = tmp_path / "records"
+    first = verify.check_box_contents(golden, records)
+    assert [(r.check, r.ok) for r in first] == [("box: no SSH host keys baked in", True),
+                                               ("box: empty /etc/machine-id", True)]
+    (record,) = records.iterdir()
+
+    def not_again(box):
+        raise AssertionError(f"{box} read again although its results are recorded")
+
+    real_read = verify.read_box_contents
+    monkeypatch.setattr(verify, "read_box_contents", not_again)
+    assert verify.check_box_contents(golden, records) == first
+
+    # Another box (another sha256) is read, and its failures are not recorded; a torn
+    # record is read again, not trusted.
+    dirty = make_box(tmp_path / "dirty", "0123456789abcdef0123456789abcdef\n", host_key=True)
+    monkeypatch.setattr(verify, "read_box_contents", real_read)
+    results = verify.check_box_contents(dirty, records)
+    assert [r.ok for r in results] == [False, False]
+    assert "ssh_host_ed25519_key" in results[0].detail
+    assert list(records.iterdir()) == [record]
+    record.write_text('{"box_sha256": "')
+    assert verify.check_box_contents(golden, records) == first
+    assert json.loads(record.read_text())["results"][0]["ok"] is True
+
+
+@pytest.mark.parametrize("compressed", [True, False])
+def test_box_is_read_whether_its_tar_is_gzipped_or_not(tmp_path, compressed):
+    box = make_box(tmp_path, "", host_key=False)
+    if compressed:
+        subprocess.run(["gzip", "-k", str(box)], check=True)
+        box = box.with_name(box.name + ".gz")
+    assert all(r.ok for r in verify.read_box_contents(box))
