@@ -127,16 +127,12 @@ def git_commit(root: Path = PROJECT_ROOT) -> str:
     return f"{commit}-dirty" if dirty and commit != "unknown" else commit
 
 
-def ensure_tarball(config: Config, platform: Platform) -> Path:
-    """The platform's CPython tarball from the verified cache, fetched if missing."""
-    python = platform.python
-    try:
-        return ArtifactCache(config.cache_dir).ensure(python.url, python.sha256,
-                                                      tarball_name(platform))
-    except GoldboxError as exc:
-        raise GoldboxError(
-            f"{exc} — if this host cannot reach it, import a copy: "
-            f"invoke artifacts --platform {platform.name} --import PATH") from None
+def ensure_tarball(config: Config, platform: Platform) -> tuple[Path, str]:
+    """The platform's CPython tarball from the verified cache, else from the first of its
+    sources that serves the pinned sha256 (goldbox.sources); and which one served it."""
+    from goldbox.sources import fetch_tarball
+
+    return fetch_tarball(ArtifactCache(config.cache_dir), platform, tarball_name(platform))
 
 
 def import_artifact(config: Config, platform: Platform, path: Path) -> Path:
@@ -277,11 +273,12 @@ def build_image(config: Config, platform: Platform, *, builder: str = "qemu",
     work.mkdir(parents=True, exist_ok=True)
 
     with phases.phase("artifacts") as note:
-        tarball = ensure_tarball(config, platform)
+        tarball, served_by = ensure_tarball(config, platform)
         wheelhouse = work / "wheelhouse"
         shutil.rmtree(wheelhouse, ignore_errors=True)
         wheels = prepare_wheelhouse(config, platform, wheelhouse, log)
-        note.append(f"{tarball.name} verified; {len(wheels)} files in wheelhouse")
+        note.append(f"{tarball.name} verified (from {served_by}); "
+                    f"{len(wheels)} files in wheelhouse")
 
     prebuilt, extra = Prebuilt(), [tarball]
     if platform.python.native_bundle:
