@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import vagrant
-from goldbox import accel
+from goldbox import accel, libvirtd
 from goldbox.config import Config, Platform
 from goldbox.errors import GoldboxError
 from goldbox.image import PROVIDER, dist_dir
@@ -134,6 +134,11 @@ def up(config: Config, platform: Platform) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     driver = accel.detect(config.cache_dir).libvirt_driver
     render_vagrantfile(config, platform, directory, RenderOptions(libvirt_driver=driver))
+    if started := libvirtd.ensure_answering():
+        print("no libvirt daemon answered and no service manager runs here: goldbox started "
+              + ", ".join(f"{name} (pid {pid}, {pidfile})"
+                          for name, (pid, pidfile) in started.daemons.items())
+              + f"; stop them with `{started.stop_hint()}`")
     add_box(config, platform, built)
     print(f"booting {platform.name} with vagrant-libvirt (driver {driver})")
     started = time.monotonic()
