@@ -59,11 +59,14 @@ def find_release(config: Config, platform: Platform, wanted: str) -> tuple[Vouch
         tried.append(f"Debian archive's signed index: {exc}")
     cache = ArtifactCache(config.cache_dir)
     for release in candidates:
+        filename = f"Python-{release.version}.tar.xz"
+        if found := cache.cached(release.sha256, filename):
+            return release, "the verified cache", found
         served = {"python.org": python_org_url(release.version),
                   "Debian archive": debian_pool_url(mirror, release.version)}
         for name, url in served.items():
             try:
-                path = cache.ensure(url, release.sha256, f"Python-{release.version}.tar.xz")
+                path = cache.ensure(url, release.sha256, filename)
             except GoldboxError as exc:
                 tried.append(f"{release.version} from {name}: {exc}")
                 continue
