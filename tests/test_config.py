@@ -99,4 +99,4 @@ def test_shipped_config_loads():
     config = load_config()
     assert config.project.box.default_platform == "debian-12"
     assert {"debian-12", "centos-6.4"} <= set(config.platforms)
-    assert config.platforms["debian-12"].python.version == "3.13.5"
+    assert config.platforms["debian-12"].python.version == "3.13.15"

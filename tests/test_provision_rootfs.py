@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 
 from goldbox import PROJECT_ROOT
-from goldbox.artifacts import ArtifactCache
 from goldbox.config import load_config
-from goldbox.image import prepare_wheelhouse
+from goldbox.image import ensure_tarball, prepare_wheelhouse
 from goldbox.render import RenderOptions, render_platform
 from goldbox.rootfs import chroot_mounts, debootstrap_rootfs, remove_tree
 
@@ -121,9 +120,7 @@ def rootfs(tmp_path_factory):
                         ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copytree(CONFIG.app_dir, stage / "app", ignore=shutil.ignore_patterns("__pycache__"))
         prepare_wheelhouse(CONFIG, PLATFORM, stage / "wheelhouse", log=None)
-        tarball = ArtifactCache(cache).ensure_from_debian_source(
-            package="python3.13", suite="trixie", orig_name="python3.13_3.13.5.orig.tar.xz",
-            sha256=PLATFORM.python.sha256, filename=f"Python-{PLATFORM.python.version}.tar.xz")
+        tarball, _ = ensure_tarball(CONFIG, PLATFORM)  # from a verified source
         shutil.copy(tarball, stage / tarball.name)
         # Package scripts must not start services in a chroot.
         policy = root / "usr/sbin/policy-rc.d"
