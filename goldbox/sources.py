@@ -208,7 +208,7 @@ def debian_index(mirror: str) -> Iterator[Callable[[str], str]]:
 def debian_releases(mirror: str, series: str, suites=DEBIAN_SUITES) -> list[Vouched]:
     """Every release of CPython `series` (e.g. "3.13", or one version "3.13.5") whose orig
     tarball a suite's signed index lists, newest first, with that sha256."""
-    package = debian_orig(series + ".0")[0]
+    package = debian_orig(series)[0]
     releases: dict[str, Vouched] = {}
     pattern = re.compile(rf"^{re.escape(package)}_(\d+\.\d+\.\d+)\.orig\.tar\.xz$")
     with debian_index(mirror) as read:
