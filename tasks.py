@@ -6,6 +6,7 @@ Run `invoke --list` for the tasks and `invoke --help TASK` for a task's options.
 from __future__ import annotations
 
 import functools
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,22 +14,32 @@ from pathlib import Path
 from invoke import Exit, task
 
 from goldbox.config import load_config
-from goldbox.errors import GoldboxError
+from goldbox.errors import GoldboxError, describe_os_error
 
 # The project is the folder holding this tasks.py: goldbox.toml, platforms/, app/, templates.
 ROOT = Path(__file__).resolve().parent
 
 
 def reports_errors(body):
-    """Turn a GoldboxError into one line on stderr and exit status 1, without a traceback."""
+    """Turn every failure a user can act on into one line on stderr and exit status 1,
+    without a traceback: goldbox's own errors, and the host's (a full disk, a file it
+    may not write, a command that failed) naming the file or command."""
 
     @functools.wraps(body)
     def wrapper(c, *args, **kwargs):
         try:
             return body(c, *args, **kwargs)
         except GoldboxError as exc:
-            print(f"goldbox: error: {exc}", file=sys.stderr)
-            raise Exit(code=1) from None
+            message = str(exc)
+        except OSError as exc:
+            message = describe_os_error(exc)
+        except subprocess.CalledProcessError as exc:
+            message = f"`{subprocess.list2cmdline(map(str, exc.cmd))}` exited with code " \
+                      f"{exc.returncode}"
+        except KeyboardInterrupt:
+            message = "interrupted"
+        print(f"goldbox: error: {message}", file=sys.stderr)
+        raise Exit(code=1)
 
     return wrapper
 
@@ -212,6 +223,33 @@ def catalog_serve(c, catalog=None, port=8099):
     from goldbox.catalog import catalog_directory, serve
 
     serve(catalog_directory(catalog, load_config(ROOT)), port)
+
+
+@task(help={"prune": "evict entries the current config does not use (by age and size)",
+            "older-than": "with --prune: evict entries unused for more than this many days",
+            "max-size": "with --prune: then evict the least recently used down to this "
+                        "many GiB"})
+@reports_errors
+def cache(c, prune=False, older_than=None, max_size=None):
+    """List the build cache: kind, size, age, last use and what each entry was made from.
+
+    Sweeps leftovers of interrupted runs first (as `invoke image` does).
+    The cache (cache.dir in goldbox.toml, or GOLDBOX_CACHE) holds downloads, rootfs
+    tarballs, CPython bundles, base disks and system images. With --prune, entries that
+    the last `invoke image` of each platform here used, or that were used in the last
+    hour, are kept; the rest go when older than --older-than days (default 30) or while
+    the cache is larger than --max-size GiB."""
+    from goldbox.cache import Cache
+    from goldbox.cache_task import format_entries, prune_cache
+
+    config = load_config(ROOT)
+    for leftover in Cache(config.cache_dir).sweep():
+        print(f"swept a leftover of an interrupted run: {leftover}")
+    if prune:
+        evicted = prune_cache(config, older_than_days=float(older_than or 30),
+                              max_gib=float(max_size) if max_size is not None else None)
+        print(f"evicted {len(evicted)} entries" + "".join(f"\n  {line}" for line in evicted))
+    print(format_entries(config))
 
 
 @task(help={"version": "a CPython release, e.g. 3.13.15, or a series, e.g. 3.13 (its newest "

@@ -281,6 +281,11 @@ def _read_toml(path: Path, label: str) -> dict[str, Any]:
         raise GoldboxError(f"{label}: file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise GoldboxError(f"{label}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise GoldboxError(f"{label}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                           f"offset {exc.start}); TOML files must be UTF-8") from None
+    except OSError as exc:
+        raise GoldboxError(f"{label}: cannot read it: {exc.strerror}") from None
 
 
 def _models_at(model: type[BaseModel], loc: tuple) -> list[type[BaseModel]]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from goldbox import accel
+from goldbox import accel, proc
+from goldbox.errors import GoldboxError
 
 MIN_FREE_GIB = 15
 
@@ -24,8 +24,8 @@ class Check:
 
 def _version(argv: list[str], pattern: str) -> str | None:
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired):
+        out = proc.capture(argv, timeout=60, check=False)
+    except GoldboxError:  # not installed, or hung
         return None
     match = re.search(pattern, out.stdout + out.stderr)
     return match.group(1) if match else None

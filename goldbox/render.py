@@ -7,8 +7,6 @@ missing variable is an error instead of an empty string.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -17,6 +15,7 @@ import jinja2
 from goldbox.basedisk import DISK_SIZE_GIB
 from goldbox.config import Config, DebootstrapSource, IsoSource, Platform
 from goldbox.errors import GoldboxError
+from goldbox.files import write_atomically
 from goldbox.keys import insecure_public_key
 from goldbox.plan import (
     STAGE_DIR,
@@ -81,20 +80,6 @@ def _render(env: jinja2.Environment, template: str, context: dict) -> str:
         raise GoldboxError(f"{template}: {exc.message}") from None
     except jinja2.TemplateSyntaxError as exc:
         raise GoldboxError(f"{exc.name or template}:{exc.lineno}: {exc.message}") from None
-
-
-def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write `text` to a temporary name beside `path`, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def packer_source_name(platform: Platform) -> str:

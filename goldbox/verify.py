@@ -98,7 +98,7 @@ def check_http(config: Config) -> list[Result]:
 def check_first_boot(ssh_config: Path, built: Built, platform: Platform) -> list[Result]:
     """Identity made on this VM, services started by the boot itself."""
     host = testinfra.get_host("ssh://default", ssh_config=str(ssh_config), sudo=True)
-    created = datetime.datetime.fromisoformat(built.manifest["created"].replace("Z", "+00:00"))
+    created = datetime.datetime.fromisoformat(built.manifest.created.replace("Z", "+00:00"))
     box_made = created.timestamp()
     results = []
     keys = host.run("ls /etc/ssh/ssh_host_*_key").stdout.split()

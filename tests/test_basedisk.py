@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from goldbox.basedisk import DISK_SIZE_GIB, build_base_disk
+from goldbox.basedisk import DISK_SIZE_GIB, base_disk_identity, build_base_disk
+from goldbox.cache import Cache
 from goldbox.config import load_config
 from goldbox.keys import insecure_private_key
+from goldbox.rootfs import cached_rootfs
 
 CACHE = Path(os.environ.get("GOLDBOX_CACHE", "~/.cache/goldbox")).expanduser()
 PARTITION = "?offset=1048576"
@@ -31,7 +33,7 @@ def base_disk(tmp_path_factory):
     platform = load_config().platform("debian-12")
     log = tmp_path_factory.mktemp("log") / "basedisk.log"
     started = time.monotonic()
-    disk = build_base_disk(CACHE, platform, log=log)
+    disk = build_base_disk(CACHE, platform, log=log).file()
     print(f"base disk: {time.monotonic() - started:.1f} s, "
           f"{disk.stat().st_size / 2**20:.0f} MiB, {disk}")
     return disk
@@ -117,3 +119,28 @@ def test_boots_under_tcg_and_vagrant_logs_in(base_disk, tmp_path):
         if vm.poll() is None:
             vm.kill()
             vm.wait()
+
+
+def test_a_truncated_base_disk_is_detected_and_rebuilt(base_disk, tmp_path):
+    """As a power loss before the data reached the disk would leave it, in a cache of
+    its own (copies of the base disk's entry and of the rootfs it is made from)."""
+    platform = load_config().platform("debian-12")
+    identity = base_disk_identity(platform)
+    entry = build_base_disk(CACHE, platform)
+    rootfs = cached_rootfs(CACHE, suite=identity["suite"], mirror=identity["mirror"],
+                           packages=identity["packages"])
+    cache = tmp_path / "cache"
+    for source in (entry.path, rootfs.path):
+        shutil.copytree(source, cache / source.parent.name / source.name)
+    copy = cache / "basedisk" / entry.key / base_disk.name
+    truncated = copy.stat().st_size // 2
+    os.truncate(copy, truncated)
+    notes: list[str] = []
+    rebuilt = build_base_disk(Cache(cache, note=notes.append), platform, check="size")
+    assert not rebuilt.cached
+    (note,) = notes
+    assert note == (f"cache: basedisk {entry.key[:12]} (debian-12 base disk (bookworm, 4 GiB)) "
+                    f"is corrupt: {base_disk.name} has {truncated} bytes, {entry.size} were "
+                    "recorded; rebuilding it")
+    assert rebuilt.file().stat().st_size == rebuilt.size
+    subprocess.run(["qemu-img", "check", rebuilt.file()], check=True, capture_output=True)

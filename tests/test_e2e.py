@@ -1,16 +1,23 @@
 """The whole chain on debian-12, for real: `invoke image`, then `up`, `verify`, `destroy`
 with vagrant-libvirt inside a network namespace this test creates, then the no-change
 rebuild; and debian-13's image -> up -> verify -> destroy, sharing the namespace and the
-cache. Under TCG this takes several minutes (more on a cold cache).
+cache. Under TCG this takes several minutes (more on a cold cache). The CPython tarball
+comes from a verified source (python.org is not reachable here: the Debian archive
+serves it), nothing is imported by hand.
 
-Nothing is imported or started by hand: the CPython tarball comes from a verified source
-(python.org is not reachable here: the Debian archive serves it)."""
+It starts with `invoke image` killed for real in its chroot phases (SIGKILL during the
+native build, SIGHUP of the whole session during the base disk): no mount and no
+process may survive, the leftovers are swept, and the host's /dev is untouched. The
+next `invoke image` on the same cache is the chain's own, which must then complete."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -22,6 +29,8 @@ import pytest
 from goldbox import PROJECT_ROOT
 from goldbox.basedisk import DISK_SIZE_GIB
 from goldbox.config import load_config
+from goldbox.files import mounts_under
+from goldbox.image import ensure_tarball
 from tests import harness
 
 pytestmark = pytest.mark.slow
@@ -47,6 +56,13 @@ def run(argv: list[str], netns: str | None = None, env: dict | None = None,
 
 
 @pytest.fixture(scope="module")
+def tarball_in_cache():
+    """The pinned tarball in the cache before a run is killed (so it reaches a chroot
+    soon), fetched as `invoke image` does: from its first verified source."""
+    return ensure_tarball(CONFIG, PLATFORM)[0]
+
+
+@pytest.fixture(scope="module")
 def libvirt_netns():
     with harness.libvirt_netns() as name:
         yield name
@@ -57,6 +73,112 @@ def vagrant_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("vagrant-home")
     yield {"VAGRANT_HOME": str(home)}
     shutil.rmtree(home, ignore_errors=True)
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below `pid`."""
+    children: dict[int, list[int]] = {}
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = status.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(status.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return ""
+
+
+def _kill_in_chroot(project: Path, how: str,
+                    platform: str) -> tuple[subprocess.CompletedProcess, set[int]]:
+    """Start `invoke image` in `project`, wait until it runs a command in a chroot, then
+    kill it `how`: "SIGKILL" (goldbox's own process only, as the OOM killer or `kill -9`
+    would) or "SIGHUP" (its whole session, as a dropped SSH connection does). Returns
+    the run and the processes it had below it at that moment."""
+    image = subprocess.Popen([INVOKE, "image", "--platform", platform], cwd=project,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    deadline = time.monotonic() + 900  # on a cold cache, debootstrap comes first
+    below: set[int] = set()
+    while time.monotonic() < deadline and image.poll() is None:
+        below = _descendants(image.pid)
+        if any("goldbox-chroot" in _cmdline(pid) for pid in below):
+            break
+        time.sleep(0.5)
+    assert image.poll() is None, "invoke image ended before it reached a chroot"
+    time.sleep(3)  # well inside the chroot command
+    below = _descendants(image.pid)
+    if how == "SIGKILL":
+        image.send_signal(signal.SIGKILL)
+    else:
+        os.killpg(image.pid, signal.SIGHUP)
+    output, _ = image.communicate(timeout=120)
+    print(output[-3000:])
+    return subprocess.CompletedProcess(image.args, image.returncode, output), below
+
+
+def _assert_nothing_survives(below: set[int]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in below):
+        time.sleep(0.2)
+    alive = {pid: _cmdline(pid) for pid in below if Path(f"/proc/{pid}").exists()}
+    assert not alive, f"processes outlived the killed goldbox: {alive}"
+    assert mounts_under(CONFIG.cache_dir) == [], "a mount outlived the killed goldbox"
+
+
+def _assert_swept_and_dev_intact(project: Path, dev_before: list[str]) -> None:
+    leftovers = [p for p in (CONFIG.cache_dir / "work").iterdir() if p.is_dir()]
+    for leftover in leftovers:  # a killed chroot's /dev is a plain folder, no bind of ours
+        for dev in leftover.rglob("dev"):
+            assert not os.path.ismount(dev), dev
+    swept = subprocess.run([INVOKE, "cache"], cwd=project, capture_output=True, text=True,
+                           timeout=600, check=True).stdout
+    print(swept)
+    for leftover in leftovers:
+        assert f"swept a leftover of an interrupted run: {leftover}" in swept
+        assert not leftover.exists()
+    assert not list(CONFIG.cache_dir.glob("*/*.partial")), "a killed build's partial entry"
+    assert sorted(os.listdir("/dev")) == dev_before
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_sigkill_during_the_native_build_leaves_no_mount_or_process(tarball_in_cache,
+                                                                   project_copy):
+    """A configure flag of its own gives this run a CPython bundle no one has built."""
+    platform = project_copy / "platforms" / "debian-12.toml"
+    text = platform.read_text()
+    flags = 'configure_flags = ["--prefix=/usr/local"]'
+    assert flags in text, "test out of date: debian-12's configure flags changed"
+    platform.write_text(text.replace(
+        flags, 'configure_flags = ["--prefix=/usr/local", "--without-doc-strings"]'))
+    dev_before = sorted(os.listdir("/dev"))
+    result, below = _kill_in_chroot(project_copy, "SIGKILL", "debian-12")
+    assert result.returncode == -signal.SIGKILL
+    assert "==> native build" in result.stdout
+    _assert_nothing_survives(below)
+    _assert_swept_and_dev_intact(project_copy, dev_before)
+
+
+def test_sighup_during_the_base_disk_leaves_no_mount_or_process(tarball_in_cache,
+                                                               project_copy):
+    """A platform file of its own (a copy of debian-12 without the native build) gives
+    this run a base disk no one has built, and reaches it first."""
+    source = project_copy / "platforms" / "debian-12.toml"
+    copy = project_copy / "platforms" / "debian-12-hup.toml"
+    copy.write_text(source.read_text().replace("native_bundle = true", "native_bundle = false"))
+    dev_before = sorted(os.listdir("/dev"))
+    result, below = _kill_in_chroot(project_copy, "SIGHUP", "debian-12-hup")
+    assert result.returncode != 0
+    assert "==> base disk" in result.stdout and "==> native build" not in result.stdout
+    _assert_nothing_survives(below)
+    _assert_swept_and_dev_intact(project_copy, dev_before)
 
 
 def test_image_up_verify_destroy_and_rebuild(libvirt_netns, vagrant_home, project_copy):

@@ -20,9 +20,10 @@ import pytest
 
 from goldbox import PROJECT_ROOT
 from goldbox.config import load_config
+from goldbox.files import remove_tree
 from goldbox.image import ensure_tarball, prepare_wheelhouse
 from goldbox.render import RenderOptions, render_platform
-from goldbox.rootfs import chroot_mounts, debootstrap_rootfs, remove_tree
+from goldbox.rootfs import chroot_mounts, debootstrap_rootfs
 
 pytestmark = pytest.mark.slow
 

@@ -3,18 +3,25 @@
 import os
 import stat
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from goldbox.cache import identity_key
 from goldbox.errors import GoldboxError
-from goldbox.rootfs import chroot_mounts, debootstrap_rootfs, rootfs_key
+from goldbox.files import mounts_under
+from goldbox.rootfs import chroot_mounts, chroot_run, debootstrap_rootfs, rootfs_identity
 
 CACHE = Path(os.environ.get("GOLDBOX_CACHE", "~/.cache/goldbox")).expanduser()
 BOOKWORM = {"suite": "bookworm", "mirror": "http://deb.debian.org/debian", "variant": "minbase"}
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="debootstrap and chroot need root")
+
+
+def rootfs_key(**inputs) -> str:
+    return identity_key("rootfs", rootfs_identity(**inputs))
 
 
 def test_key_ignores_package_order_and_duplicates():
@@ -61,3 +68,21 @@ def test_chroot_mounts_are_undone_even_on_error(tmp_path):
             raise RuntimeError("boom")
     for path in ("proc", "sys", "dev", "dev/pts", "dev/shm"):
         assert not os.path.ismount(root / path), path
+
+
+@pytest.mark.slow
+def test_chroot_run_mounts_are_private_to_the_command(tmp_path):
+    """goldbox's own chroot commands mount proc, sys and dev in a namespace of their own:
+    the host never sees them, during the command or after it."""
+    root = debootstrap_rootfs(CACHE, packages=["python3"], dest=tmp_path / "root", **BOOKWORM)
+    seen_during: list[list[str]] = []
+    runner = threading.Thread(target=chroot_run, args=(root, [
+        "sh", "-c", "test -c /dev/null && test -e /proc/self/status && test -d /sys/kernel "
+                    "&& grep -q ' /dev/pts ' /proc/mounts && sleep 3"]),
+        kwargs={"prefix": "test"})
+    runner.start()
+    time.sleep(1.5)
+    seen_during.append(mounts_under(root))
+    runner.join()
+    assert seen_during == [[]]
+    assert mounts_under(root) == []
