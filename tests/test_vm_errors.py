@@ -23,7 +23,10 @@ def test_up_with_a_busy_port(project_copy):
     out = project_copy / "dist" / DEFAULT
     out.mkdir(parents=True)
     (out / "goldbox-flask-0.1.0-libvirt.box").write_bytes(b"box")
-    (out / "manifest.json").write_text(json.dumps({"box_file": "goldbox-flask-0.1.0-libvirt.box"}))
+    (out / "manifest.json").write_text(json.dumps({
+        "box_name": "goldbox-flask", "version": "0.1.0", "platform": DEFAULT,
+        "provider": "libvirt", "box_file": "goldbox-flask-0.1.0-libvirt.box",
+        "box_sha256": "0" * 64, "box_size": 3, "created": "2026-01-01T00:00:00Z"}))
     config = (project_copy / "goldbox.toml").read_text()
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
