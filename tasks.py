@@ -101,7 +101,8 @@ def artifacts(c, platform=None, import_=None):
     if import_:
         print(f"imported: {image.import_artifact(config, chosen, Path(import_))}")
         return
-    print(f"tarball: {image.ensure_tarball(config, chosen)}")
+    tarball, served_by = image.ensure_tarball(config, chosen)
+    print(f"tarball: {tarball} (from {served_by})")
     wheelhouse = config.build_dir / chosen.name / "work" / "wheelhouse"
     files = image.prepare_wheelhouse(config, chosen, wheelhouse, log=None)
     print(f"wheelhouse: {wheelhouse} ({len(files)} files)")
@@ -249,3 +250,26 @@ def cache(c, prune=False, older_than=None, max_size=None):
                               max_gib=float(max_size) if max_size is not None else None)
         print(f"evicted {len(evicted)} entries" + "".join(f"\n  {line}" for line in evicted))
     print(format_entries(config))
+
+
+@task(help={"version": "a CPython release, e.g. 3.13.15, or a series, e.g. 3.13 (its newest "
+                       "release a verified source serves)",
+            "platform": "platform name (default: box.default_platform)"})
+@reports_errors
+def pin_python(c, version, platform=None):
+    """Pin a platform's CPython to another release: find it, verify it, rewrite the file.
+
+    The sha256 comes from python.org's published digest or, where python.org is not
+    reachable, from the Debian archive's signed index (InRelease, checked with gpgv ->
+    Sources.xz -> the orig tarball's Checksums-Sha256). The tarball is downloaded and
+    checked into the cache, the app's requirements must resolve for the new Python, then
+    platforms/<platform>.toml gets the new python.version, url and sha256 (comments kept)."""
+    from goldbox.pin import pin_python as pin
+
+    config = load_config(ROOT)
+    chosen = config.platform(platform)
+    pinned = pin(config, chosen, version)
+    print(f"platforms/{chosen.name}.toml: CPython {pinned.release.version}, sha256 vouched "
+          f"by {pinned.release.voucher}, served by {pinned.served_by} ({pinned.tarball})")
+    for change in pinned.changes or ["nothing changed: already pinned"]:
+        print(f"  {change}")

@@ -25,14 +25,27 @@ from goldbox.rootfs import chroot_run, debootstrap_rootfs
 
 # What the base needs to boot under qemu, get an address by DHCP and let Vagrant and
 # packer in; the platform adds its kernel package. rsync serves Vagrant's default
-# synced folder.
+# synced folder; growpart (cloud-guest-utils) and resize2fs (e2fsprogs) grow / at boot.
 BASE_PACKAGES = ["systemd-sysv", "openssh-server", "python3", "grub-pc", "sudo", "ifupdown",
-                 "isc-dhcp-client", "iproute2", "rsync"]
+                 "isc-dhcp-client", "iproute2", "rsync", "cloud-guest-utils", "e2fsprogs"]
 DISK_SIZE_GIB = 4
 HOSTNAME = "goldbox"
 KERNEL_ARGS = "console=tty0 console=ttyS0 net.ifnames=0"
 _PARTITION_OFFSET = 1 << 20  # the partition starts at sector 2048
 SSH_HOST_KEYS_DROPIN = "etc/systemd/system/ssh.service.d/goldbox-host-keys.conf"
+GROW_ROOT_UNIT = "goldbox-grow-root.service"
+# At every boot, before anything writes much: the root partition, then its ext4, take the
+# whole disk, so a VM given a bigger disk than the box's (vagrant-libvirt's
+# machine_virtual_size) gets the space. growpart exits 1 for "nothing to grow".
+GROW_ROOT_SCRIPT = textwrap.dedent("""\
+    #!/bin/sh
+    set -eu
+    part=$(findmnt --noheadings --output SOURCE --mountpoint /)
+    disk=/dev/$(lsblk --noheadings --nodeps --output PKNAME "$part")
+    number=$(cat "/sys/class/block/${part#/dev/}/partition")
+    growpart "$disk" "$number" || [ $? -eq 1 ]
+    resize2fs "$part"
+    """)
 
 
 def base_disk_identity(platform: Any, size_gib: int = DISK_SIZE_GIB) -> dict:
@@ -111,6 +124,22 @@ def configure_rootfs(root: Path, *, fs_uuid: str, authorized_key: str,
             ExecStartPre=/usr/bin/ssh-keygen -A
             ExecStartPre=/usr/sbin/sshd -t
             """),
+        f"etc/systemd/system/{GROW_ROOT_UNIT}": textwrap.dedent("""\
+            [Unit]
+            Description=Grow the root partition and filesystem to the disk's size
+            DefaultDependencies=no
+            After=systemd-remount-fs.service
+            Before=local-fs.target shutdown.target
+            Conflicts=shutdown.target
+
+            [Service]
+            Type=oneshot
+            ExecStart=/usr/local/sbin/goldbox-grow-root
+
+            [Install]
+            WantedBy=local-fs.target
+            """),
+        "usr/local/sbin/goldbox-grow-root": GROW_ROOT_SCRIPT,
         "etc/sudoers.d/vagrant": "vagrant ALL=(ALL) NOPASSWD:ALL\n",
         # Refilled by systemd at first boot: every VM gets its own.
         "etc/machine-id": "",
@@ -120,6 +149,7 @@ def configure_rootfs(root: Path, *, fs_uuid: str, authorized_key: str,
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
     (root / "etc/sudoers.d/vagrant").chmod(0o440)
+    (root / "usr/local/sbin/goldbox-grow-root").chmod(0o755)
     _set_default_grub(root / "etc/default/grub",
                       {"GRUB_CMDLINE_LINUX": f'"{KERNEL_ARGS}"', "GRUB_TIMEOUT": "1"})
     (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
@@ -130,7 +160,8 @@ def configure_rootfs(root: Path, *, fs_uuid: str, authorized_key: str,
     # `*`, not useradd's locked `!`: key logins only, and sshd accepts the account.
     chroot_run(root, ["useradd", "--create-home", "--shell", "/bin/bash",
                       "--password", "*", "vagrant"], prefix="base disk", log=log)
-    chroot_run(root, ["systemctl", "enable", "ssh.service"], prefix="base disk", log=log)
+    chroot_run(root, ["systemctl", "enable", "ssh.service", GROW_ROOT_UNIT],
+               prefix="base disk", log=log)
     chroot_run(root, ["visudo", "-c"], prefix="base disk", log=log)
     ssh_dir = root / "home/vagrant/.ssh"
     ssh_dir.mkdir(mode=0o700)

@@ -181,6 +181,9 @@ class PythonSection(Strict):
     version: SemVer
     url: Url
     sha256: Sha256
+    # More places serving the same tarball, tried after python.org and the Debian archive
+    # (goldbox.sources); whatever serves it must match sha256.
+    mirrors: list[Url] = []
     configure_flags: list[str] = ["--prefix=/usr/local"]
     requirements: str  # relative to the app folder, pinned with hashes
     # Tools for the system Python (pip, setuptools, virtualenv) where it has no ensurepip.

@@ -116,16 +116,14 @@ def git_commit(root: Path) -> str:
     return f"{commit}-dirty" if dirty and commit != "unknown" else commit
 
 
-def ensure_tarball(config: Config, platform: Platform, cache: Cache | None = None) -> Path:
-    """The platform's CPython tarball from the verified cache, fetched if missing."""
-    python = platform.python
-    try:
-        return ArtifactCache(cache or config.cache_dir).ensure(python.url, python.sha256,
-                                                      tarball_name(platform))
-    except GoldboxError as exc:
-        raise GoldboxError(
-            f"{exc} — if this host cannot reach it, import a copy: "
-            f"invoke artifacts --platform {platform.name} --import PATH") from None
+def ensure_tarball(config: Config, platform: Platform,
+                   cache: Cache | None = None) -> tuple[Path, str]:
+    """The platform's CPython tarball from the verified cache, else from the first of its
+    sources that serves the pinned sha256 (goldbox.sources); and which one served it."""
+    from goldbox.sources import fetch_tarball
+
+    return fetch_tarball(ArtifactCache(cache or config.cache_dir), platform,
+                         tarball_name(platform))
 
 
 def import_artifact(config: Config, platform: Platform, path: Path) -> Path:
@@ -245,9 +243,10 @@ def _build_image(ctx: Context, force: bool) -> ImageResult:
     ctx.work.mkdir(parents=True, exist_ok=True)
 
     with phases.phase("artifacts") as note:
-        tarball = ensure_tarball(config, platform, ctx.cache)
+        tarball, served_by = ensure_tarball(config, platform, ctx.cache)
         wheels = prepare_wheelhouse(config, platform, ctx.wheelhouse, ctx.log, ctx.cache)
-        note.append(f"{tarball.name} verified; {len(wheels)} files in wheelhouse")
+        note.append(f"{tarball.name} verified (from {served_by}); "
+                    f"{len(wheels)} files in wheelhouse")
 
     # The native build (CPU: compiling in a chroot) and the base disk (mostly network and
     # disk: debootstrap, mkfs) need nothing of each other: they run side by side, and when

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import vagrant
-from goldbox import accel, proc
+from goldbox import accel, libvirtd, proc
 from goldbox.config import Config, Platform
 from goldbox.context import PROVIDER, dist_dir
 from goldbox.errors import GoldboxError
@@ -130,6 +130,11 @@ def up(config: Config, platform: Platform) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     driver = accel.detect(config.cache_dir).libvirt_driver
     render_vagrantfile(config, platform, directory, RenderOptions(libvirt_driver=driver))
+    if daemons := libvirtd.ensure_answering():
+        print("no libvirt daemon answered and no service manager runs here: goldbox started "
+              + ", ".join(f"{name} (pid {pid}, {pidfile})"
+                          for name, (pid, pidfile) in daemons.daemons.items())
+              + f"; stop them with `{daemons.stop_hint()}`")
     add_box(config, platform, built)
     print(f"booting {platform.name} with vagrant-libvirt (driver {driver})")
     started = time.monotonic()

@@ -16,10 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from goldbox import PROJECT_ROOT
-from goldbox.artifacts import ArtifactCache
 from goldbox.cache import Cache
 from goldbox.config import Config, Platform
-from goldbox.image import prepare_wheelhouse
+from goldbox.image import ensure_tarball, prepare_wheelhouse
 from goldbox.render import RenderOptions, render_platform
 from goldbox.rootfs import debootstrap_rootfs
 
@@ -29,10 +28,8 @@ ROOTFS_PACKAGES = ["python3", "systemd-sysv", "procps", "iproute2", "ca-certific
 
 
 def python_tarball(config: Config, platform: Platform) -> Path:
-    """python.org is not reachable here: Debian trixie's orig tarball is the same file."""
-    return ArtifactCache(config.cache_dir).ensure_from_debian_source(
-        package="python3.13", suite="trixie", orig_name="python3.13_3.13.5.orig.tar.xz",
-        sha256=platform.python.sha256, filename=f"Python-{platform.python.version}.tar.xz")
+    """The pinned CPython tarball, from its verified sources (goldbox.sources)."""
+    return ensure_tarball(config, platform)[0]
 
 
 @contextlib.contextmanager

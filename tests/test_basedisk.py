@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from goldbox.basedisk import base_disk_identity, build_base_disk
+from goldbox.basedisk import DISK_SIZE_GIB, base_disk_identity, build_base_disk
 from goldbox.cache import Cache
 from goldbox.config import load_config
 from goldbox.keys import insecure_private_key
@@ -71,6 +71,12 @@ def free_port() -> int:
 
 
 def test_boots_under_tcg_and_vagrant_logs_in(base_disk, tmp_path):
+    """Booted from an overlay 2 GiB larger than the base disk, as a VM given a bigger
+    disk (vagrant-libvirt's machine_virtual_size) is: / grows to fill it at boot."""
+    grown_gib = DISK_SIZE_GIB + 2
+    disk = tmp_path / "vm.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base_disk),
+                    "-F", "qcow2", str(disk), f"{grown_gib}G"], check=True)
     key = tmp_path / "vagrant"
     shutil.copyfile(insecure_private_key(), key)
     key.chmod(0o600)
@@ -79,7 +85,7 @@ def test_boots_under_tcg_and_vagrant_logs_in(base_disk, tmp_path):
     started = time.monotonic()
     vm = subprocess.Popen([
         "qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "2",
-        "-drive", f"file={base_disk},if=virtio,format=qcow2", "-snapshot",
+        "-drive", f"file={disk},if=virtio,format=qcow2",
         "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
         "-device", "virtio-net-pci,netdev=net0",
         "-display", "none", "-serial", f"file:{console}", "-monitor", "none",
@@ -97,13 +103,16 @@ def test_boots_under_tcg_and_vagrant_logs_in(base_disk, tmp_path):
         print(f"boot to SSH: {time.monotonic() - started:.1f} s")
         result = subprocess.run(
             [*ssh, "sudo -n true && python3 --version && ip -o link show eth0 "
-                   "&& ls /etc/ssh/ssh_host_ed25519_key.pub && cat /etc/machine-id"],
+                   "&& ls /etc/ssh/ssh_host_ed25519_key.pub && cat /etc/machine-id "
+                   "&& df --block-size=1 --output=size / | tail -n 1"],
             capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         lines = result.stdout.splitlines()
         assert lines[0].startswith("Python 3.11")
         assert "state UP" in lines[1]
         assert len(lines[3]) == 32  # a machine-id generated on this boot
+        # ext4's metadata takes a few percent of the partition.
+        assert int(lines[4]) > 0.9 * grown_gib * 2**30, lines[4]
         subprocess.run([*ssh, "sudo -n systemctl poweroff"], capture_output=True, timeout=30)
         vm.wait(timeout=90)
     finally:

@@ -20,7 +20,9 @@ from goldbox.bundle import (
     bundle_identity,
     prefix_of,
 )
+from goldbox.config import load_config
 from goldbox.rootfs import chroot_mounts, chroot_run, debootstrap_rootfs
+from goldbox.sources import fetch_tarball
 
 CACHE = Path(os.environ.get("GOLDBOX_CACHE", "~/.cache/goldbox")).expanduser()
 PLATFORM = tomllib.loads((PROJECT_ROOT / "platforms/debian-12.toml").read_text())
@@ -60,9 +62,8 @@ def test_bundle_and_uwsgi_wheel_work_in_a_fresh_runtime_chroot(tmp_path):
                             tuple(PLATFORM["packages"]["build"]))
     version = PLATFORM["python"]["version"]
     cache = ArtifactCache(CACHE)
-    tarball = cache.ensure_from_debian_source(
-        package="python3.13", suite="trixie", orig_name="python3.13_3.13.5.orig.tar.xz",
-        sha256=CPYTHON_SHA256, filename=f"Python-{version}.tar.xz")
+    tarball, _ = fetch_tarball(cache, load_config().platform("debian-12"),
+                               f"Python-{version}.tar.xz")
 
     started = time.monotonic()
     bundle = build_cpython_bundle(

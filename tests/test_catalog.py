@@ -26,6 +26,7 @@ from goldbox.catalog import (
     prune,
     publish,
 )
+from goldbox.config import load_config
 from goldbox.errors import GoldboxError
 from tests.boxes import BOX_NAME, make_box
 from tests.conftest import run_invoke
@@ -149,7 +150,8 @@ def test_prune_keeps_the_newest_and_removes_entries_and_files(catalog, boxes_dir
 
 
 def test_invoke_publish_defaults_to_the_built_box_and_the_configured_catalog(project_copy):
-    make_box(project_copy / "dist" / "debian-12", "0.1.0")  # where `invoke image` puts it
+    default = load_config(project_copy).project.box.default_platform
+    make_box(project_copy / "dist" / default, "0.1.0")  # where `invoke image` puts it
     result = run_invoke(project_copy, "publish")
     assert result.returncode == 0, result.stdout + result.stderr
     catalog = project_copy / "dist" / "catalog"  # goldbox.toml: catalog.location

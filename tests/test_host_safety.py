@@ -21,6 +21,7 @@ from goldbox.manifest import read_manifest
 from tests.conftest import run_invoke
 
 INVOKE = str(Path(sys.executable).parent / "invoke")
+DEFAULT = load_config().project.box.default_platform  # what `invoke image` builds
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts, chattr)")
 
 # Runs the real `_install_box` of goldbox/image.py on a project copy, from a box that
@@ -56,7 +57,7 @@ def _previous_box(project: Path) -> Path:
     ctx.dist.mkdir(parents=True)
     ctx.box.write_bytes(b"the previous box\n")
     ctx.manifest.write_text(json.dumps({
-        "box_name": "goldbox-flask", "version": "0.1.0", "platform": "debian-12",
+        "box_name": "goldbox-flask", "version": "0.1.0", "platform": DEFAULT,
         "provider": "libvirt", "box_file": ctx.box_file, "box_sha256": "0" * 64,
         "box_size": 17, "created": "2026-01-01T00:00:00Z"}) + "\n")
     return ctx.dist
@@ -97,7 +98,7 @@ def test_a_full_disk_under_dist_is_one_line_and_keeps_the_previous_box(project_c
         (line,) = result.stderr.splitlines()
         assert line.startswith("goldbox: error: phase 'box' failed")
         assert "No space left on device" in line
-        assert sorted(p.name for p in dist_root.iterdir()) == ["debian-12"], \
+        assert sorted(p.name for p in dist_root.iterdir()) == [DEFAULT], \
             "no partial dist folder may be left"
         assert (dist / "goldbox-flask-0.1.0-libvirt.box").read_bytes() == b"the previous box\n"
         assert read_manifest(dist / "manifest.json").box_size == 17
@@ -118,7 +119,7 @@ def test_a_second_image_run_on_one_checkout_is_refused_in_one_line(project_copy)
         assert second.returncode == 1
         (line,) = second.stderr.splitlines()
         assert line == (f"goldbox: error: another `invoke image` (pid {first.pid}) is building "
-                        f"debian-12 in this checkout ({project_copy}/build/debian-12/image.lock "
+                        f"{DEFAULT} in this checkout ({project_copy}/build/{DEFAULT}/image.lock "
                         "is locked): wait for it or stop it")
         assert second.stdout == ""
     finally:
@@ -174,7 +175,7 @@ def test_a_corrupt_accel_probe_file_is_probed_again(tmp_path, monkeypatch, capsy
 
 @needs_root
 def test_an_unwritable_lock_file_is_one_line(project_copy):
-    lock = project_copy / "build" / "debian-12" / "image.lock"
+    lock = project_copy / "build" / DEFAULT / "image.lock"
     lock.parent.mkdir(parents=True)
     lock.touch()
     if subprocess.run(["chattr", "+i", lock], capture_output=True).returncode != 0:

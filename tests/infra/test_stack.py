@@ -124,3 +124,16 @@ def test_guest_listens_on_tcp_only_for_ssh_and_http(host, plan):
              if address.startswith("tcp")}
     assert http in ports
     assert ports <= allowed, f"listening on TCP {sorted(ports - allowed)} besides SSH and HTTP"
+
+
+@pytest.mark.live
+def test_root_filesystem_fills_its_disk(host):
+    """The box's root partition and ext4 grow to the VM's disk at boot (a VM given a
+    bigger disk than the box's gets the space)."""
+    part = host.check_output("findmnt --noheadings --output SOURCE --mountpoint /")
+    disk = host.check_output(f"lsblk --noheadings --nodeps --output PKNAME {part}")
+    disk_bytes = int(host.check_output(f"lsblk --bytes --noheadings --nodeps --output SIZE "
+                                       f"/dev/{disk}"))
+    fs_bytes = int(host.check_output("df --block-size=1 --output=size / | tail -n 1"))
+    # ext4's own metadata and the 1 MiB before the partition take a few percent.
+    assert fs_bytes >= 0.9 * disk_bytes, (part, fs_bytes, disk, disk_bytes)
