@@ -296,3 +296,29 @@ def catalog_token(c, action, name, catalog=None):
         raise GoldboxError(f"catalog-token {action}: expected add or revoke")
     reload_if_serving(directory, config.build_dir,
                       progress=lambda line: print(line, file=sys.stderr))
+
+
+@task(help={"catalog": "catalog directory or http(s) base URL (default: catalog.location)",
+            "box": "only this box (an HTTP catalog cannot be listed: default box.name)",
+            "token": "read token for a private HTTP catalog (default: $VAGRANT_CLOUD_TOKEN)"})
+@reports_errors
+def catalog_check(c, catalog=None, box=None, token=None):
+    """Check a catalog as Vagrant will read it; one line per problem, non-zero if any.
+
+    Semver versions in Vagrant's order, lowercase checksum types, every box's sha256
+    (downloaded again over HTTP), one entry per (provider, architecture), box names,
+    metadata.json served as application/json, no dangling files or entries."""
+    import os
+
+    from goldbox.catalog import catalog_location, is_url
+    from goldbox.catalog.check import check_catalog
+
+    config = load_config(ROOT)
+    where = catalog_location(catalog, config)
+    report = check_catalog(where, box or (config.project.box.name if is_url(where) else None),
+                           token or os.environ.get("VAGRANT_CLOUD_TOKEN"))
+    for problem in report.problems:
+        print(problem)
+    if report.problems:
+        raise GoldboxError(f"catalog-check {where}: {len(report.problems)} problem(s)")
+    print(f"catalog-check {where}: {report.checked_boxes} box(es), no problem")

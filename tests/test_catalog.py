@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import requests
 
 from goldbox import PROJECT_ROOT
 from goldbox.catalog import (
@@ -28,6 +27,7 @@ from goldbox.catalog import (
 )
 from goldbox.errors import GoldboxError
 from tests.boxes import BOX_NAME, make_box
+from tests.catalog_fixtures import installed, serving, vagrant
 from tests.conftest import run_invoke
 
 QUIET = lambda line: None  # noqa: E731
@@ -318,35 +318,10 @@ def test_prune_also_sweeps_a_killed_publish(catalog, boxes_dir):
 # ---- the real Vagrant client -----------------------------------------------------------
 
 
-def vagrant(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "VAGRANT_HOME": str(home), "VAGRANT_CHECKPOINT_DISABLE": "1"}
-    result = subprocess.run(["vagrant", *args], cwd=home.parent, env=env, capture_output=True,
-                            text=True, timeout=300, check=False)
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
-def installed(home: Path) -> list[str]:
-    return vagrant(home, "box", "list").stdout.strip().splitlines()
-
-
 @pytest.fixture
 def served_catalog(project_copy, catalog):
-    """`invoke catalog-serve` on a free port of 127.0.0.1; yields its base URL."""
-    invoke = Path(sys.executable).parent / "invoke"
-    server = subprocess.Popen(
-        [str(invoke), "catalog-serve", "--catalog", str(catalog), "--port", "0"],
-        cwd=project_copy, env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        first = server.stdout.readline()
-        assert first.startswith(f"serving {catalog} at http://127.0.0.1:"), first
-        yield first.split(" at ")[1].split()[0]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        server.stdout.close()
+    with serving(project_copy, catalog) as base:
+        yield base
 
 
 @pytest.mark.parametrize("transport", ["file", "http"])

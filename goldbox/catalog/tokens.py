@@ -61,7 +61,7 @@ def add_token(catalog_dir: Path, name: str, progress: Progress = print) -> str:
         if name in tokens:
             raise GoldboxError(f"{tokens_path(catalog_dir)}: {name} already has a token; "
                                f"revoke it first to issue a new one")
-        tokens[name] = secrets.token_urlsafe(32)
+        tokens[name] = secrets.token_urlsafe(24)  # 192 bits, 32 characters
         _save(catalog_dir, tokens)
     return tokens[name]
 
