@@ -123,22 +123,53 @@ def up(c, platform=None):
     boot(config, config.platform(platform))
 
 
-@task(help={"platform": "platform name (default: box.default_platform)"})
+@task(help={"platform": "platform name (default: box.default_platform)",
+            "from-catalog": "URL[@VERSION]: a catalog channel's metadata.json; add the box "
+                            "through it with stock Vagrant, boot, check, destroy",
+            "catalog": "with --from-catalog: the catalog directory to record the pass in "
+                       "(default: catalog.location)"})
 @reports_errors
-def verify(c, platform=None):
+def verify(c, platform=None, from_catalog=None, catalog=None):
     """Check the running VM: testinfra suite, HTTP "Hello!", static files, hygiene.
 
-    Prints a pass/fail table; exits non-zero if any check fails."""
+    Prints a pass/fail table; exits non-zero if any check fails. With --from-catalog,
+    checks what teammates get instead: a private VAGRANT_HOME adds the box through the
+    catalog URL (VAGRANT_CLOUD_TOKEN / VAGRANT_SERVER_URL apply), boots it in
+    build/from-catalog/, runs the same checks, destroys it, and records the pass for the
+    version's sha256 (which `invoke release` requires with catalog.require_verified)."""
     from goldbox.verify import format_results
     from goldbox.verify import verify as check
 
     config = load_config(ROOT)
     started = time.monotonic()
-    results = check(config, config.platform(platform))
+    chosen = config.platform(platform)
+    if from_catalog:
+        candidate, results = _verify_from_catalog(config, chosen, from_catalog)
+    else:
+        results = check(config, chosen)
     print(format_results(results, time.monotonic() - started))
     failed = [result.check for result in results if not result.ok]
     if failed:
         raise GoldboxError(f"verify: {len(failed)} check(s) failed: {', '.join(failed)}")
+    if from_catalog:
+        from goldbox.catalog import catalog_directory, record_verified
+
+        record_verified(catalog_directory(catalog, config), candidate.box, candidate.version,
+                        candidate.sha256)
+
+
+def _verify_from_catalog(config, platform, target):
+    from goldbox import accel
+    from goldbox.catalog.trial import parse_target, try_from_catalog
+    from goldbox.verify import run_suite
+    from goldbox.vm import Built
+
+    def suite(ssh_config, manifest, box, plan):
+        return run_suite(config, platform, ssh_config, Built(box, manifest, plan))
+
+    return try_from_catalog(config, platform, parse_target(target),
+                            config.build_dir / "from-catalog" / platform.name, suite,
+                            libvirt_driver=accel.detect(config.cache_dir).libvirt_driver)
 
 
 @task(help={"platform": "platform name (default: box.default_platform)"})

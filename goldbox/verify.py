@@ -154,6 +154,13 @@ def verify(config: Config, platform: Platform) -> list[Result]:
     require_running(config, platform)
     ssh_config = write_ssh_config(config, platform)
     print(f"ssh config: {ssh_config}")
+    return run_suite(config, platform, ssh_config, built)
+
+
+def run_suite(config: Config, platform: Platform, ssh_config: Path,
+              built: Built) -> list[Result]:
+    """Every check, on the VM that `ssh_config` reaches, booted from `built`'s box (also
+    used by `invoke verify --from-catalog`)."""
     results = run_infra_suite(ssh_config, built.plan)
     results += check_http(config)
     results += check_first_boot(ssh_config, built, platform)
