@@ -56,8 +56,9 @@ def doctor(c):
     packer, vagrant + vagrant-libvirt, qemu, a reachable libvirt daemon, hardware
     acceleration (probed by booting a kernel; TCG otherwise), debootstrap, disk space."""
     from goldbox.doctor import format_checks, run_checks
+    from goldbox.pool import pool_check
 
-    checks = run_checks(load_config(ROOT).cache_dir)
+    checks = run_checks(load_config(ROOT).cache_dir) + [pool_check()]
     print(format_checks(checks))
     failed = [check.name for check in checks if check.required and not check.ok]
     if failed:
@@ -172,14 +173,25 @@ def _verify_from_catalog(config, platform, target):
                             libvirt_driver=accel.detect(config.cache_dir).libvirt_driver)
 
 
-@task(help={"platform": "platform name (default: box.default_platform)"})
+@task(help={"platform": "platform name (default: box.default_platform)",
+            "purge": "also remove the box version from Vagrant and every libvirt pool "
+                     "volume of box versions no longer installed"})
 @reports_errors
-def destroy(c, platform=None):
-    """Remove the VM and Vagrant's state for it (the box stays installed)."""
+def destroy(c, platform=None, purge=False):
+    """Remove the VM and Vagrant's state for it (the box stays installed).
+
+    --purge also removes this project's box version from Vagrant and deletes the images
+    vagrant-libvirt keeps in its pool for box versions no longer installed."""
     from goldbox.vm import destroy as remove
 
     config = load_config(ROOT)
     remove(config, config.platform(platform))
+    if purge:
+        from goldbox.pool import purge as purge_volumes
+        from goldbox.pool import remove_box
+
+        remove_box(config.project.box.name, config.project.box.version)
+        purge_volumes()
 
 
 @task(help={"platform": "platform whose box to publish (default: box.default_platform)",
@@ -232,13 +244,18 @@ def boxes(c, catalog=None, box=None):
 def prune(c, keep=0, catalog=None, box=None):
     """Remove a box's older versions from a catalog: metadata entries and box files.
 
-    Also deletes the files of versions revoked more than catalog.revoke_grace_hours ago."""
+    Also deletes the files of versions revoked more than catalog.revoke_grace_hours ago
+    and, where libvirt answers, the pool volumes of box versions no longer installed."""
     from goldbox.catalog import catalog_directory
     from goldbox.catalog import prune as prune_versions
 
     config = load_config(ROOT)
     prune_versions(catalog_directory(catalog, config), box or config.project.box.name, keep,
                    grace_hours=config.project.catalog.revoke_grace_hours)
+    from goldbox.pool import libvirt_reachable, purge
+
+    if libvirt_reachable():  # a catalog host may have no libvirt at all
+        purge()
 
 
 @task(help={"catalog": "catalog directory (default: catalog.location)",
