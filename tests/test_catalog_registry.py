@@ -199,6 +199,10 @@ def test_tokens_per_teammate_with_vagrant_add_outdated_update(project_copy, cata
         refused = vagrant(homes["bob"], "box", "update", "--box", BOX_NAME, env=query,
                           check=False)
         assert refused.returncode != 0 and "401" in refused.stderr, refused.stderr
+        outdated = vagrant(homes["bob"], "box", "outdated", "--global", env=query,
+                           check=False)
+        assert (f"* '{BOX_NAME}' for 'libvirt': Error loading metadata: The requested URL "
+                f"returned error: 401") in outdated.stdout + outdated.stderr
         outdated = vagrant(homes["alice"], "box", "outdated", "--global", env=header).stdout
         assert "(v0.2.0) is up to date" in outdated
 
