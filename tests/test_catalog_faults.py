@@ -146,3 +146,23 @@ def test_a_lock_file_the_publisher_cannot_open_is_one_line(shared_catalog):
                     f"file: Permission denied (every publisher needs write access to it)")
     assert sorted(p.name for p in catalog.iterdir()) == [LOCK_FILE]
     assert not (catalog / BOX_NAME / STATE_FILE).exists()
+
+
+def test_a_disk_that_fills_after_the_copy_takes_the_new_box_back(small_disk, tmp_path,
+                                                                   project_copy):
+    catalog = small_disk / "catalog"
+    catalog.mkdir()
+    publish(make_box(tmp_path / "small", "1.0.0"), catalog, release=True, progress=QUIET)
+    new = make_box(tmp_path / "new", "1.1.0")
+    box_size = json.loads(new.read_text())["box_size"]
+    # Leave room for the box's pages and not one more: the copy lands, the state cannot.
+    stats = os.statvfs(small_disk)
+    page = stats.f_frsize
+    filler_size = stats.f_bavail * page - (box_size + page - 1) // page * page
+    (catalog / "filler").write_bytes(b"\0" * filler_size)
+    before = _files(catalog)
+    result = run_invoke(project_copy, "publish", "--release", "--manifest", str(new),
+                        "--catalog", str(catalog))
+    line = _one_line_error(result)
+    assert f"{catalog / BOX_NAME / STATE_FILE}: cannot write: No space left on device" in line
+    assert _files(catalog) == before  # the copied box was taken back, metadata unchanged

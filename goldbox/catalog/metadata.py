@@ -147,9 +147,13 @@ def save_state(box_dir: Path, state: dict) -> None:
     """Write the state, then each channel's metadata.json from it (each by a rename).
     Interrupted in between, the channels still list only files that exist: the next
     locked operation renders them again from the state."""
+    write_state(box_dir, state)
+    render_channels(box_dir, state)
+
+
+def write_state(box_dir: Path, state: dict) -> None:
     state["versions"].sort(key=lambda v: semver_key(v["version"]))
     write_file_atomically(box_dir / STATE_FILE, _json(state))
-    render_channels(box_dir, state)
 
 
 def render_channels(box_dir: Path, state: dict) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import grp
 import hashlib
 import os
 import pwd
@@ -114,13 +115,7 @@ def _worker_user(catalog_dir: Path) -> str | None:
     if os.geteuid() != 0:
         return None
     stat = catalog_dir.stat()
-    return f"{pwd.getpwuid(stat.st_uid).pw_name} {_group_name(stat.st_gid)}"
-
-
-def _group_name(gid: int) -> str:
-    import grp
-
-    return grp.getgrgid(gid).gr_name
+    return f"{pwd.getpwuid(stat.st_uid).pw_name} {grp.getgrgid(stat.st_gid).gr_name}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -148,6 +143,11 @@ def _nginx_failure(what: str, result: subprocess.CompletedProcess | str) -> Gold
     return GoldboxError(f"nginx {what}: {detail.strip()}")
 
 
+def _stop_on_sigterm(signum, frame) -> None:
+    """`kill` of catalog-serve stops nginx as Ctrl-C does (see serve's finally)."""
+    raise KeyboardInterrupt
+
+
 def _die_with_parent() -> None:
     """In the child: the kernel sends SIGTERM to nginx when goldbox dies, however it dies."""
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -169,8 +169,7 @@ def serve(catalog_dir: Path, build_dir: Path, port: int = 8099,
         raise _nginx_failure(f"-t {runtime.conf}", checked)
     nginx = subprocess.Popen(runtime.nginx(), preexec_fn=_die_with_parent,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(
-        KeyboardInterrupt))
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         _wait_listening(nginx, port)
         url = f"http://127.0.0.1:{port}/"

@@ -39,6 +39,7 @@ from goldbox.catalog.metadata import (
     read_manifest,
     render_channels,
     save_state,
+    write_state,
 )
 from goldbox.catalog.store import (
     Progress,
@@ -212,7 +213,13 @@ def publish(manifest_path: Path, catalog_dir: Path, *, base_url: str | None = No
         if description is not None:
             state["description"] = description
         state = {"name": box, "description": state.get("description", ""), **state}
-        save_state(box_dir, state)
+        try:
+            write_state(box_dir, state)
+        except GoldboxError:
+            if file_name != old_file:  # nothing names the new copy: take it back
+                remove_file(box_path)
+            raise
+        render_channels(box_dir, state)
         progress(f"wrote {box_dir / 'metadata.json'}")
         published_manifest = json.dumps({**manifest, "box_file": file_name}, indent=2,
                                         sort_keys=True) + "\n"
