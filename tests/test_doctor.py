@@ -10,7 +10,7 @@ from goldbox import PROJECT_ROOT
 from tests.conftest import run_invoke
 
 CHECKS = ["packer", "vagrant", "vagrant-libvirt", "qemu-system-x86_64", "qemu-img",
-          "libvirt daemon", "acceleration", "debootstrap", "free disk"]
+          "libvirt daemon", "acceleration", "debootstrap", "free disk", "libvirt pool default"]
 
 
 def _rows(stdout: str) -> dict[str, str]:
