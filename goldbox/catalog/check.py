@@ -45,7 +45,10 @@ class _Directory:
 
     def read(self, relative: str) -> bytes | None:
         path = self.root / relative
-        return path.read_bytes() if path.is_file() else None
+        try:
+            return path.read_bytes() if path.is_file() else None
+        except OSError as exc:
+            raise GoldboxError(f"{path}: cannot read: {exc.strerror}") from None
 
     def content_type(self, relative: str) -> str | None:
         return None  # a directory has no headers; served, check its URL

@@ -125,8 +125,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _render_runtime(catalog_dir: Path, runtime: Runtime, port: int) -> None:
-    for sub in ("tmp", "logs"):
-        (runtime.directory / sub).mkdir(parents=True, exist_ok=True)
+    try:
+        (runtime.directory / "tmp").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GoldboxError(f"{runtime.directory}: cannot create: {exc.strerror}") from None
     site = render_site(catalog_dir, f"127.0.0.1:{port}",
                        access_log=str(runtime.directory / "access.log"))
     write_file_atomically(runtime.site, site.encode(), mode=0o600)
