@@ -12,6 +12,7 @@ import hashlib
 import os
 import pwd
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from goldbox.catalog.layout import require_catalog_dir
 from goldbox.catalog.store import Progress, write_file_atomically
 from goldbox.catalog.tokens import load_tokens
 from goldbox.errors import GoldboxError
+from goldbox.vm import port_is_free
 
 SITE_FILE = "goldbox-catalog.conf"
 _TEMPLATES = Path(__file__).parent / "templates"
@@ -164,7 +166,12 @@ def serve(catalog_dir: Path, build_dir: Path, port: int = 8099,
         raise GoldboxError(f"catalog {catalog_dir}: already served by nginx pid {pid} "
                            f"(port {runtime.port_file.read_text().strip()})")
     port = port or free_port()
+    if not port_is_free(port):
+        raise GoldboxError(f"catalog-serve: port {port} on 127.0.0.1 is busy: pass --port "
+                           f"with a free one (0: any) or set catalog.serve_port")
     _render_runtime(catalog_dir, runtime, port)
+    if shutil.which("nginx") is None:
+        raise GoldboxError("catalog-serve: nginx not found on PATH: apt-get install nginx")
     checked = subprocess.run(runtime.nginx("-t", "-q"), capture_output=True, text=True,
                              check=False)
     if checked.returncode != 0:
