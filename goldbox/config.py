@@ -134,6 +134,14 @@ class CatalogSection(Strict):
     # Where the published directory is served; metadata.json's box URLs start with it.
     # Unset: file:// URLs of the directory. `invoke publish --base-url` overrides it.
     base_url: Annotated[str, AfterValidator(_http_url)] | None = None
+    # A revoked version is hidden at once; its files stay this long for clients
+    # mid-download, then the next publish, prune or revoke deletes them.
+    revoke_grace_hours: Annotated[float, Field(ge=0)] = 24
+    # `invoke release` refuses a version that `invoke verify --from-catalog` has not
+    # passed for the sha256 it would release.
+    require_verified: bool = False
+    # 127.0.0.1 port of `invoke catalog-serve`.
+    serve_port: Port = 8099
 
 
 class CacheSection(Strict):

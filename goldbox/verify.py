@@ -205,9 +205,16 @@ def verify(config: Config, platform: Platform) -> list[Result]:
     built = built_box(config, platform)
     require_running(config, platform)
     with ssh_session(config, platform) as ssh_config:
-        results = run_infra_suite(ssh_config, built.plan)
-        results += check_http(config)
-        results += check_first_boot(ssh_config, built, platform)
+        return run_suite(config, platform, ssh_config, built)
+
+
+def run_suite(config: Config, platform: Platform, ssh_config: Path,
+              built: Built) -> list[Result]:
+    """Every check, on the VM that `ssh_config` reaches, booted from `built`'s box (also
+    used by `invoke verify --from-catalog`)."""
+    results = run_infra_suite(ssh_config, built.plan)
+    results += check_http(config)
+    results += check_first_boot(ssh_config, built, platform)
     results += check_box_contents(built.box, config.cache_dir / BOX_CHECKS)
     return results
 

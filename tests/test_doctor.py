@@ -10,7 +10,8 @@ from goldbox import PROJECT_ROOT, libvirtd
 from tests.conftest import run_invoke
 
 CHECKS = ["packer", "vagrant", "vagrant-libvirt", "qemu-system-x86_64", "qemu-img",
-          "libvirt daemon", "/dev/kvm permissions", "acceleration", "debootstrap", "free disk"]
+          "libvirt daemon", "/dev/kvm permissions", "acceleration", "debootstrap", "free disk",
+          "libvirt pool default"]
 
 
 def _rows(stdout: str) -> dict[str, str]:
