@@ -60,7 +60,8 @@ def test_verify_from_catalog_flow(passes, project_copy, tmp_path, monkeypatch):
         seen, removed, run = {}, [], Recorder()
 
         def suite(ssh_config, manifest, box, plan):
-            seen.update(ssh=ssh_config.read_text(), manifest=manifest, box=box, plan=plan)
+            seen.update(ssh=ssh_config.read_text(), manifest=manifest, box=box, plan=plan,
+                        box_was_there=box.is_file())
             return [Result("infra: everything", passes, "")]
 
         work = tmp_path / "work"
@@ -78,7 +79,8 @@ def test_verify_from_catalog_flow(passes, project_copy, tmp_path, monkeypatch):
     assert removed == [(BOX_NAME, "0.1.0")]
     assert 'config.vm.box_version = "0.1.0"' in (work / "Vagrantfile").read_text()
     assert seen["ssh"].startswith("Host default") and seen["manifest"]["version"] == "0.1.0"
-    assert seen["plan"] == work / "plan.json" and seen["box"].is_file()
+    assert seen["plan"] == work / "plan.json" and seen["box"].parent == work
+    assert seen["box_was_there"] and not seen["box"].exists()  # gone after the suite
 
     if passes:  # what the task does after a pass
         from goldbox.catalog import record_verified

@@ -189,6 +189,7 @@ def try_from_catalog(config: Config, platform: Platform, target: Target, work: P
         ssh_config.write_text(run(["ssh-config"], work, env))
         results = check(ssh_config, manifest, box, rendered.plan)
     finally:
+        box.unlink(missing_ok=True)  # a copy for the suite only
         run(["destroy", "--force"], work, env)
         run(["box", "remove", candidate.box, "--box-version", candidate.version,
              "--provider", PROVIDER, "--force"], work, env)
