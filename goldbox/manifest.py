@@ -38,25 +38,48 @@ class Manifest(BaseModel):
         return json.dumps(self.model_dump(exclude_none=True), indent=2, sort_keys=True) + "\n"
 
 
-def read_manifest(path: Path) -> Manifest:
-    """The manifest at `path`, or one GoldboxError naming the file and what is wrong."""
+# What a malformed key should have been, in the words of the error message.
+EXPECTED = {
+    "box_name": "lowercase letters, digits, '.', '_' or '-'",
+    "version": "a semantic version MAJOR.MINOR.PATCH, e.g. 1.2.0",
+    "provider": "a Vagrant provider name such as libvirt",
+    "box_file": "a .box file name beside the manifest",
+    "box_sha256": "64 lowercase hex characters",
+}
+
+
+def parse_manifest(text: str, label: str) -> Manifest:
+    """A manifest from its JSON text, or one GoldboxError naming `label`, the key, its
+    value and what was expected."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GoldboxError(f"{path}: no such manifest (build the box with `invoke image`)"
-                           ) from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise GoldboxError(f"{path}: not a readable JSON manifest ({exc})") from None
+        data = json.loads(text)
+    except ValueError as exc:
+        raise GoldboxError(f"{label}: not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise GoldboxError(f"{path}: expected a JSON object, found {type(data).__name__}")
+        raise GoldboxError(f"{label}: expected a JSON object, found {type(data).__name__}")
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         key = ".".join(str(part) for part in error["loc"])
-        raise GoldboxError(f"{path}: {key}: {error['msg']}"
-                           + (f" (found {error['input']!r})" if error["type"] != "missing"
-                              else "")) from None
+        if error["type"] == "missing":
+            raise GoldboxError(f"{label}: missing key {key!r}") from None
+        expected = EXPECTED.get(key, error["msg"].removeprefix("Value error, "))
+        raise GoldboxError(f"{label}: {key} = {error['input']!r}: expected {expected}"
+                           ) from None
+
+
+def read_manifest(path: Path) -> Manifest:
+    """The manifest at `path` (the one loader: image, up/verify and the catalog use it),
+    or one GoldboxError naming the file and what is wrong."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GoldboxError(f"{path}: no such manifest (build the box with `invoke image`, "
+                           "or pass --manifest PATH)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GoldboxError(f"{path}: cannot read it: {exc}") from None
+    return parse_manifest(text, str(path))
 
 
 def write_manifest(path: Path, manifest: Manifest) -> None:

@@ -148,10 +148,15 @@ def test_a_corrupt_manifest_in_dist_is_one_line_naming_it(project_copy):
     dist = _previous_box(project_copy)
     (dist / "manifest.json").write_text('{"box_name": "goldbox-flask", "version": ')
     line = _one_line_error(run_invoke(project_copy, "up"))
-    assert f"{dist / 'manifest.json'}: not a readable JSON manifest" in line
+    assert f"{dist / 'manifest.json'}: not valid JSON" in line
     (dist / "manifest.json").write_text('{"box_name": "goldbox-flask"}')
     line = _one_line_error(run_invoke(project_copy, "up"))
-    assert f"{dist / 'manifest.json'}: version: Field required" in line
+    assert f"{dist / 'manifest.json'}: missing key 'version'" in line
+    (dist / "manifest.json").write_text((dist / "manifest.json").read_text().replace(
+        '"goldbox-flask"}', '"Gold Box", "version": "1"}'))
+    line = _one_line_error(run_invoke(project_copy, "up"))
+    assert (f"{dist / 'manifest.json'}: box_name = 'Gold Box': expected lowercase letters, "
+            "digits") in line
 
 
 @pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),

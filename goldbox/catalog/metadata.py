@@ -9,7 +9,6 @@ then go). A catalog written before states existed reads as all versions released
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from goldbox.catalog.layout import (
@@ -20,8 +19,8 @@ from goldbox.catalog.layout import (
     semver_key,
 )
 from goldbox.catalog.store import write_file_atomically
-from goldbox.config import NAME, SEMVER, SHA256
-from goldbox.errors import GoldboxError
+from goldbox.config import SEMVER
+from goldbox.manifest import read_manifest as load_manifest
 
 CANDIDATE, RELEASED, REVOKED = "candidate", "released", "revoked"
 STATES = (CANDIDATE, RELEASED, REVOKED)
@@ -30,31 +29,13 @@ CHANNELS = {"stable": (RELEASED,), "candidate": (CANDIDATE, RELEASED)}
 
 
 def read_manifest(path: Path) -> dict:
-    """The manifest `invoke image` wrote, checked for what publishing needs."""
-    if not path.is_file():
-        raise GoldboxError(f"{path}: no such manifest (build the box with `invoke image`, "
-                           f"or pass --manifest PATH)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise invalid(str(path), f"not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict):
-        raise invalid(str(path), "expected a JSON object")
-    checks = {
-        "box_name": (NAME, "lowercase letters, digits, '.', '_' or '-'"),
-        "version": (SEMVER, "a semantic version MAJOR.MINOR.PATCH, e.g. 1.2.0"),
-        "provider": (NAME, "a Vagrant provider name such as libvirt"),
-        "box_file": (re.compile(r"^[^/]+\.box$"), "a .box file name beside the manifest"),
-        "box_sha256": (SHA256, "64 lowercase hex characters"),
-    }
-    for key, (pattern, expected) in checks.items():
-        value = manifest.get(key)
-        if not isinstance(value, str) or not pattern.match(value):
-            raise invalid(str(path), f"{key} = {value!r}: expected {expected}")
-    if not (path.parent / manifest["box_file"]).is_file():
-        raise invalid(str(path), f"box_file = {manifest['box_file']!r}: no such file "
+    """The manifest `invoke image` wrote (goldbox.manifest's one loader), with its box
+    beside it: what publishing needs."""
+    manifest = load_manifest(path)
+    if not (path.parent / manifest.box_file).is_file():
+        raise invalid(str(path), f"box_file = {manifest.box_file!r}: no such file "
                                  f"beside the manifest")
-    return manifest
+    return manifest.model_dump(exclude_none=True)
 
 
 def parse_metadata(text: str, label: str) -> dict:

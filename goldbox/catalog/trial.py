@@ -10,7 +10,6 @@ is tested without booting; a real run needs libvirt (see tests/harness.py)."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -25,6 +24,7 @@ from goldbox.catalog.layout import is_url, semver_key
 from goldbox.catalog.metadata import parse_metadata
 from goldbox.config import SEMVER, Config, Platform
 from goldbox.errors import GoldboxError
+from goldbox.manifest import parse_manifest
 
 PROVIDER = "libvirt"
 Run = Callable[[list[str], Path, dict[str, str]], str]
@@ -130,12 +130,9 @@ def read_published_manifest(candidate: Candidate) -> dict:
     url = candidate.manifest_url
     try:
         text = _get(url).text if is_url(url) else _local_path(url).read_text()
-        manifest = json.loads(text)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise GoldboxError(f"{url}: cannot read the published manifest: {exc}") from None
-    if not isinstance(manifest, dict) or "created" not in manifest:
-        raise GoldboxError(f"{url}: expected the manifest `invoke publish` wrote")
-    return manifest
+    return parse_manifest(text, url).model_dump(exclude_none=True)
 
 
 def trial_config(config: Config, candidate: Candidate) -> Config:
