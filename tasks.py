@@ -47,16 +47,20 @@ def reports_errors(body):
 @task(help={"platform": "platform name from platforms/ (default: box.default_platform)"})
 @reports_errors
 def render(c, platform=None):
-    """Render a platform's templates into build/<platform>/.
+    """Render a platform's templates into build/<platform>/, as `invoke image` would.
 
     Writes the Packer template, the answer file (ISO platforms), the Vagrantfile,
-    plan.json for provision/, and the nginx and uWSGI configs."""
-    from goldbox.render import render_platform
+    plan.json for provision/, and the nginx and uWSGI configs, with this host's packer
+    version and accelerator and the natively built bundle the last `invoke image`
+    recorded; where the result still differs from what image would build, it says so."""
+    from goldbox.image import render_as_image_would
 
     config = load_config(ROOT)
-    rendered = render_platform(config, config.platform(platform))
+    rendered, differences = render_as_image_would(config, config.platform(platform))
     for path in rendered.files():
         print(path.relative_to(config.root))
+    for difference in differences:
+        print(f"note: {difference}")
 
 
 @task

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -271,6 +272,7 @@ def _build_image(ctx: Context, force: bool) -> ImageResult:
         options = RenderOptions(packer_version=packer_version(),
                                 libvirt_driver=acceleration.libvirt_driver, prebuilt=prebuilt)
         rendered = render_platform(config, platform, ctx.build, options)
+        _record_prebuilt(ctx, prebuilt)
         stage = golden_stage(ctx.root, config.app_dir, ctx.stage, ctx.wheelhouse,
                              rendered.plan, extra)
         system = (_system_identity(ctx, rendered, base)
@@ -364,6 +366,61 @@ def _install_box(ctx: Context, digest: str, phases: Phases) -> Manifest:
     finally:
         remove_tree(partial)
     return manifest
+
+
+PREBUILT_RECORD = "prebuilt.json"
+
+
+def _native_inputs(ctx: Context) -> str:
+    """A hash over what the native build's results depend on (the bundle's identity and
+    the app's requirements), to tell whether a recorded result still holds."""
+    from goldbox.bundle import ReleaseChroot, bundle_identity
+
+    platform, source = ctx.platform, ctx.platform.source
+    if not isinstance(source, DebootstrapSource):
+        return ""
+    release = ReleaseChroot(suite=source.suite, mirror=source.mirror,
+                            packages=tuple(platform.packages.build))
+    return hashlib.sha256(json.dumps({
+        "bundle": bundle_identity(platform=platform.name, release=release,
+                                  python_version=platform.python.version,
+                                  tarball_sha256=platform.python.sha256,
+                                  configure_flags=list(platform.python.configure_flags)),
+        "requirements": sha256_file(ctx.config.app_dir / platform.python.requirements),
+    }, sort_keys=True).encode()).hexdigest()
+
+
+def _record_prebuilt(ctx: Context, prebuilt: Prebuilt) -> None:
+    write_atomically(ctx.build / PREBUILT_RECORD, json.dumps(
+        {"inputs": _native_inputs(ctx), "prebuilt": dataclasses.asdict(prebuilt)},
+        indent=2, sort_keys=True) + "\n")
+
+
+def render_as_image_would(config: Config, platform: Platform) -> tuple[Rendered, list[str]]:
+    """`invoke render`: the same options `invoke image` renders with (this host's packer
+    version and accelerator, and the natively built bundle and wheels its last run
+    recorded for these inputs); returns what was rendered and, plainly, where it still
+    differs from what `invoke image` would build."""
+    ctx = Context(config, platform)
+    prebuilt, differences = Prebuilt(), []
+    if platform.python.native_bundle:
+        try:
+            record = json.loads((ctx.build / PREBUILT_RECORD).read_text())
+            if record["inputs"] != _native_inputs(ctx):
+                raise ValueError("stale")
+            recorded = record["prebuilt"]
+            prebuilt = Prebuilt(
+                python_bundle=StagedFile(**recorded["python_bundle"]),
+                wheels=[StagedFile(**wheel) for wheel in recorded["wheels"]])
+        except (OSError, ValueError, KeyError, TypeError):
+            differences.append(
+                "plan.json names no prebuilt CPython bundle or uWSGI wheel: `invoke image` "
+                "compiles them natively first and puts their sha256 in the plan (run it, "
+                "then render again for its exact plan)")
+    options = RenderOptions(packer_version=packer_version(),
+                            libvirt_driver=accel.detect(config.cache_dir).libvirt_driver,
+                            prebuilt=prebuilt)
+    return render_platform(config, platform, ctx.build, options), differences
 
 
 def _base_disk_phase(ctx: Context, phases: Phases) -> Entry:

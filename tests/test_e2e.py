@@ -190,6 +190,11 @@ def test_image_up_verify_destroy_and_rebuild(libvirt_netns, vagrant_home, projec
     assert box.stat().st_size == manifest["box_size"]
     assert manifest["components"]["cpython"] == PLATFORM.python.version
     assert {"nginx", "uwsgi", "flask", "packer"} <= set(manifest["components"])
+    # `invoke render` renders what image built: the plan baked into the box, byte for byte.
+    render, _ = run([INVOKE, "render", *ON_12])
+    assert render.returncode == 0 and "note:" not in render.stdout, render.stdout
+    assert (CONFIG.build_dir / "debian-12" / "plan.json").read_bytes() == \
+        (CONFIG.dist_dir / "debian-12" / "plan.json").read_bytes()
 
     try:
         up, figures["up"] = run([INVOKE, "up", *ON_12], netns=libvirt_netns, env=vagrant_home)
