@@ -6,6 +6,7 @@ Run `invoke --list` for the tasks and `invoke --help TASK` for a task's options.
 from __future__ import annotations
 
 import functools
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,22 +14,32 @@ from pathlib import Path
 from invoke import Exit, task
 
 from goldbox.config import load_config
-from goldbox.errors import GoldboxError
+from goldbox.errors import GoldboxError, describe_os_error
 
 # The project is the folder holding this tasks.py: goldbox.toml, platforms/, app/, templates.
 ROOT = Path(__file__).resolve().parent
 
 
 def reports_errors(body):
-    """Turn a GoldboxError into one line on stderr and exit status 1, without a traceback."""
+    """Turn every failure a user can act on into one line on stderr and exit status 1,
+    without a traceback: goldbox's own errors, and the host's (a full disk, a file it
+    may not write, a command that failed) naming the file or command."""
 
     @functools.wraps(body)
     def wrapper(c, *args, **kwargs):
         try:
             return body(c, *args, **kwargs)
         except GoldboxError as exc:
-            print(f"goldbox: error: {exc}", file=sys.stderr)
-            raise Exit(code=1) from None
+            message = str(exc)
+        except OSError as exc:
+            message = describe_os_error(exc)
+        except subprocess.CalledProcessError as exc:
+            message = f"`{subprocess.list2cmdline(map(str, exc.cmd))}` exited with code " \
+                      f"{exc.returncode}"
+        except KeyboardInterrupt:
+            message = "interrupted"
+        print(f"goldbox: error: {message}", file=sys.stderr)
+        raise Exit(code=1)
 
     return wrapper
 
@@ -36,16 +47,20 @@ def reports_errors(body):
 @task(help={"platform": "platform name from platforms/ (default: box.default_platform)"})
 @reports_errors
 def render(c, platform=None):
-    """Render a platform's templates into build/<platform>/.
+    """Render a platform's templates into build/<platform>/, as `invoke image` would.
 
     Writes the Packer template, the answer file (ISO platforms), the Vagrantfile,
-    plan.json for provision/, and the nginx and uWSGI configs."""
-    from goldbox.render import render_platform
+    plan.json for provision/, and the nginx and uWSGI configs, with this host's packer
+    version and accelerator and the natively built bundle the last `invoke image`
+    recorded; where the result still differs from what image would build, it says so."""
+    from goldbox.image import render_as_image_would
 
     config = load_config(ROOT)
-    rendered = render_platform(config, config.platform(platform))
+    rendered, differences = render_as_image_would(config, config.platform(platform))
     for path in rendered.files():
         print(path.relative_to(config.root))
+    for difference in differences:
+        print(f"note: {difference}")
 
 
 @task
@@ -56,8 +71,9 @@ def doctor(c):
     packer, vagrant + vagrant-libvirt, qemu, a reachable libvirt daemon, hardware
     acceleration (probed by booting a kernel; TCG otherwise), debootstrap, disk space."""
     from goldbox.doctor import format_checks, run_checks
+    from goldbox.pool import pool_check
 
-    checks = run_checks(load_config(ROOT).cache_dir)
+    checks = run_checks(load_config(ROOT).cache_dir) + [pool_check()]
     print(format_checks(checks))
     failed = [check.name for check in checks if check.required and not check.ok]
     if failed:
@@ -90,7 +106,8 @@ def artifacts(c, platform=None, import_=None):
     if import_:
         print(f"imported: {image.import_artifact(config, chosen, Path(import_))}")
         return
-    print(f"tarball: {image.ensure_tarball(config, chosen)}")
+    tarball, served_by = image.ensure_tarball(config, chosen)
+    print(f"tarball: {tarball} (from {served_by})")
     wheelhouse = config.build_dir / chosen.name / "work" / "wheelhouse"
     files = image.prepare_wheelhouse(config, chosen, wheelhouse, log=None)
     print(f"wheelhouse: {wheelhouse} ({len(files)} files)")
@@ -123,32 +140,74 @@ def up(c, platform=None):
     boot(config, config.platform(platform))
 
 
-@task(help={"platform": "platform name (default: box.default_platform)"})
+@task(help={"platform": "platform name (default: box.default_platform)",
+            "from-catalog": "URL[@VERSION]: a catalog channel's metadata.json; add the box "
+                            "through it with stock Vagrant, boot, check, destroy",
+            "catalog": "with --from-catalog: the catalog directory to record the pass in "
+                       "(default: catalog.location)"})
 @reports_errors
-def verify(c, platform=None):
+def verify(c, platform=None, from_catalog=None, catalog=None):
     """Check the running VM: testinfra suite, HTTP "Hello!", static files, hygiene.
 
-    Prints a pass/fail table; exits non-zero if any check fails."""
+    Prints a pass/fail table; exits non-zero if any check fails. With --from-catalog,
+    checks what teammates get instead: a private VAGRANT_HOME adds the box through the
+    catalog URL (VAGRANT_CLOUD_TOKEN / VAGRANT_SERVER_URL apply), boots it in
+    build/from-catalog/, runs the same checks, destroys it, and records the pass for the
+    version's sha256 (which `invoke release` requires with catalog.require_verified)."""
     from goldbox.verify import format_results
     from goldbox.verify import verify as check
 
     config = load_config(ROOT)
     started = time.monotonic()
-    results = check(config, config.platform(platform))
+    chosen = config.platform(platform)
+    if from_catalog:
+        candidate, results = _verify_from_catalog(config, chosen, from_catalog)
+    else:
+        results = check(config, chosen)
     print(format_results(results, time.monotonic() - started))
     failed = [result.check for result in results if not result.ok]
     if failed:
         raise GoldboxError(f"verify: {len(failed)} check(s) failed: {', '.join(failed)}")
+    if from_catalog:
+        from goldbox.catalog import catalog_directory, record_verified
+
+        record_verified(catalog_directory(catalog, config), candidate.box, candidate.version,
+                        candidate.sha256)
 
 
-@task(help={"platform": "platform name (default: box.default_platform)"})
+def _verify_from_catalog(config, platform, target):
+    from goldbox import accel
+    from goldbox.catalog.trial import parse_target, try_from_catalog
+    from goldbox.verify import run_suite
+    from goldbox.vm import Built
+
+    def suite(ssh_config, manifest, box, plan):
+        return run_suite(config, platform, ssh_config, Built(box, manifest, plan))
+
+    return try_from_catalog(config, platform, parse_target(target),
+                            config.build_dir / "from-catalog" / platform.name, suite,
+                            libvirt_driver=accel.detect(config.cache_dir).libvirt_driver)
+
+
+@task(help={"platform": "platform name (default: box.default_platform)",
+            "purge": "also remove the box version from Vagrant and every libvirt pool "
+                     "volume of box versions no longer installed"})
 @reports_errors
-def destroy(c, platform=None):
-    """Remove the VM and Vagrant's state for it (the box stays installed)."""
+def destroy(c, platform=None, purge=False):
+    """Remove the VM and Vagrant's state for it (the box stays installed).
+
+    --purge also removes this project's box version from Vagrant and deletes the images
+    vagrant-libvirt keeps in its pool for box versions no longer installed."""
     from goldbox.vm import destroy as remove
 
     config = load_config(ROOT)
     remove(config, config.platform(platform))
+    if purge:
+        from goldbox.pool import purge as purge_volumes
+        from goldbox.pool import remove_box
+
+        remove_box(config.project.box.name, config.project.box.version)
+        purge_volumes()
 
 
 @task(help={"platform": "platform whose box to publish (default: box.default_platform)",
@@ -157,22 +216,28 @@ def destroy(c, platform=None):
             "base-url": "URL the catalog directory is served under; metadata.json's box "
                         "URLs use it (default: catalog.base_url, else file:// URLs of "
                         "the directory)",
-            "force": "replace a version + provider that is already published"})
+            "force": "replace a version + provider that is already published",
+            "release": "release it at once (skip the candidate stage)"})
 @reports_errors
-def publish(c, platform=None, manifest=None, catalog=None, base_url=None, force=False):
-    """Publish the built box and its manifest to a versioned Vagrant box catalog.
+def publish(c, platform=None, manifest=None, catalog=None, base_url=None, force=False,
+            release=False):
+    """Publish the built box to a versioned Vagrant box catalog, as a candidate.
 
-    Writes <catalog>/<box>/<version>/<provider>/ and adds the version to
-    <catalog>/<box>/metadata.json; teammates then run
-    `vagrant box add <catalog URL>/<box>/metadata.json` and later `vagrant box update`."""
+    Writes <catalog>/<box>/<version>/<provider>/ and lists the version on the candidate
+    channel (<catalog>/<box>/channels/candidate/metadata.json); `invoke release VERSION`
+    then puts it in <catalog>/<box>/metadata.json, the URL teammates `vagrant box add`."""
     from goldbox import catalog as boxes
 
     config = load_config(ROOT)
     manifest_path = (Path(manifest) if manifest else
                      config.dist_dir / config.platform(platform).name / "manifest.json")
+    if release and config.project.catalog.require_verified:
+        raise GoldboxError("publish --release: catalog.require_verified is set; publish, "
+                           "run `invoke verify --from-catalog`, then `invoke release`")
     boxes.publish(manifest_path, boxes.catalog_directory(catalog, config),
                   base_url=base_url or config.project.catalog.base_url,
-                  description=config.project.box.description, force=force)
+                  description=config.project.box.description, force=force, release=release,
+                  grace_hours=config.project.catalog.revoke_grace_hours)
 
 
 @task(help={"catalog": "catalog directory or http(s) base URL (default: catalog.location)",
@@ -193,21 +258,181 @@ def boxes(c, catalog=None, box=None):
             "box": "box name (default: box.name in goldbox.toml)"})
 @reports_errors
 def prune(c, keep=0, catalog=None, box=None):
-    """Remove a box's older versions from a catalog: metadata entries and box files."""
+    """Remove a box's older versions from a catalog: metadata entries and box files.
+
+    Also deletes the files of versions revoked more than catalog.revoke_grace_hours ago
+    and, where libvirt answers, the pool volumes of box versions no longer installed."""
     from goldbox.catalog import catalog_directory
     from goldbox.catalog import prune as prune_versions
 
     config = load_config(ROOT)
-    prune_versions(catalog_directory(catalog, config), box or config.project.box.name, keep)
+    prune_versions(catalog_directory(catalog, config), box or config.project.box.name, keep,
+                   grace_hours=config.project.catalog.revoke_grace_hours)
+    from goldbox.pool import libvirt_reachable, purge
+
+    if libvirt_reachable():  # a catalog host may have no libvirt at all
+        purge()
 
 
 @task(help={"catalog": "catalog directory (default: catalog.location)",
-            "port": "TCP port on 127.0.0.1 (0: any free port)"})
+            "port": "TCP port on 127.0.0.1 (default: catalog.serve_port; 0: any free port)",
+            "render-only": "write the nginx site for another host's nginx into this folder "
+                           "instead of serving",
+            "listen": "with --render-only: nginx's listen value (default: 80)",
+            "server-name": "with --render-only: nginx's server_name (default: _)"})
 @reports_errors
-def catalog_serve(c, catalog=None, port=8099):
-    """Serve a catalog directory over HTTP on 127.0.0.1 (a quick team or test setup).
+def catalog_serve(c, catalog=None, port=None, render_only=None, listen="80", server_name="_"):
+    """Serve a catalog directory with nginx on 127.0.0.1, or render its nginx site.
 
-    For a lasting setup put the directory on any static web host or object store."""
-    from goldbox.catalog import catalog_directory, serve
+    A private nginx (config, pid, logs under build/catalog-serve/) serves metadata.json
+    as application/json and boxes with range requests, never dot files or unfinished
+    uploads, and checks teammates' tokens when the catalog has any (catalog-token).
+    --render-only DIR writes DIR/goldbox-catalog.conf to include in any host's nginx."""
+    from goldbox.catalog import catalog_directory
+    from goldbox.catalog.serve import serve, write_site
 
-    serve(catalog_directory(catalog, load_config(ROOT)), port)
+    config = load_config(ROOT)
+    directory = catalog_directory(catalog, config)
+    if render_only:
+        site = write_site(directory, Path(render_only), listen, server_name)
+        print(f"wrote {site}: include it in nginx's http {{}} block, then `nginx -s reload`")
+        return
+    serve(directory, config.build_dir,
+          config.project.catalog.serve_port if port is None else int(port))
+
+
+@task(help={"prune": "evict entries the current config does not use (by age and size)",
+            "older-than": "with --prune: evict entries unused for more than this many days",
+            "max-size": "with --prune: then evict the least recently used down to this "
+                        "many GiB"})
+@reports_errors
+def cache(c, prune=False, older_than=None, max_size=None):
+    """List the build cache: kind, size, age, last use and what each entry was made from.
+
+    Sweeps leftovers of interrupted runs first (as `invoke image` does).
+    The cache (cache.dir in goldbox.toml, or GOLDBOX_CACHE) holds downloads, rootfs
+    tarballs, CPython bundles, base disks and system images. With --prune, entries that
+    the last `invoke image` of each platform here used, or that were used in the last
+    hour, are kept; the rest go when older than --older-than days (default 30) or while
+    the cache is larger than --max-size GiB."""
+    from goldbox.cache import Cache
+    from goldbox.cache_task import format_entries, prune_cache
+
+    config = load_config(ROOT)
+    for leftover in Cache(config.cache_dir).sweep():
+        print(f"swept a leftover of an interrupted run: {leftover}")
+    if prune:
+        evicted = prune_cache(config, older_than_days=float(older_than or 30),
+                              max_gib=float(max_size) if max_size is not None else None)
+        print(f"evicted {len(evicted)} entries" + "".join(f"\n  {line}" for line in evicted))
+    print(format_entries(config))
+
+
+@task(help={"version": "a CPython release, e.g. 3.13.15, or a series, e.g. 3.13 (its newest "
+                       "release a verified source serves)",
+            "platform": "platform name (default: box.default_platform)"})
+@reports_errors
+def pin_python(c, version, platform=None):
+    """Pin a platform's CPython to another release: find it, verify it, rewrite the file.
+
+    The sha256 comes from python.org's published digest or, where python.org is not
+    reachable, from the Debian archive's signed index (InRelease, checked with gpgv ->
+    Sources.xz -> the orig tarball's Checksums-Sha256). The tarball is downloaded and
+    checked into the cache, the app's requirements must resolve for the new Python, then
+    platforms/<platform>.toml gets the new python.version, url and sha256 (comments kept)."""
+    from goldbox.pin import pin_python as pin
+
+    config = load_config(ROOT)
+    chosen = config.platform(platform)
+    pinned = pin(config, chosen, version)
+    print(f"platforms/{chosen.name}.toml: CPython {pinned.release.version}, sha256 vouched "
+          f"by {pinned.release.voucher}, served by {pinned.served_by} ({pinned.tarball})")
+    for change in pinned.changes or ["nothing changed: already pinned"]:
+        print(f"  {change}")
+
+
+@task(help={"version": "the version to release",
+            "catalog": "catalog directory (default: catalog.location)",
+            "box": "box name (default: box.name)"})
+@reports_errors
+def release(c, version, catalog=None, box=None):
+    """Release a published candidate: list it in <catalog>/<box>/metadata.json.
+
+    With catalog.require_verified, the version's box must have passed
+    `invoke verify --from-catalog` for its exact sha256."""
+    from goldbox.catalog import catalog_directory
+    from goldbox.catalog import release as release_version
+
+    config = load_config(ROOT)
+    release_version(catalog_directory(catalog, config), box or config.project.box.name,
+                    version, require_verified=config.project.catalog.require_verified)
+
+
+@task(help={"version": "the version to revoke",
+            "catalog": "catalog directory (default: catalog.location)",
+            "box": "box name (default: box.name)"})
+@reports_errors
+def revoke(c, version, catalog=None, box=None):
+    """Revoke a version: hidden from every channel at once, files deleted later.
+
+    Its files stay catalog.revoke_grace_hours (for downloads under way); the next
+    publish, prune or revoke after that deletes them."""
+    from goldbox.catalog import catalog_directory
+    from goldbox.catalog import revoke as revoke_version
+
+    config = load_config(ROOT)
+    revoke_version(catalog_directory(catalog, config), box or config.project.box.name,
+                   version, grace_hours=config.project.catalog.revoke_grace_hours)
+
+
+@task(help={"action": "add or revoke",
+            "name": "the teammate the token is for",
+            "catalog": "catalog directory (default: catalog.location)"})
+@reports_errors
+def catalog_token(c, action, name, catalog=None):
+    """Add (prints the new token) or revoke a teammate's read token for a catalog.
+
+    The first token makes the catalog private: nginx answers 401 without a valid one.
+    A running `invoke catalog-serve` is reloaded; a site rendered with --render-only
+    must be rendered again and its nginx reloaded."""
+    from goldbox.catalog import catalog_directory
+    from goldbox.catalog.serve import reload_if_serving
+    from goldbox.catalog.tokens import add_token, revoke_token
+
+    config = load_config(ROOT)
+    directory = catalog_directory(catalog, config)
+    if action == "add":
+        print(add_token(directory, name))
+    elif action == "revoke":
+        revoke_token(directory, name)
+        print(f"revoked {name}'s token", file=sys.stderr)
+    else:
+        raise GoldboxError(f"catalog-token {action}: expected add or revoke")
+    reload_if_serving(directory, config.build_dir,
+                      progress=lambda line: print(line, file=sys.stderr))
+
+
+@task(help={"catalog": "catalog directory or http(s) base URL (default: catalog.location)",
+            "box": "only this box (an HTTP catalog cannot be listed: default box.name)",
+            "token": "read token for a private HTTP catalog (default: $VAGRANT_CLOUD_TOKEN)"})
+@reports_errors
+def catalog_check(c, catalog=None, box=None, token=None):
+    """Check a catalog as Vagrant will read it; one line per problem, non-zero if any.
+
+    Semver versions in Vagrant's order, lowercase checksum types, every box's sha256
+    (downloaded again over HTTP), one entry per (provider, architecture), box names,
+    metadata.json served as application/json, no dangling files or entries."""
+    import os
+
+    from goldbox.catalog import catalog_location, is_url
+    from goldbox.catalog.check import check_catalog
+
+    config = load_config(ROOT)
+    where = catalog_location(catalog, config)
+    report = check_catalog(where, box or (config.project.box.name if is_url(where) else None),
+                           token or os.environ.get("VAGRANT_CLOUD_TOKEN"))
+    for problem in report.problems:
+        print(problem)
+    if report.problems:
+        raise GoldboxError(f"catalog-check {where}: {len(report.problems)} problem(s)")
+    print(f"catalog-check {where}: {report.checked_boxes} box(es), no problem")

@@ -25,7 +25,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from goldbox.artifacts import ArtifactCache  # noqa: E402
 from goldbox.config import load_config  # noqa: E402
 from tests import harness  # noqa: E402
 
@@ -62,12 +61,8 @@ def main() -> None:
         subprocess.run(["git", "clone", "-q", "--local", str(ROOT), str(clone)], check=True)
         cache = config.cache_dir if args.warm_cache else work / "cache"
         env = {**os.environ, "GOLDBOX_CACHE": str(cache), "VAGRANT_HOME": str(work / "vagrant")}
-        tarball = ArtifactCache(config.cache_dir).ensure_from_debian_source(
-            package=f"python{'.'.join(platform.python.version.split('.')[:2])}",
-            suite="trixie", orig_name=f"python3.13_{platform.python.version}.orig.tar.xz",
-            sha256=platform.python.sha256, filename=f"Python-{platform.python.version}.tar.xz")
-        if not args.warm_cache:
-            ArtifactCache(cache).import_file(tarball, {platform.python.sha256: tarball.name})
+        # Nothing imported by hand: `invoke image` fetches the CPython tarball from a
+        # verified source (the Debian archive where python.org is not reachable).
         figures: dict[str, float] = {}
         image = [INVOKE, "image", "--platform", platform.name]
         figures["cold image"] = timed(image, clone, env)

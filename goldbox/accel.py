@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from goldbox.files import write_atomically
+
 PANIC = b"VFS: Unable to mount root fs"
 PROBE_SECONDS = 20
 
@@ -59,16 +61,16 @@ def detect(cache_dir: Path | None = None) -> Acceleration:
     key = f"{os.uname().release}|{kernel}|{kernel.stat().st_mtime_ns}"
     cache = cache_dir / "accel-probe.json" if cache_dir else None
     if cache and cache.is_file():
-        saved = json.loads(cache.read_text())
-        if saved.get("key") == key:
-            return Acceleration(saved["accelerator"], saved["reason"] + " (cached probe)")
+        try:
+            saved = json.loads(cache.read_text())
+            if saved.get("key") == key and saved["accelerator"] in ("kvm", "tcg"):
+                return Acceleration(saved["accelerator"], saved["reason"] + " (cached probe)")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            print(f"note: {cache} is unreadable or corrupt; probing again")
     ok, seconds = boots_with("kvm", kernel)
     result = (Acceleration("kvm", f"{kernel.name} booted under KVM in {seconds:.1f} s") if ok
               else Acceleration("tcg", f"{kernel.name} did not boot under KVM within "
                                 f"{PROBE_SECONDS} s (nested or unusable KVM)"))
     if cache:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": key, **vars(result)}))
-        tmp.replace(cache)
+        write_atomically(cache, json.dumps({"key": key, **vars(result)}) + "\n")
     return result

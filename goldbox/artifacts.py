@@ -1,17 +1,15 @@
 """goldbox's sha256-verified artifact cache, and the wheelhouse a guest installs from.
 
-A file enters `<cache>/artifacts/<sha256>/<filename>` only after its content has been
-hashed and matched the sha256 the platform declares, whether it was downloaded
-(`ensure`) or handed over by the user (`import_file`). The guest checks the sha256
+A file becomes a cache entry (kind "artifact", see goldbox/cache.py) only after its
+content has been hashed and matched the sha256 the platform declares, whether it was
+downloaded (`ensure`) or handed over by the user (`import_file`); its recorded sha256
+is checked again each time it is used. The guest checks the sha256
 again; the host never uses an unverified byte."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
-import json
-import os
 import shutil
 import sys
 import tempfile
@@ -21,81 +19,47 @@ from pathlib import Path
 import requests
 
 from goldbox import proc
+from goldbox.cache import Cache, as_cache
 from goldbox.errors import GoldboxError
+from goldbox.files import sha256_file
 
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 _CHUNK = 1 << 20
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def tree_sha256(root: Path) -> str:
-    """sha256 over every file below `root` (relative path and content), skipping Python
-    bytecode caches, which come and go with every run."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
-        if "__pycache__" in path.parts or path.suffix == ".pyc":
-            continue
-        digest.update(f"{path.relative_to(root)}\0{sha256_file(path)}\0".encode())
-    return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def cache_lock(lock_file: Path) -> Iterator[None]:
-    """Serialise builders of one cache entry (several test runs may share a cache)."""
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 class ArtifactCache:
-    """Verified files under `<cache_dir>/artifacts/<sha256>/<filename>`."""
+    """Verified files, each a cache entry of kind "artifact" identified by its sha256 and
+    the name it is staged under."""
 
-    def __init__(self, cache_dir: Path):
-        self.root = Path(cache_dir) / "artifacts"
+    def __init__(self, cache: Cache | Path):
+        self.cache = as_cache(cache)
 
-    def path(self, sha256: str, filename: str) -> Path:
-        """Where the artifact lives once cached (whether or not it is there yet)."""
-        return self.root / sha256.lower() / filename
+    @staticmethod
+    def _identity(sha256: str, filename: str) -> dict:
+        return {"sha256": sha256.lower(), "filename": filename}
 
     def cached(self, sha256: str, filename: str) -> Path | None:
         """The cached file if present and still intact, else None."""
-        path = self.path(sha256, filename)
-        if path.is_file() and sha256_file(path) == sha256.lower():
-            return path
-        return None
+        entry = self.cache.lookup("artifact", self._identity(sha256, filename))
+        return entry.file(filename) if entry else None
+
+    def _ensure(self, sha256: str, filename: str, fill, origin: str) -> Path:
+        def make(folder: Path) -> None:
+            actual = fill(folder / filename)
+            if actual != sha256.lower():
+                raise GoldboxError(f"{origin}: sha256 mismatch, expected {sha256.lower()}, "
+                                   f"got {actual}; the file was discarded")
+        entry = self.cache.ensure("artifact", self._identity(sha256, filename), make,
+                                  name=filename, summary=f"{filename} from {origin}")
+        return entry.file(filename)
 
     def ensure(self, url: str, sha256: str, filename: str) -> Path:
         """Return the cached artifact, downloading `url` first if needed.
 
-        The download streams to a temporary name and is renamed into place only when
-        its sha256 matches; on a mismatch nothing is kept and GoldboxError names the
-        URL with the expected and actual sha256."""
-        if found := self.cached(sha256, filename):
-            return found
-        final = self.path(sha256, filename)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        partial = final.with_name(f".{filename}.{os.getpid()}.partial")
-        try:
-            actual = _download(url, partial)
-            if actual != sha256.lower():
-                raise GoldboxError(
-                    f"{url}: sha256 mismatch, expected {sha256.lower()}, got {actual}; "
-                    "the download was discarded"
-                )
-            partial.rename(final)
-        finally:
-            partial.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                final.parent.rmdir()  # only succeeds if nothing was kept
-        return final
+        The download lands in the entry's partial folder and is kept only when its
+        sha256 matches; on a mismatch nothing is kept and GoldboxError names the URL
+        with the expected and actual sha256."""
+        return self._ensure(sha256, filename, lambda dest: _download(url, dest), url)
 
     def import_file(self, path: Path, known: Mapping[str, str]) -> Path:
         """Copy a local file into the cache if its sha256 is one of `known`
@@ -115,17 +79,12 @@ class ArtifactCache:
                 f"{path} has sha256 {actual}, which matches none of the platform's "
                 f"artifacts: {listed or 'none declared'}"
             )
-        final = self.path(actual, wanted[actual])
-        if self.cached(actual, final.name):
-            return final
-        final.parent.mkdir(parents=True, exist_ok=True)
-        partial = final.with_name(f".{final.name}.importing")
-        shutil.copyfile(path, partial)
-        if sha256_file(partial) != actual:  # changed while we copied it
-            partial.unlink()
-            raise GoldboxError(f"{path} changed while it was being imported; try again")
-        partial.rename(final)
-        return final
+
+        def copy(dest: Path) -> str:
+            shutil.copyfile(path, dest)
+            return sha256_file(dest)  # it may have changed while we copied it
+
+        return self._ensure(actual, wanted[actual], copy, str(path))
 
     def ensure_from_debian_source(self, *, package: str, suite: str, orig_name: str,
                                   sha256: str, filename: str,
@@ -201,18 +160,7 @@ def fetch_debian_source_tarball(dest_dir: Path, *, package: str, suite: str, ori
         return Path(shutil.move(downloaded, dest_dir / orig_name))
 
 
-def wheelhouse_key(requirements_file: Path, python_version: str,
-                   platform_tags: Sequence[str]) -> str:
-    identity = {
-        "format": 1,
-        "requirements_sha256": sha256_file(requirements_file),
-        "python_version": python_version,
-        "platform_tags": list(platform_tags),
-    }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-
-
-def build_wheelhouse(cache_dir: Path, requirements_file: Path, dest: Path, *,
+def build_wheelhouse(cache: Cache | Path, requirements_file: Path, dest: Path, *,
                      python_version: str, platform_tags: Sequence[str],
                      source_only: Sequence[str] = ("uwsgi",),
                      log: Path | None = None) -> list[Path]:
@@ -222,36 +170,32 @@ def build_wheelhouse(cache_dir: Path, requirements_file: Path, dest: Path, *,
 
     Wheels only, except for the packages in `source_only` (uWSGI publishes no
     wheels: its sdist is compiled natively on the host, see goldbox.bundle). Every
-    file is checked by pip against the requirement's hashes. The downloaded set is
-    cached under `<cache>/wheelhouse/<key>/`, key = sha256 of the requirements file,
-    python version and platform tags."""
+    file is checked by pip against the requirement's hashes. The downloaded set is a
+    cache entry of kind "wheelhouse" (requirements file, python version, tags)."""
     requirements_file = Path(requirements_file)
-    key = wheelhouse_key(requirements_file, python_version, platform_tags)
-    store = Path(cache_dir) / "wheelhouse"
-    cached = store / key
-    with cache_lock(store / f"{key}.lock"):
-        if not cached.is_dir():
-            partial = Path(tempfile.mkdtemp(prefix=f"{key}.partial-", dir=store))
-            try:
-                command = [
-                    sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
-                    "--disable-pip-version-check", "--only-binary=:all:",
-                    *(f"--no-binary={name}" for name in source_only),
-                    "--python-version", python_version,
-                    *(f"--platform={tag}" for tag in platform_tags),
-                    "--requirement", requirements_file.resolve(), "--dest", partial,
-                ]
-                proc.run(command, prefix="wheelhouse", log=log or store / f"{key}.log")
-                partial.rename(cached)
-            finally:
-                if partial.exists():
-                    shutil.rmtree(partial)
+    identity = {"requirements_sha256": sha256_file(requirements_file),
+                "python_version": python_version, "platform_tags": list(platform_tags),
+                "source_only": list(source_only)}
+
+    def make(folder: Path) -> None:
+        command = [
+            sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
+            "--disable-pip-version-check", "--only-binary=:all:",
+            *(f"--no-binary={name}" for name in source_only),
+            "--python-version", python_version,
+            *(f"--platform={tag}" for tag in platform_tags),
+            "--requirement", requirements_file.resolve(), "--dest", folder,
+        ]
+        proc.run(command, prefix="wheelhouse", log=log)
+
+    entry = as_cache(cache).ensure(
+        "wheelhouse", identity, make, name=requirements_file.name,
+        summary=f"{requirements_file.name} for CPython {python_version}")
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     placed = []
-    for source in sorted(cached.iterdir()):
-        target = dest / source.name
-        shutil.copyfile(source, target)
+    for name in sorted(entry.record["files"]):
+        target = dest / name
+        shutil.copyfile(entry.path / name, target)
         placed.append(target)
     return placed
-

@@ -11,70 +11,83 @@ at first boot), an empty /etc/machine-id, no resolv.conf of the build host."""
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
-import subprocess
-import tempfile
 import textwrap
 import uuid
 from pathlib import Path
 from typing import Any
 
 from goldbox import proc
-from goldbox.artifacts import cache_lock
+from goldbox.cache import Cache, Entry, as_cache, identity_key
 from goldbox.errors import GoldboxError
 from goldbox.keys import insecure_public_key
-from goldbox.rootfs import chroot_mounts, chroot_run, debootstrap_rootfs, remove_tree
+from goldbox.rootfs import chroot_run, debootstrap_rootfs
 
 # What the base needs to boot under qemu, get an address by DHCP and let Vagrant and
 # packer in; the platform adds its kernel package. rsync serves Vagrant's default
-# synced folder.
+# synced folder; growpart (cloud-guest-utils) and resize2fs (e2fsprogs) grow / at boot.
 BASE_PACKAGES = ["systemd-sysv", "openssh-server", "python3", "grub-pc", "sudo", "ifupdown",
-                 "isc-dhcp-client", "iproute2", "rsync"]
+                 "isc-dhcp-client", "iproute2", "rsync", "cloud-guest-utils", "e2fsprogs"]
 DISK_SIZE_GIB = 4
 HOSTNAME = "goldbox"
 KERNEL_ARGS = "console=tty0 console=ttyS0 net.ifnames=0"
 _PARTITION_OFFSET = 1 << 20  # the partition starts at sector 2048
 SSH_HOST_KEYS_DROPIN = "etc/systemd/system/ssh.service.d/goldbox-host-keys.conf"
+GROW_ROOT_UNIT = "goldbox-grow-root.service"
+# At every boot, before anything writes much: the root partition, then its ext4, take the
+# whole disk, so a VM given a bigger disk than the box's (vagrant-libvirt's
+# machine_virtual_size) gets the space. growpart exits 1 for "nothing to grow".
+GROW_ROOT_SCRIPT = textwrap.dedent("""\
+    #!/bin/sh
+    set -eu
+    part=$(findmnt --noheadings --output SOURCE --mountpoint /)
+    disk=/dev/$(lsblk --noheadings --nodeps --output PKNAME "$part")
+    number=$(cat "/sys/class/block/${part#/dev/}/partition")
+    growpart "$disk" "$number" || [ $? -eq 1 ]
+    resize2fs "$part"
+    """)
 
 
-def build_base_disk(cache_dir: Path, platform: Any, *, log: Path | None = None,
-                    size_gib: int = DISK_SIZE_GIB) -> Path:
-    """Return the cached base qcow2 of `platform` (a config.Platform whose source is
-    debootstrap: suite, mirror, kernel_package), building it first if needed.
-
-    The cache key covers the suite, mirror, packages, size, the Vagrant public key and
-    this module's own source (the recipe)."""
+def base_disk_identity(platform: Any, size_gib: int = DISK_SIZE_GIB) -> dict:
+    """What goes into the base disk of `platform`: suite, mirror, packages, size, the
+    Vagrant public key and this module's own source (the recipe)."""
     source = platform.source
-    packages = sorted({*BASE_PACKAGES, source.kernel_package})
-    public_key = insecure_public_key()
-    identity = {
+    return {
         "platform": platform.name, "suite": source.suite, "mirror": source.mirror,
-        "packages": packages, "size_gib": size_gib, "authorized_key": public_key,
+        "packages": sorted({*BASE_PACKAGES, source.kernel_package}), "size_gib": size_gib,
+        "authorized_key": insecure_public_key(),
         "recipe": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
     }
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    store = Path(cache_dir) / "basedisk"
-    disk = store / key / f"{platform.name}-base.qcow2"
-    with cache_lock(store / f"{key}.lock"):
-        if disk.is_file():
-            return disk
-        work = Path(tempfile.mkdtemp(prefix=f"{key}.build-", dir=store))
-        try:
-            root = debootstrap_rootfs(cache_dir, suite=source.suite, mirror=source.mirror,
-                                      packages=packages, dest=work / "rootfs", log=log)
-            # Stable across rebuilds of the same key; the guest mounts / by it.
+
+
+def build_base_disk(cache: Cache | Path, platform: Any, *, log: Path | None = None,
+                    size_gib: int = DISK_SIZE_GIB, check: str = "full") -> Entry:
+    """Return the cache entry of the base qcow2 of `platform` (a config.Platform whose
+    source is debootstrap: suite, mirror, kernel_package), building it first if needed.
+    `check="size"` trusts the recorded sha256 of a found entry (the no-change path)."""
+    cache = as_cache(cache)
+    identity = base_disk_identity(platform, size_gib)
+    name = f"{platform.name}-base.qcow2"
+
+    def make(folder: Path) -> None:
+        with cache.scratch("basedisk") as work:
+            root = debootstrap_rootfs(cache, suite=identity["suite"],
+                                      mirror=identity["mirror"],
+                                      packages=identity["packages"], dest=work / "rootfs",
+                                      log=log)
+            # Stable across rebuilds of the same identity; the guest mounts / by it.
+            key = identity_key("basedisk", identity)
             fs_uuid = str(uuid.UUID(bytes=bytes.fromhex(key[:32]), version=4))
-            configure_rootfs(root, fs_uuid=fs_uuid, authorized_key=public_key, log=log)
+            configure_rootfs(root, fs_uuid=fs_uuid, authorized_key=identity["authorized_key"],
+                             log=log)
             raw = work / "disk.raw"
             make_bootable_raw_disk(root, raw, fs_uuid=fs_uuid, size_gib=size_gib, log=log)
-            (work / "out").mkdir()
-            proc.run(["qemu-img", "convert", "-O", "qcow2", raw, work / "out" / disk.name],
+            proc.run(["qemu-img", "convert", "-O", "qcow2", raw, folder / name],
                      prefix="base disk", log=log)
-            (work / "out").rename(disk.parent)
-        finally:
-            remove_tree(work)
-    return disk
+
+    return cache.ensure("basedisk", identity, make, name=platform.name, check=check,
+                        summary=f"{platform.name} base disk ({identity['suite']}, "
+                                f"{size_gib} GiB)")
 
 
 def configure_rootfs(root: Path, *, fs_uuid: str, authorized_key: str,
@@ -111,6 +124,22 @@ def configure_rootfs(root: Path, *, fs_uuid: str, authorized_key: str,
             ExecStartPre=/usr/bin/ssh-keygen -A
             ExecStartPre=/usr/sbin/sshd -t
             """),
+        f"etc/systemd/system/{GROW_ROOT_UNIT}": textwrap.dedent("""\
+            [Unit]
+            Description=Grow the root partition and filesystem to the disk's size
+            DefaultDependencies=no
+            After=systemd-remount-fs.service
+            Before=local-fs.target shutdown.target
+            Conflicts=shutdown.target
+
+            [Service]
+            Type=oneshot
+            ExecStart=/usr/local/sbin/goldbox-grow-root
+
+            [Install]
+            WantedBy=local-fs.target
+            """),
+        "usr/local/sbin/goldbox-grow-root": GROW_ROOT_SCRIPT,
         "etc/sudoers.d/vagrant": "vagrant ALL=(ALL) NOPASSWD:ALL\n",
         # Refilled by systemd at first boot: every VM gets its own.
         "etc/machine-id": "",
@@ -120,6 +149,7 @@ def configure_rootfs(root: Path, *, fs_uuid: str, authorized_key: str,
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
     (root / "etc/sudoers.d/vagrant").chmod(0o440)
+    (root / "usr/local/sbin/goldbox-grow-root").chmod(0o755)
     _set_default_grub(root / "etc/default/grub",
                       {"GRUB_CMDLINE_LINUX": f'"{KERNEL_ARGS}"', "GRUB_TIMEOUT": "1"})
     (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
@@ -127,12 +157,12 @@ def configure_rootfs(root: Path, *, fs_uuid: str, authorized_key: str,
     for host_key in (root / "etc/ssh").glob("ssh_host_*"):
         host_key.unlink()
 
-    with chroot_mounts(root):
-        # `*`, not useradd's locked `!`: key logins only, and sshd accepts the account.
-        chroot_run(root, ["useradd", "--create-home", "--shell", "/bin/bash",
-                          "--password", "*", "vagrant"], prefix="base disk", log=log)
-        chroot_run(root, ["systemctl", "enable", "ssh.service"], prefix="base disk", log=log)
-        chroot_run(root, ["visudo", "-c"], prefix="base disk", log=log)
+    # `*`, not useradd's locked `!`: key logins only, and sshd accepts the account.
+    chroot_run(root, ["useradd", "--create-home", "--shell", "/bin/bash",
+                      "--password", "*", "vagrant"], prefix="base disk", log=log)
+    chroot_run(root, ["systemctl", "enable", "ssh.service", GROW_ROOT_UNIT],
+               prefix="base disk", log=log)
+    chroot_run(root, ["visudo", "-c"], prefix="base disk", log=log)
     ssh_dir = root / "home/vagrant/.ssh"
     ssh_dir.mkdir(mode=0o700)
     (ssh_dir / "authorized_keys").write_text(authorized_key + "\n")
@@ -149,8 +179,7 @@ def make_bootable_raw_disk(root: Path, raw: Path, *, fs_uuid: str, size_gib: int
     size = size_gib << 30
     with open(raw, "wb") as disk:
         disk.truncate(size)
-    subprocess.run(["sfdisk", "--quiet", raw], check=True, text=True,
-                   input="label: dos\nstart=2048, type=83, bootable\n")
+    proc.capture(["sfdisk", "--quiet", raw], input="label: dos\nstart=2048, type=83, bootable\n")
     proc.run(["mkfs.ext4", "-q", "-F", "-U", fs_uuid, "-L", "rootfs", "-d", root,
               "-E", f"offset={_PARTITION_OFFSET}", raw,
               f"{(size - _PARTITION_OFFSET) // 1024}k"], prefix="base disk", log=log)
@@ -165,9 +194,8 @@ def make_bootable_raw_disk(root: Path, raw: Path, *, fs_uuid: str, size_gib: int
                            "before the partition")
     # boot.img's first 440 bytes only: the partition table after them stays.
     for image, block_size, seek in ((grub_dir / "boot.img", 440, 0), (core, 512, 1)):
-        subprocess.run(["dd", f"if={image}", f"of={raw}", f"bs={block_size}", f"seek={seek}",
-                        *(["count=1"] if seek == 0 else []), "conv=notrunc", "status=none"],
-                       check=True)
+        proc.capture(["dd", f"if={image}", f"of={raw}", f"bs={block_size}", f"seek={seek}",
+                      *(["count=1"] if seek == 0 else []), "conv=notrunc", "status=none"])
 
 
 def _set_default_grub(path: Path, settings: dict[str, str]) -> None:

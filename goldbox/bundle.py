@@ -15,20 +15,20 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import json
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from goldbox import PROJECT_ROOT, proc
-from goldbox.artifacts import ArtifactCache, cache_lock, sha256_file, tree_sha256
+from goldbox.artifacts import ArtifactCache
+from goldbox.cache import Cache, as_cache
 from goldbox.errors import GoldboxError
-from goldbox.rootfs import chroot_mounts, chroot_run, debootstrap_rootfs, remove_tree
+from goldbox.files import remove_tree, sha256_file, tree_sha256
+from goldbox.rootfs import chroot_run, debootstrap_rootfs
 
-_CACHE_FORMAT = 3
+_RECIPE = 3
 STAGE = "/tmp/goldbox-stage"
 # Where provision's python step unpacks and builds the source: not part of the bundle.
 _PROVISION_SOURCE_DIR = "usr/local/src/goldbox-python"
@@ -72,10 +72,11 @@ def prefix_of(configure_flags: list[str]) -> str:
     return prefix
 
 
-def bundle_key(*, platform: str, release: ReleaseChroot, python_version: str,
-               tarball_sha256: str, configure_flags: list[str]) -> str:
-    identity = {
-        "format": _CACHE_FORMAT,
+def bundle_identity(*, platform: str, release: ReleaseChroot, python_version: str,
+                    tarball_sha256: str, configure_flags: list[str]) -> dict:
+    """What goes into a CPython bundle (its cache identity)."""
+    return {
+        "recipe": _RECIPE,
         "platform": platform,
         "suite": release.suite,
         "mirror": release.mirror,
@@ -86,94 +87,90 @@ def bundle_key(*, platform: str, release: ReleaseChroot, python_version: str,
         # provision's python step is the build recipe: a change to it rebuilds.
         "provision": tree_sha256(PROJECT_ROOT / "provision"),
     }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-def build_cpython_bundle(cache_dir: Path, *, platform: str, release: ReleaseChroot,
+def build_cpython_bundle(cache: Cache | Path, *, platform: str, release: ReleaseChroot,
                          python_version: str, tarball: Path, tarball_sha256: str,
                          configure_flags: list[str], log: Path | None = None) -> BuiltFile:
     """Return the cached bundle of CPython `python_version` for `platform`, building it
     first if needed: provision's python step (`./configure <flags>`, `make`, `make
     altinstall`) in a fresh chroot of `release`, from `tarball` (checked against
     `tarball_sha256` here and again by provision)."""
-    key = bundle_key(platform=platform, release=release, python_version=python_version,
-                     tarball_sha256=tarball_sha256, configure_flags=configure_flags)
-    store = Path(cache_dir) / "bundles" / key
-    bundle = store / f"cpython-{python_version}-{platform}.tar.gz"
-    with cache_lock(store.with_suffix(".lock")):
-        if not bundle.is_file():
-            _verify(tarball, tarball_sha256)
-            store.mkdir(parents=True, exist_ok=True)
-            with _scratch_rootfs(cache_dir, release, log) as root:
-                _compile_cpython(root, platform=platform, tarball=tarball,
-                                 tarball_sha256=tarball_sha256, python_version=python_version,
-                                 configure_flags=configure_flags, log=log)
-                prefix = prefix_of(configure_flags)
-                _prune(root / prefix.lstrip("/"), python_version)
-                _write_provenance(root / prefix.lstrip("/") / PROVENANCE, {
-                    "python_version": python_version,
-                    "tarball": tarball.name,
-                    "tarball_sha256": tarball_sha256,
-                    "configure_flags": configure_flags,
-                    "platform": platform,
-                    "built_in": f"debootstrap {release.suite} chroot",
-                    "built_with": "python3 -m provision plan.json --only python",
-                    "build_date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                    "pruned": [p.format(xy=_xy(python_version)) for p in _PRUNED],
-                })
-                partial = bundle.with_name(bundle.name + ".partial")
-                proc.run(["tar", "--numeric-owner", "-czf", partial, "-C", root,
-                          prefix.lstrip("/")], prefix="bundle", log=log)
-                partial.rename(bundle)
-    return BuiltFile(bundle, sha256_file(bundle))
+    cache = as_cache(cache)
+    identity = bundle_identity(platform=platform, release=release,
+                               python_version=python_version, tarball_sha256=tarball_sha256,
+                               configure_flags=configure_flags)
+    name = f"cpython-{python_version}-{platform}.tar.gz"
+
+    def make(folder: Path) -> None:
+        _verify(tarball, tarball_sha256)
+        with _scratch_rootfs(cache, release, log) as root:
+            _compile_cpython(root, platform=platform, tarball=tarball,
+                             tarball_sha256=tarball_sha256, python_version=python_version,
+                             configure_flags=configure_flags, log=log)
+            prefix = prefix_of(configure_flags)
+            _prune(root / prefix.lstrip("/"), python_version)
+            _write_provenance(root / prefix.lstrip("/") / PROVENANCE, {
+                "python_version": python_version,
+                "tarball": tarball.name,
+                "tarball_sha256": tarball_sha256,
+                "configure_flags": configure_flags,
+                "platform": platform,
+                "built_in": f"debootstrap {release.suite} chroot",
+                "built_with": "python3 -m provision plan.json --only python",
+                "build_date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "pruned": [p.format(xy=_xy(python_version)) for p in _PRUNED],
+            })
+            proc.run(["tar", "--numeric-owner", "-czf", folder / name, "-C", root,
+                      prefix.lstrip("/")], prefix="bundle", log=log)
+
+    entry = cache.ensure("bundle", identity, make, name=platform,
+                         summary=f"CPython {python_version} for {platform} ({release.suite})")
+    return BuiltFile(entry.file(name), entry.sha256(name))
 
 
-def build_native_wheel(cache_dir: Path, *, release: ReleaseChroot, bundle: BuiltFile,
+def build_native_wheel(cache: Cache | Path, *, release: ReleaseChroot, bundle: BuiltFile,
                        python_version: str, sdist: Path, sdist_sha256: str,
                        log: Path | None = None) -> BuiltFile:
     """Return a cached wheel compiled from `sdist` (e.g. uWSGI's) with the bundle's own
     CPython, in a chroot of `release` with the bundle unpacked: the guest then installs
     it without a compiler. The sdist is checked against `sdist_sha256` first."""
-    setuptools = ArtifactCache(cache_dir).ensure(*SETUPTOOLS)
-    identity = {"format": _CACHE_FORMAT, "bundle": bundle.sha256, "sdist": sdist_sha256,
+    cache = as_cache(cache)
+    setuptools = ArtifactCache(cache).ensure(*SETUPTOOLS)
+    identity = {"recipe": _RECIPE, "bundle": bundle.sha256, "sdist": sdist_sha256,
                 "setuptools": setuptools.name,
                 "packages": sorted(set(release.packages)), "suite": release.suite}
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    store = Path(cache_dir) / "native-wheels" / key
-    with cache_lock(store.with_suffix(".lock")):
-        wheels = sorted(store.glob("*.whl")) if store.is_dir() else []
-        if not wheels:
-            _verify(sdist, sdist_sha256)
-            with _scratch_rootfs(cache_dir, release, log) as root:
-                proc.run(["tar", "--numeric-owner", "-xzf", bundle.path, "-C", root],
-                         prefix="wheel", log=log)
-                stage = root / STAGE.lstrip("/")
-                (stage / "wheels").mkdir(parents=True)
-                for source in (sdist, setuptools):
-                    shutil.copyfile(source, stage / source.name)
-                # No network in the chroot: the build backend comes pinned from the
-                # host's verified cache, into a throwaway venv.
-                python = f"/usr/local/bin/python{_xy(python_version)}"
-                chroot_run(root, [python, "-m", "venv", "build-env"], prefix="wheel", log=log,
-                           cwd=STAGE)
-                chroot_run(root, ["build-env/bin/pip", "install", "--no-index", "--no-deps",
-                                  "--disable-pip-version-check", setuptools.name],
-                           prefix="wheel", log=log, cwd=STAGE)
-                chroot_run(root, ["build-env/bin/pip", "wheel", "--no-deps", "--no-index",
-                                  "--no-build-isolation", "--disable-pip-version-check",
-                                  "--wheel-dir", "wheels", sdist.name],
-                           prefix=f"wheel {sdist.name}", log=log, cwd=STAGE)
-                built = sorted((stage / "wheels").glob("*.whl"))
-                if len(built) != 1:
-                    raise GoldboxError(f"pip wheel {sdist.name} produced {len(built)} wheels, "
-                                       "expected 1")
-                partial = store.with_name(store.name + ".partial")
-                shutil.rmtree(partial, ignore_errors=True)
-                partial.mkdir(parents=True)
-                shutil.copyfile(built[0], partial / built[0].name)
-                partial.rename(store)
-            wheels = sorted(store.glob("*.whl"))
-    return BuiltFile(wheels[0], sha256_file(wheels[0]))
+
+    def make(folder: Path) -> None:
+        _verify(sdist, sdist_sha256)
+        with _scratch_rootfs(cache, release, log) as root:
+            proc.run(["tar", "--numeric-owner", "-xzf", bundle.path, "-C", root],
+                     prefix="wheel", log=log)
+            stage = root / STAGE.lstrip("/")
+            (stage / "wheels").mkdir(parents=True)
+            for source in (sdist, setuptools):
+                shutil.copyfile(source, stage / source.name)
+            # No network in the chroot: the build backend comes pinned from the host's
+            # verified cache, into a throwaway venv.
+            python = f"/usr/local/bin/python{_xy(python_version)}"
+            chroot_run(root, [python, "-m", "venv", "build-env"], prefix="wheel", log=log,
+                       cwd=STAGE)
+            chroot_run(root, ["build-env/bin/pip", "install", "--no-index", "--no-deps",
+                              "--disable-pip-version-check", setuptools.name],
+                       prefix="wheel", log=log, cwd=STAGE)
+            chroot_run(root, ["build-env/bin/pip", "wheel", "--no-deps", "--no-index",
+                              "--no-build-isolation", "--disable-pip-version-check",
+                              "--wheel-dir", "wheels", sdist.name],
+                       prefix=f"wheel {sdist.name}", log=log, cwd=STAGE)
+            built = sorted((stage / "wheels").glob("*.whl"))
+            if len(built) != 1:
+                raise GoldboxError(f"pip wheel {sdist.name} produced {len(built)} wheels, "
+                                   "expected 1")
+            shutil.copyfile(built[0], folder / built[0].name)
+
+    entry = cache.ensure("native-wheel", identity, make, name=sdist.name,
+                         summary=f"{sdist.name} for CPython {python_version} ({release.suite})")
+    return BuiltFile(entry.file(), entry.sha256())
 
 
 def _xy(python_version: str) -> str:
@@ -187,20 +184,13 @@ def _verify(path: Path, sha256: str) -> None:
 
 
 @contextlib.contextmanager
-def _scratch_rootfs(cache_dir: Path, release: ReleaseChroot,
-                    log: Path | None) -> Iterator[Path]:
-    """A fresh rootfs of `release`, with its chroot mounts, removed afterwards."""
-    work = Path(cache_dir) / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="chroot-", dir=work))
-    try:
-        debootstrap_rootfs(cache_dir, suite=release.suite, mirror=release.mirror,
-                           # provision runs on the release's own python3
-                           packages=[*release.packages, "python3"], dest=root, log=log)
-        with chroot_mounts(root):
-            yield root
-    finally:
-        remove_tree(root)
+def _scratch_rootfs(cache: Cache, release: ReleaseChroot, log: Path | None) -> Iterator[Path]:
+    """A fresh rootfs of `release` in a scratch folder, removed afterwards."""
+    with cache.scratch("chroot") as scratch:
+        yield debootstrap_rootfs(cache, suite=release.suite, mirror=release.mirror,
+                                 # provision runs on the release's own python3
+                                 packages=[*release.packages, "python3"],
+                                 dest=scratch / "root", log=log)
 
 
 def _compile_cpython(root: Path, *, platform: str, tarball: Path, tarball_sha256: str,

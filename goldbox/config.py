@@ -21,6 +21,9 @@ SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+# Paths and URLs are rendered unquoted into nginx's config, the systemd unit, the init
+# script and packer's inline shell: none of these may end a word, a directive or a command.
+UNSAFE_CHARACTERS = re.compile(r"[\s'\"`;$\\]")
 
 
 def _semver(value: str) -> str:
@@ -57,16 +60,23 @@ def _unix_name(value: str) -> str:
     return value
 
 
+def _renders_safely(value: str) -> str:
+    if UNSAFE_CHARACTERS.search(value):
+        raise ValueError("expected no whitespace, quotes, backticks, backslashes, ';' or '$' "
+                         "(it is rendered unquoted into configs and shell commands)")
+    return value
+
+
 def _absolute_path(value: str) -> str:
     if not value.startswith("/"):
         raise ValueError("expected an absolute path in the guest")
-    return value
+    return _renders_safely(value)
 
 
 def _url(value: str) -> str:
     if not re.match(r"^(https?|ftp|file)://\S+$", value):
         raise ValueError("expected an http(s)://, ftp:// or file:// URL")
-    return value
+    return _renders_safely(value)
 
 
 SemVer = Annotated[str, AfterValidator(_semver)]
@@ -100,7 +110,13 @@ class AppSection(Strict):
     uwsgi_processes: Annotated[int, Field(ge=1, le=64)] = 2
 
 
+UwsgiSocket = Literal["unix", "tcp"]
+
+
 class PortsSection(Strict):
+    # "unix": uWSGI listens on /run/goldbox-uwsgi/uwsgi.sock (0660, nginx's group) and on
+    # no TCP port; "tcp": the tutorial's 127.0.0.1:<uwsgi>, which any local user can reach.
+    uwsgi_socket: UwsgiSocket = "unix"
     uwsgi: Port = 8080
     guest_http: Port = 80
     host_http: Port = 8088
@@ -110,7 +126,7 @@ def _http_url(value: str) -> str:
     if not re.match(r"^https?://\S+$", value):
         raise ValueError("expected the http:// or https:// URL the catalog directory is "
                          "served under")
-    return value
+    return _renders_safely(value)
 
 
 class CatalogSection(Strict):
@@ -118,6 +134,14 @@ class CatalogSection(Strict):
     # Where the published directory is served; metadata.json's box URLs start with it.
     # Unset: file:// URLs of the directory. `invoke publish --base-url` overrides it.
     base_url: Annotated[str, AfterValidator(_http_url)] | None = None
+    # A revoked version is hidden at once; its files stay this long for clients
+    # mid-download, then the next publish, prune or revoke deletes them.
+    revoke_grace_hours: Annotated[float, Field(ge=0)] = 24
+    # `invoke release` refuses a version that `invoke verify --from-catalog` has not
+    # passed for the sha256 it would release.
+    require_verified: bool = False
+    # 127.0.0.1 port of `invoke catalog-serve`.
+    serve_port: Port = 8099
 
 
 class CacheSection(Strict):
@@ -165,6 +189,9 @@ class PythonSection(Strict):
     version: SemVer
     url: Url
     sha256: Sha256
+    # More places serving the same tarball, tried after python.org and the Debian archive
+    # (goldbox.sources); whatever serves it must match sha256.
+    mirrors: list[Url] = []
     configure_flags: list[str] = ["--prefix=/usr/local"]
     requirements: str  # relative to the app folder, pinned with hashes
     # Tools for the system Python (pip, setuptools, virtualenv) where it has no ensurepip.
@@ -222,6 +249,8 @@ class Platform(Strict):
     service_manager: Literal["systemd", "sysv"]
     guest_python: GuestPath
     builders: list[Literal["qemu", "virtualbox"]] = ["qemu"]
+    # Set: this platform serves uWSGI on this kind of socket, whatever ports.uwsgi_socket says.
+    uwsgi_socket: UwsgiSocket | None = None
     status: str
     source: Annotated[DebootstrapSource | IsoSource, Field(discriminator="kind")]
     python: PythonSection
@@ -230,6 +259,11 @@ class Platform(Strict):
     nginx: NginxSection
     firewall: FirewallSection = FirewallSection()
     selinux: SelinuxSection = SelinuxSection()
+
+
+def uwsgi_socket_of(project: ProjectConfig, platform: Platform) -> str:
+    """The platform's own `uwsgi_socket` if it sets one, else `ports.uwsgi_socket`."""
+    return platform.uwsgi_socket or project.ports.uwsgi_socket
 
 
 class Config(BaseModel):
@@ -249,6 +283,10 @@ class Config(BaseModel):
                 f"(known: {', '.join(sorted(self.platforms))})"
             )
         return self.platforms[name]
+
+    def uwsgi_socket(self, platform: Platform) -> str:
+        """The socket uWSGI listens on for `platform`: "unix" or "tcp"."""
+        return uwsgi_socket_of(self.project, platform)
 
     @property
     def app_dir(self) -> Path:
@@ -278,6 +316,11 @@ def _read_toml(path: Path, label: str) -> dict[str, Any]:
         raise GoldboxError(f"{label}: file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise GoldboxError(f"{label}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise GoldboxError(f"{label}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                           f"offset {exc.start}); TOML files must be UTF-8") from None
+    except OSError as exc:
+        raise GoldboxError(f"{label}: cannot read it: {exc.strerror}") from None
 
 
 def _models_at(model: type[BaseModel], loc: tuple) -> list[type[BaseModel]]:
@@ -372,4 +415,51 @@ def load_config(root: Path = PROJECT_ROOT, config_file: str = "goldbox.toml") ->
         if platform.python.tools_requirements:
             _require_file(app_dir / platform.python.tools_requirements, label,
                           "python.tools_requirements")
+    check_inputs(project, platforms, config_file)
     return Config(root=root, project=project, platforms=platforms)
+
+
+# ---- settings that contradict each other ----------------------------------------------
+
+SSH_PORT = 22  # the guest's sshd: packer and vagrant reach the guest through it
+# What builds a box from each source: the debootstrap base disk is a qcow2 image, which
+# only packer's qemu builder boots.
+BUILDERS_OF_SOURCE = {"debootstrap": {"qemu"}, "iso": {"qemu", "virtualbox"}}
+
+
+def check_inputs(project: ProjectConfig, platforms: dict[str, Platform],
+                 config_file: str = "goldbox.toml") -> None:
+    """Every rule that spans two settings, in one place: each valid alone, they
+    contradict each other. Stops at the first with one line naming both keys."""
+    ports = project.ports
+    guest_ports = {"ports.guest_http": ports.guest_http}
+    tcp = [name for name, p in platforms.items() if uwsgi_socket_of(project, p) == "tcp"]
+    if tcp:
+        guest_ports["ports.uwsgi"] = ports.uwsgi
+        if ports.uwsgi == ports.guest_http:
+            raise GoldboxError(
+                f"{config_file}: ports.uwsgi = {ports.uwsgi} and ports.guest_http = "
+                f"{ports.guest_http}: uWSGI (on TCP for {', '.join(sorted(tcp))}) and nginx "
+                "cannot listen on the same port in the guest")
+    for key, port in guest_ports.items():
+        if port == SSH_PORT:
+            raise GoldboxError(f"{config_file}: {key} = {port}: the guest's sshd listens there "
+                               "(packer and vagrant reach the guest through it)")
+    for platform in platforms.values():
+        label = f"platforms/{platform.name}.toml"
+        kind = platform.source.kind
+        if platform.python.native_bundle and kind != "debootstrap":
+            raise GoldboxError(
+                f"{label}: python.native_bundle = true and source.kind = {kind!r}: the native "
+                "build runs in a debootstrap chroot of the release; set native_bundle = false")
+        unusable = [b for b in platform.builders if b not in BUILDERS_OF_SOURCE[kind]]
+        if unusable:
+            raise GoldboxError(
+                f"{label}: builders = {list(platform.builders)} and source.kind = {kind!r}: "
+                f"{unusable[0]} cannot build from a {kind} source (usable: "
+                f"{', '.join(sorted(BUILDERS_OF_SOURCE[kind]))})")
+        if platform.service_manager == "sysv" and uwsgi_socket_of(project, platform) == "unix":
+            raise GoldboxError(
+                f"{label}: service_manager = 'sysv' and {config_file} ports.uwsgi_socket = "
+                "'unix': goldbox serves uWSGI on TCP under SysV init; set uwsgi_socket = "
+                f"'tcp' in {label}")

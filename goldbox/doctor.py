@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from goldbox import accel
+from goldbox import accel, proc
+from goldbox.errors import GoldboxError
 
 MIN_FREE_GIB = 15
 
@@ -24,8 +24,8 @@ class Check:
 
 def _version(argv: list[str], pattern: str) -> str | None:
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired):
+        out = proc.capture(argv, timeout=60, check=False)
+    except GoldboxError:  # not installed, or hung
         return None
     match = re.search(pattern, out.stdout + out.stderr)
     return match.group(1) if match else None
@@ -50,7 +50,12 @@ def check_vagrant_libvirt() -> Check:
 
 
 def check_libvirtd() -> Check:
-    hint = "apt-get install libvirt-daemon-system, then start libvirtd"
+    from goldbox.libvirtd import has_service_manager
+
+    hint = ("apt-get install libvirt-daemon-system, then `sudo systemctl start libvirtd`"
+            if has_service_manager() else
+            "apt-get install libvirt-daemon-system; no service manager runs here: "
+            "`invoke up` starts virtlogd and libvirtd itself")
     if shutil.which("virsh") is None:
         return Check("libvirt daemon", False, "virsh not found", hint)
     version = _version(["virsh", "-c", "qemu:///system", "version", "--daemon"],
@@ -66,6 +71,19 @@ def check_acceleration(cache_dir: Path) -> Check:
         return Check("acceleration", True, f"KVM works: {result.reason}")
     return Check("acceleration", False, f"TCG will be used: {result.reason}",
                  "builds and boots are ~11x slower under TCG", required=False)
+
+
+def check_kvm_permissions() -> Check:
+    """/dev/kvm that libvirt's QEMU user cannot open makes libvirtd re-probe QEMU on every
+    call (seconds each); goldbox does not change host devices, it says how."""
+    from goldbox.libvirtd import KVM_FIX, kvm_permission_problem
+
+    problem = kvm_permission_problem()
+    if problem is None:
+        return Check("/dev/kvm permissions", True, "as udev sets them (or no /dev/kvm)")
+    return Check("/dev/kvm permissions", False,
+                 f"{problem}: a libvirtd you start re-probes QEMU on every call "
+                 "(the one `invoke up` starts works around it)", KVM_FIX, required=False)
 
 
 def check_disk(path: Path) -> Check:
@@ -88,6 +106,7 @@ def run_checks(cache_dir: Path) -> list[Check]:
         _tool("qemu-img", ["qemu-img", "--version"], r"version (\S+)",
               "apt-get install qemu-utils"),
         check_libvirtd(),
+        check_kvm_permissions(),
         check_acceleration(cache_dir),
         _tool("debootstrap", ["debootstrap", "--version"], r"debootstrap (\S+)",
               "apt-get install debootstrap"),

@@ -6,85 +6,90 @@ base disk with provision's system steps: repositories, packages, CPython), cache
 key over its inputs, then the golden build from it (the app, uWSGI, nginx, cleanup) that
 exports the box. A change to the app alone therefore redoes only the golden build.
 
-Every phase is timed; a summary table ends the run. The box and its manifest.json land
-in dist/<platform>/ only when everything succeeded (built in a partial folder, then
-renamed). Running again with no input changed finishes in seconds: the manifest keeps
-a hash over every input, and a match means the box is up to date.
+Every phase is timed; a summary table ends the run. The phases share one Context
+(goldbox/context.py: paths, cache, the platform's build lock). The box and its
+manifest.json land in dist/<platform>/ only when everything succeeded (assembled in a
+partial folder, then swapped in atomically, so the previous box stays until then).
+Running again with no input changed finishes in seconds: the manifest keeps a hash over
+every input, and a match means the box is up to date.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import json
+import os
 import re
 import shutil
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from goldbox import PROJECT_ROOT, accel, proc
-from goldbox.artifacts import (
-    ArtifactCache,
-    build_wheelhouse,
-    cache_lock,
-    sha256_file,
-    tree_sha256,
-)
+from goldbox import accel, faults, proc
+from goldbox.artifacts import ArtifactCache, build_wheelhouse
+from goldbox.cache import Cache, Entry
+from goldbox.cache_task import record_used
 from goldbox.config import Config, DebootstrapSource, Platform
-from goldbox.errors import GoldboxError
+from goldbox.context import PROVIDER, Context, dist_dir
+from goldbox.errors import GoldboxError, describe_os_error
+from goldbox.files import remove_tree, sha256_file, swap_in, tree_sha256, write_atomically
 from goldbox.keys import insecure_private_key
+from goldbox.manifest import Manifest, read_manifest, write_manifest
 from goldbox.plan import SYSTEM_STEPS, Prebuilt, StagedFile, tarball_name
-from goldbox.render import (
-    Rendered,
-    RenderOptions,
-    packer_source_name,
-    render_platform,
-    write_atomically,
-)
+from goldbox.render import Rendered, RenderOptions, packer_source_name, render_platform
+from goldbox.stage import check_app_tree, golden_stage, system_stage
 from goldbox.validate import declared_variables
 
-# Bumped when the way a cached system image is made changes, so old ones are not reused.
-_SYSTEM_FORMAT = 1
-_BYTECODE = shutil.ignore_patterns("__pycache__", "*.pyc")
-PROVIDER = "libvirt"  # what `invoke up` boots (vagrant-libvirt)
-# Packer builder -> (packer source type, Vagrant provider of the box it makes)
-BUILDERS = {"qemu": ("qemu", "libvirt"), "virtualbox": ("virtualbox-iso", "virtualbox")}
+__all__ = ["PROVIDER", "build_image", "dist_dir"]
+
+# Bumped when the way a system image is made changes, so old ones are not reused.
+_SYSTEM_RECIPE = 1
 VERSION_LINE = re.compile(r"goldbox-version (\w+)=(\S+)")
 
 
 @dataclass
 class Phases:
-    """Times each phase, remembers a note per phase and names the failing one."""
+    """Times each phase (wall clock, and the CPU its commands used), remembers a note per
+    phase and names the failing one. Phases may run in two threads at once."""
 
-    rows: list[tuple[str, float, str]] = field(default_factory=list)
+    rows: list[tuple[str, float, float, str]] = field(default_factory=list)
     log: Path | None = None
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[list[str]]:
         print(f"==> {name}", flush=True)
         note: list[str] = []
-        start = time.monotonic()
+        start, cpu = time.monotonic(), proc.cpu_seconds() + time.thread_time()
         try:
             yield note
-        except GoldboxError as exc:
-            where = f"; log: {self.log}" if self.log and str(self.log) not in str(exc) else ""
-            raise GoldboxError(f"phase {name!r} failed{where}: {exc}") from None
-        self.rows.append((name, time.monotonic() - start, " ".join(note)))
-        print(f"    {name}: {self.rows[-1][1]:.1f} s, {self.rows[-1][2]}", flush=True)
+        except (GoldboxError, OSError) as exc:
+            message = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+            where = f"; log: {self.log}" if self.log and str(self.log) not in message else ""
+            raise GoldboxError(f"phase {name!r} failed{where}: {message}") from None
+        wall = time.monotonic() - start
+        used = proc.cpu_seconds() + time.thread_time() - cpu
+        self.rows.append((name, wall, used, " ".join(note)))
+        print(f"    {name}: {wall:.1f} s, {' '.join(note)}", flush=True)
+
+    def skipped(self, name: str, note: str) -> None:
+        self.rows.append((name, 0.0, 0.0, note))
 
     def seconds(self) -> dict[str, float]:
-        return {name: round(seconds, 1) for name, seconds, _ in self.rows}
+        return {name: round(wall, 1) for name, wall, _, _ in self.rows}
 
-    def table(self) -> str:
-        width = max(len(name) for name, _, _ in self.rows)
-        lines = [f"{'phase':<{width}}  {'seconds':>8}  result", "-" * (width + 30)]
-        lines += [f"{name:<{width}}  {seconds:8.1f}  {note}" for name, seconds, note in self.rows]
-        total = sum(seconds for _, seconds, _ in self.rows)
-        lines.append(f"{'total':<{width}}  {total:8.1f}")
+    def table(self, wall: float) -> str:
+        width = max(len(name) for name, *_ in self.rows)
+        lines = [f"{'phase':<{width}}  {'wall s':>7}  {'cpu s':>7}  result", "-" * (width + 40)]
+        lines += [f"{name:<{width}}  {seconds:7.1f}  {cpu:7.1f}  {note}"
+                  for name, seconds, cpu, note in self.rows]
+        lines.append(f"{'total':<{width}}  {wall:7.1f}  "
+                     f"{sum(cpu for _, _, cpu, _ in self.rows):7.1f}  "
+                     "(wall: end to end; phases may overlap)")
         return "\n".join(lines)
 
 
@@ -96,47 +101,30 @@ class ImageResult:
     phases: Phases
 
 
-def dist_dir(config: Config, platform: Platform) -> Path:
-    return config.dist_dir / platform.name
-
-
-def box_file_name(config: Config, provider: str = PROVIDER) -> str:
-    box = config.project.box
-    return f"{box.name}-{box.version}-{provider}.box"
-
-
 def packer_version() -> tuple[int, int, int]:
-    try:
-        out = subprocess.run(["packer", "version"], capture_output=True, text=True,
-                             check=False, timeout=60).stdout
-    except OSError:
-        raise GoldboxError("packer not found: apt-get install packer (see `invoke doctor`)"
-                           ) from None
+    out = proc.capture(["packer", "version"], timeout=60).stdout
     match = re.search(r"(\d+)\.(\d+)\.(\d+)", out)
     if not match:
         raise GoldboxError(f"`packer version` printed no version: {out.strip()!r}")
     return tuple(int(part) for part in match.groups())  # type: ignore[return-value]
 
 
-def git_commit(root: Path = PROJECT_ROOT) -> str:
-    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                            text=True, check=False)
-    commit = result.stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                           capture_output=True, text=True, check=False).stdout.strip()
+def git_commit(root: Path) -> str:
+    commit = proc.capture(["git", "rev-parse", "HEAD"], cwd=root, check=False).stdout.strip()
+    dirty = proc.capture(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                         check=False).stdout.strip()
+    commit = commit or "unknown"
     return f"{commit}-dirty" if dirty and commit != "unknown" else commit
 
 
-def ensure_tarball(config: Config, platform: Platform) -> Path:
-    """The platform's CPython tarball from the verified cache, fetched if missing."""
-    python = platform.python
-    try:
-        return ArtifactCache(config.cache_dir).ensure(python.url, python.sha256,
-                                                      tarball_name(platform))
-    except GoldboxError as exc:
-        raise GoldboxError(
-            f"{exc} — if this host cannot reach it, import a copy: "
-            f"invoke artifacts --platform {platform.name} --import PATH") from None
+def ensure_tarball(config: Config, platform: Platform,
+                   cache: Cache | None = None) -> tuple[Path, str]:
+    """The platform's CPython tarball from the verified cache, else from the first of its
+    sources that serves the pinned sha256 (goldbox.sources); and which one served it."""
+    from goldbox.sources import fetch_tarball
+
+    return fetch_tarball(ArtifactCache(cache or config.cache_dir), platform,
+                         tarball_name(platform))
 
 
 def import_artifact(config: Config, platform: Platform, path: Path) -> Path:
@@ -150,92 +138,55 @@ def wheel_python_version(platform: Platform) -> str:
 
 
 def prepare_wheelhouse(config: Config, platform: Platform, dest: Path,
-                       log: Path | None) -> list[Path]:
+                       log: Path | None, cache: Cache | None = None) -> list[Path]:
     """The app's pinned packages (and the Python's own tools, where it needs them) for
     the guest's Python version and platform, hash-checked, in `dest`."""
+    remove_tree(dest)
     files = []
     for requirements in filter(None, [platform.python.requirements,
                                       platform.python.tools_requirements]):
         files += build_wheelhouse(
-            config.cache_dir, config.app_dir / requirements, dest,
+            cache or config.cache_dir, config.app_dir / requirements, dest,
             python_version=wheel_python_version(platform),
             platform_tags=platform.python.wheel_platforms, log=log)
     return sorted(files)
 
 
-def _stage(config: Config, platform: Platform, stage: Path, wheelhouse: Path,
-           plan: Path, extra: list[Path]) -> None:
-    """Lay out what the guest gets in /tmp/goldbox-stage: the plan, provision/, the app,
-    its wheelhouse and the prebuilt or source artifacts."""
-    _fresh_stage(config, stage, plan, extra)
-    shutil.copytree(config.app_dir, stage / "app", ignore=_BYTECODE)
-    shutil.copytree(wheelhouse, stage / "wheelhouse")
-
-
-def _fresh_stage(config: Config, stage: Path, plan: Path, extra: list[Path]) -> None:
-    """A new stage folder with what every build uploads: the plan, provision/ and the
-    prebuilt or source artifacts."""
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True)
-    shutil.copy2(plan, stage / "plan.json")
-    shutil.copytree(config.root / "provision", stage / "provision", ignore=_BYTECODE)
-    for path in extra:
-        shutil.copy2(path, stage / path.name)
-
-
-def _system_stage(config: Config, stage: Path, plan: Path, extra: list[Path],
-                  wheelhouse: Path) -> Path:
-    """What the system image's build uploads: the plan, provision/ and the CPython bundle
-    or tarball (and the wheelhouse when the python step bootstraps pip from it)."""
-    _fresh_stage(config, stage, plan, extra)
-    if json.loads(plan.read_text())["python"].get("pip_bootstrap"):
-        shutil.copytree(wheelhouse, stage / "wheelhouse")
-    return stage
-
-
-def _system_key(config: Config, rendered: Rendered, base_sha256: str) -> str:
-    """The system image's cache key: its template, the base disk, provision/ and the
-    plan's system sections (which carry the CPython bundle's or tarball's sha256)."""
+def _system_identity(ctx: Context, rendered: Rendered, base: Entry) -> dict:
+    """What the system image is made from: its template, the base disk, provision/ and
+    the plan's system sections (which carry the CPython bundle's or tarball's sha256)."""
     plan = json.loads(rendered.plan.read_text())
-    return hashlib.sha256(json.dumps({
-        "format": _SYSTEM_FORMAT,
+    assert rendered.system_template
+    return {
+        "recipe": _SYSTEM_RECIPE,
+        "platform": ctx.platform.name,
         "template": sha256_file(rendered.system_template),
-        "base": base_sha256,
-        "provision": tree_sha256(config.root / "provision"),
+        "base": base.sha256(),
+        "provision": tree_sha256(ctx.root / "provision"),
         "plan": {key: plan[key] for key in ("format", "family", "adapters", "stage_dir",
                                             *SYSTEM_STEPS)},
-    }, sort_keys=True).encode()).hexdigest()
+    }
 
 
-def _system_image(config: Config, platform: Platform, rendered: Rendered, key: str,
-                  base_vars: dict[str, str], make_stage: Callable[[], Path],
-                  accelerator: str, log: Path) -> tuple[Path, str, bool]:
-    """Return (path, sha256, was cached) of the system image `key`: the base disk with
-    provision's system steps done, built by packer once (from the folder `make_stage`
-    lays out) and kept under `<cache>/system/<key>/` (written as `<key>.partial/`, then
-    renamed)."""
-    store = config.cache_dir / "system" / key
-    image = store / f"{platform.name}-system.qcow2"
-    store.parent.mkdir(parents=True, exist_ok=True)
-    with cache_lock(store.with_suffix(".lock")):
-        cached = image.is_file()
-        if not cached:
-            partial = store.with_name(f"{key}.partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            try:
-                output = partial / "packer-output"
-                _packer_build(rendered.system_template, {
-                    **base_vars, "accelerator": accelerator, "stage_dir": str(make_stage()),
-                    "output_dir": str(output),
-                }, f"qemu.{packer_source_name(platform)}", log)
-                (output / image.name).rename(partial / image.name)
-                shutil.rmtree(output)
-                (partial / "sha256").write_text(sha256_file(partial / image.name) + "\n")
-                partial.rename(store)
-            finally:
-                shutil.rmtree(partial, ignore_errors=True)
-    return image, (store / "sha256").read_text().strip(), cached
+def _system_image(ctx: Context, rendered: Rendered, identity: dict, base: Entry,
+                  extra: list[Path], accelerator: str) -> Entry:
+    """The base disk with provision's system steps done, built by packer once and kept
+    as a cache entry of kind "system-image"."""
+    image = f"{ctx.platform.name}-system.qcow2"
+
+    def make(folder: Path) -> None:
+        stage = system_stage(ctx.root, ctx.system_stage, rendered.plan, extra, ctx.wheelhouse)
+        output = folder / "packer-output"
+        assert rendered.system_template
+        _packer_build(rendered.system_template, {
+            "base_image": str(base.file()), "base_image_sha256": base.sha256(),
+            "accelerator": accelerator, "stage_dir": str(stage), "output_dir": str(output),
+        }, f"qemu.{packer_source_name(ctx.platform)}", ctx.log)
+        (output / image).rename(folder / image)
+        shutil.rmtree(output)
+
+    return ctx.cache.ensure("system-image", identity, make, name=ctx.platform.name,
+                            summary=f"{ctx.platform.name} system image (packages, CPython)")
 
 
 def _packer_build(template: Path, variables: dict[str, str], only: str, log: Path) -> None:
@@ -246,183 +197,292 @@ def _packer_build(template: Path, variables: dict[str, str], only: str, log: Pat
     var_file = template.with_name(template.name.removesuffix(".pkr.hcl") + "-vars.json")
     write_atomically(var_file, json.dumps({k: v for k, v in variables.items() if k in declared},
                                           indent=2, sort_keys=True) + "\n")
+    # Isolated: qemu, packer's child, must not outlive a killed goldbox.
     proc.run(["packer", "build", "-color=false", f"-var-file={var_file.name}", f"-only={only}",
-              template.name], prefix="packer", log=log, cwd=template.parent)
+              template.name], prefix="packer", log=log, cwd=template.parent, isolate=True)
 
 
-def _read_manifest(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+def _previous_manifest(ctx: Context) -> Manifest | None:
+    """The manifest of the box in dist/, if there is a sound one (a corrupt one only
+    means the box is rebuilt)."""
+    if not ctx.manifest.exists():
         return None
+    try:
+        return read_manifest(ctx.manifest)
+    except GoldboxError as exc:
+        print(f"note: {exc}; the box will be rebuilt")
+        return None
+
+
+def _sweep(ctx: Context) -> None:
+    """Remove what killed runs left: cache leftovers and mounts of older versions, and
+    this platform's half-assembled dist folder (we hold the platform's lock)."""
+    removed = ctx.cache.sweep()
+    if ctx.dist_partial.exists():
+        remove_tree(ctx.dist_partial)
+        removed.append(str(ctx.dist_partial))
+    for item in removed:
+        print(f"swept a leftover of an interrupted run: {item}")
 
 
 def build_image(config: Config, platform: Platform, *, builder: str = "qemu",
                 force: bool = False) -> ImageResult:
     """Build (or confirm up to date) the golden box of `platform`; see the module doc."""
-    if builder not in platform.builders:
-        raise GoldboxError(f"--builder {builder!r}: platform {platform.name} has builders "
-                           f"{', '.join(platform.builders)} (platforms/{platform.name}.toml)")
-    source_type, provider = BUILDERS[builder]
-    build = config.build_dir / platform.name
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    log = build / "logs" / f"image-{stamp}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    phases = Phases(log=log)
-    out = dist_dir(config, platform)
-    box_path, manifest_path = out / box_file_name(config, provider), out / "manifest.json"
+    ctx = Context(config, platform, builder)
+    check_app_tree(config.app_dir, config.root)
+    with ctx.exclusive():
+        return _build_image(ctx, force)
+
+
+def _build_image(ctx: Context, force: bool) -> ImageResult:
+    config, platform = ctx.config, ctx.platform
+    ctx.log.parent.mkdir(parents=True, exist_ok=True)
+    phases, started = Phases(log=ctx.log), time.monotonic()
     print(f"goldbox image: {platform.name}, box {config.project.box.name} "
-          f"{config.project.box.version}; log: {log}")
-    work = build / "work"
-    work.mkdir(parents=True, exist_ok=True)
+          f"{config.project.box.version}; log: {ctx.log}")
+    _sweep(ctx)
+    ctx.work.mkdir(parents=True, exist_ok=True)
 
     with phases.phase("artifacts") as note:
-        tarball = ensure_tarball(config, platform)
-        wheelhouse = work / "wheelhouse"
-        shutil.rmtree(wheelhouse, ignore_errors=True)
-        wheels = prepare_wheelhouse(config, platform, wheelhouse, log)
-        note.append(f"{tarball.name} verified; {len(wheels)} files in wheelhouse")
+        tarball, served_by = ensure_tarball(config, platform, ctx.cache)
+        wheels = prepare_wheelhouse(config, platform, ctx.wheelhouse, ctx.log, ctx.cache)
+        note.append(f"{tarball.name} verified (from {served_by}); "
+                    f"{len(wheels)} files in wheelhouse")
 
-    prebuilt, extra = Prebuilt(), [tarball]
-    if platform.python.native_bundle:
-        with phases.phase("native build") as note:
-            prebuilt, extra = _native_build(config, platform, tarball, wheelhouse, log)
-            note.append(f"{extra[0].name} + {len(prebuilt.wheels)} wheel(s)")
-
-    base_vars: dict[str, str] = {}
-    if isinstance(platform.source, DebootstrapSource):
-        with phases.phase("base disk") as note:
-            from goldbox.basedisk import build_base_disk
-
-            base = build_base_disk(config.cache_dir, platform, log=log)
-            base_vars = {"base_image": str(base), "base_image_sha256": sha256_file(base)}
-            note.append(f"{base.name} ({base.stat().st_size / 2**20:.0f} MiB)")
+    # The native build (CPU: compiling in a chroot) and the base disk (mostly network and
+    # disk: debootstrap, mkfs) need nothing of each other: they run side by side, and when
+    # one fails the other is stopped at once.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        native = (pool.submit(_native_build_phase, ctx, phases, tarball)
+                  if platform.python.native_bundle else None)
+        based = (pool.submit(_base_disk_phase, ctx, phases)
+                 if isinstance(platform.source, DebootstrapSource) else None)
+        running = [future for future in (native, based) if future]
+        done, _ = concurrent.futures.wait(running,
+                                          return_when=concurrent.futures.FIRST_EXCEPTION)
+        failed = [future.exception() for future in done if future.exception()]
+        if failed:
+            proc.stop_all()
+            raise failed[0]
+        prebuilt, extra = native.result() if native else (Prebuilt(), [tarball])
+        base = based.result() if based else None
 
     with phases.phase("render") as note:
         acceleration = accel.detect(config.cache_dir)
         options = RenderOptions(packer_version=packer_version(),
                                 libvirt_driver=acceleration.libvirt_driver, prebuilt=prebuilt)
-        rendered = render_platform(config, platform, build, options)
-        stage = work / "stage"
-        _stage(config, platform, stage, wheelhouse, rendered.plan, extra)
-        system_key = None
-        if rendered.system_template:
-            system_key = _system_key(config, rendered, base_vars["base_image_sha256"])
+        rendered = render_platform(config, platform, ctx.build, options)
+        _record_prebuilt(ctx, prebuilt)
+        stage = golden_stage(ctx.root, config.app_dir, ctx.stage, ctx.wheelhouse,
+                             rendered.plan, extra)
+        system = (_system_identity(ctx, rendered, base)
+                  if rendered.system_template and base else None)
+        if system:
+            ctx.cache.mark_used("system-image", system)
         digest = hashlib.sha256(json.dumps({
             "template": sha256_file(rendered.packer_template),
             "stage": tree_sha256(stage),
-            "base": system_key or base_vars.get("base_image_sha256"),
-            "box": [config.project.box.name, config.project.box.version, builder],
+            "base": system or (base.sha256() if base else None),
+            "box": [config.project.box.name, config.project.box.version, ctx.builder],
         }, sort_keys=True).encode()).hexdigest()
         note.append(f"accelerator {acceleration.accelerator}; inputs {digest[:12]}")
 
-    previous = _read_manifest(manifest_path)
-    if (not force and previous and previous.get("input_hash") == digest
-            and box_path.is_file() and box_path.stat().st_size == previous.get("box_size")):
-        phases.rows.append(("packer", 0.0, "skipped: no input changed since the last build"))
-        print(phases.table())
-        print(f"up to date: {box_path}")
-        return ImageResult(box_path, manifest_path, True, phases)
+    previous = _previous_manifest(ctx)
+    if (not force and previous and previous.input_hash == digest
+            and ctx.box.is_file() and ctx.box.stat().st_size == previous.box_size):
+        phases.skipped("packer", "skipped: no input changed since the last build")
+        record_used(ctx.build, ctx.cache)
+        print(phases.table(time.monotonic() - started))
+        print(f"up to date: {ctx.box}")
+        return ImageResult(ctx.box, ctx.manifest, True, phases)
 
-    if system_key:
+    image_vars: dict[str, str] = {}
+    if system and base:
         with phases.phase("system image") as note:
-            image, image_sha256, cached = _system_image(
-                config, platform, rendered, system_key, base_vars,
-                lambda: _system_stage(config, work / "system-stage", rendered.plan, extra,
-                                      wheelhouse),
-                acceleration.accelerator, log)
-            base_vars = {"base_image": str(image), "base_image_sha256": image_sha256}
-            note.append(f"{'cached' if cached else 'built'} {image.name} "
-                        f"({image.stat().st_size / 2**20:.0f} MiB, key {system_key[:12]})")
+            # Built from the base disk, so all of the base disk's bytes are checked first.
+            image = (ctx.cache.lookup("system-image", system)
+                     or _system_image(ctx, rendered, system, _base_disk(ctx, "full"), extra,
+                                      acceleration.accelerator))
+            image_vars = {"base_image": str(image.file()), "base_image_sha256": image.sha256()}
+            note.append(f"{'cached' if image.cached else 'built'} {image.file().name} "
+                        f"({image.size / 2**20:.0f} MiB, key {image.key[:12]})")
 
-    partial = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    packer_output = work / "packer-output"
-    shutil.rmtree(packer_output, ignore_errors=True)
+    for leftover in (ctx.packer_output, ctx.packer_box.parent):
+        remove_tree(leftover)
     try:
         with phases.phase("packer") as note:
-            partial.mkdir(parents=True)
             _packer_build(rendered.packer_template, {
-                **base_vars,
+                **image_vars,
                 "accelerator": acceleration.accelerator, "stage_dir": str(stage),
-                "output_dir": str(packer_output),
-                "box_output": str(partial / box_file_name(config, provider)),
-            }, f"{source_type}.{packer_source_name(platform)}", log)
-            note.append(f"{builder}" + (f", accelerator {acceleration.accelerator}"
-                                        if builder == "qemu" else ""))
+                "output_dir": str(ctx.packer_output), "box_output": str(ctx.packer_box),
+            }, f"{ctx.source_type}.{packer_source_name(platform)}", ctx.log)
+            note.append(f"{ctx.builder}" + (f", accelerator {acceleration.accelerator}"
+                                            if ctx.builder == "qemu" else ""))
         with phases.phase("box") as note:
-            box = partial / box_file_name(config, provider)
-            manifest = _manifest(config, platform, box, provider, digest, log, phases)
-            # The plan baked into this box: `invoke verify` checks the VM against it.
-            shutil.copy2(stage / "plan.json", partial / "plan.json")
-            write_atomically(partial / "manifest.json",
-                             json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-            note.append(f"{box.name} {manifest['box_size'] / 2**20:.0f} MiB")
-            if out.exists():
-                shutil.rmtree(out)
-            partial.rename(out)
+            manifest = _install_box(ctx, digest, phases)
+            note.append(f"{ctx.box_file} {manifest.box_size / 2**20:.0f} MiB")
     finally:
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.rmtree(packer_output, ignore_errors=True)
-    _record_phase_seconds(manifest_path, phases)
-    print(phases.table())
-    print(f"box: {box_path}\nmanifest: {manifest_path}")
-    return ImageResult(box_path, manifest_path, False, phases)
+        remove_tree(ctx.packer_output)
+        remove_tree(ctx.packer_box.parent)
+    write_manifest(ctx.manifest, manifest.model_copy(update={"phases": phases.seconds()}))
+    record_used(ctx.build, ctx.cache)
+    print(phases.table(time.monotonic() - started))
+    print(f"box: {ctx.box}\nmanifest: {ctx.manifest}")
+    return ImageResult(ctx.box, ctx.manifest, False, phases)
 
 
-def _native_build(config: Config, platform: Platform, tarball: Path, wheelhouse: Path,
-                  log: Path) -> tuple[Prebuilt, list[Path]]:
+def _base_disk(ctx: Context, check: str) -> Entry:
+    """The platform's base disk (goldbox/basedisk.py), built if missing. check="size"
+    trusts the recorded sha256 (enough to key the build: the no-change path stays fast);
+    "full" reads every byte, for when the disk feeds a packer build."""
+    from goldbox.basedisk import build_base_disk
+
+    return build_base_disk(ctx.cache, ctx.platform, log=ctx.log, check=check)
+
+
+def _install_box(ctx: Context, digest: str, phases: Phases) -> Manifest:
+    """Assemble the new dist/<p>/ (box, manifest.json, the plan baked into the box) under
+    a partial name, then swap it in with one atomic rename: the previous box stays in
+    place until the new one is complete, and a kill at any point leaves one of them."""
+    if not ctx.packer_box.is_file():
+        raise GoldboxError(f"packer finished but wrote no box at {ctx.packer_box}")
+    partial = ctx.dist_partial
+    remove_tree(partial)
+    partial.mkdir(parents=True)
+    try:
+        box = partial / ctx.box_file
+        try:
+            os.rename(ctx.packer_box, box)
+        except OSError:  # dist/ on another filesystem
+            shutil.copyfile(ctx.packer_box, box)
+        manifest = _manifest(ctx, box, digest, phases)
+        # The plan baked into this box: `invoke verify` checks the VM against it.
+        shutil.copy2(ctx.stage / "plan.json", partial / "plan.json")
+        write_manifest(partial / "manifest.json", manifest)
+        old = swap_in(partial, ctx.dist)
+        faults.point("dist-swap")  # the new box is in place, the old one not yet deleted
+        if old is not None:
+            remove_tree(old)
+    finally:
+        remove_tree(partial)
+    return manifest
+
+
+PREBUILT_RECORD = "prebuilt.json"
+
+
+def _native_inputs(ctx: Context) -> str:
+    """A hash over what the native build's results depend on (the bundle's identity and
+    the app's requirements), to tell whether a recorded result still holds."""
+    from goldbox.bundle import ReleaseChroot, bundle_identity
+
+    platform, source = ctx.platform, ctx.platform.source
+    if not isinstance(source, DebootstrapSource):
+        return ""
+    release = ReleaseChroot(suite=source.suite, mirror=source.mirror,
+                            packages=tuple(platform.packages.build))
+    return hashlib.sha256(json.dumps({
+        "bundle": bundle_identity(platform=platform.name, release=release,
+                                  python_version=platform.python.version,
+                                  tarball_sha256=platform.python.sha256,
+                                  configure_flags=list(platform.python.configure_flags)),
+        "requirements": sha256_file(ctx.config.app_dir / platform.python.requirements),
+    }, sort_keys=True).encode()).hexdigest()
+
+
+def _record_prebuilt(ctx: Context, prebuilt: Prebuilt) -> None:
+    write_atomically(ctx.build / PREBUILT_RECORD, json.dumps(
+        {"inputs": _native_inputs(ctx), "prebuilt": dataclasses.asdict(prebuilt)},
+        indent=2, sort_keys=True) + "\n")
+
+
+def render_as_image_would(config: Config, platform: Platform) -> tuple[Rendered, list[str]]:
+    """`invoke render`: the same options `invoke image` renders with (this host's packer
+    version and accelerator, and the natively built bundle and wheels its last run
+    recorded for these inputs); returns what was rendered and, plainly, where it still
+    differs from what `invoke image` would build."""
+    ctx = Context(config, platform)
+    prebuilt, differences = Prebuilt(), []
+    if platform.python.native_bundle:
+        try:
+            record = json.loads((ctx.build / PREBUILT_RECORD).read_text())
+            if record["inputs"] != _native_inputs(ctx):
+                raise ValueError("stale")
+            recorded = record["prebuilt"]
+            prebuilt = Prebuilt(
+                python_bundle=StagedFile(**recorded["python_bundle"]),
+                wheels=[StagedFile(**wheel) for wheel in recorded["wheels"]])
+        except (OSError, ValueError, KeyError, TypeError):
+            differences.append(
+                "plan.json names no prebuilt CPython bundle or uWSGI wheel: `invoke image` "
+                "compiles them natively first and puts their sha256 in the plan (run it, "
+                "then render again for its exact plan)")
+    options = RenderOptions(packer_version=packer_version(),
+                            libvirt_driver=accel.detect(config.cache_dir).libvirt_driver,
+                            prebuilt=prebuilt)
+    return render_platform(config, platform, ctx.build, options), differences
+
+
+def _base_disk_phase(ctx: Context, phases: Phases) -> Entry:
+    with phases.phase("base disk") as note:
+        base = _base_disk(ctx, "size")
+        note.append(f"{'cached' if base.cached else 'built'} {base.file().name} "
+                    f"({base.size / 2**20:.0f} MiB)")
+    return base
+
+
+def _native_build_phase(ctx: Context, phases: Phases,
+                        tarball: Path) -> tuple[Prebuilt, list[Path]]:
+    with phases.phase("native build") as note:
+        prebuilt, extra = _native_build(ctx, tarball)
+        note.append(f"{extra[0].name} + {len(prebuilt.wheels)} wheel(s)")
+    return prebuilt, extra
+
+
+def _native_build(ctx: Context, tarball: Path) -> tuple[Prebuilt, list[Path]]:
     """CPython and uWSGI compiled natively in a chroot of the release (see bundle.py)."""
     from goldbox.bundle import ReleaseChroot, build_cpython_bundle, build_native_wheel
+    from goldbox.requirements import check_sdist
 
+    platform = ctx.platform
     source = platform.source
     assert isinstance(source, DebootstrapSource)
     release = ReleaseChroot(suite=source.suite, mirror=source.mirror,
                             packages=tuple(platform.packages.build))
     bundle = build_cpython_bundle(
-        config.cache_dir, platform=platform.name, release=release,
+        ctx.cache, platform=platform.name, release=release,
         python_version=platform.python.version, tarball=tarball,
         tarball_sha256=platform.python.sha256,
-        configure_flags=list(platform.python.configure_flags), log=log)
+        configure_flags=list(platform.python.configure_flags), log=ctx.log)
     wheels = []
-    for sdist in sorted(wheelhouse.glob("*.tar.gz")):
-        built = build_native_wheel(config.cache_dir, release=release, bundle=bundle,
+    requirements = ctx.config.app_dir / platform.python.requirements
+    for sdist in sorted(ctx.wheelhouse.glob("*.tar.gz")):
+        built = build_native_wheel(ctx.cache, release=release, bundle=bundle,
                                    python_version=platform.python.version, sdist=sdist,
-                                   sdist_sha256=sha256_file(sdist), log=log)
-        shutil.copy2(built.path, wheelhouse / built.path.name)
+                                   sdist_sha256=check_sdist(requirements, sdist), log=ctx.log)
+        shutil.copy2(built.path, ctx.wheelhouse / built.path.name)
         wheels.append(StagedFile(f"wheelhouse/{built.path.name}", built.sha256))
     prebuilt = Prebuilt(python_bundle=StagedFile(bundle.path.name, bundle.sha256), wheels=wheels)
     return prebuilt, [bundle.path]
 
 
-def _manifest(config: Config, platform: Platform, box: Path, provider: str, digest: str,
-              log: Path, phases: Phases) -> dict:
-    if not box.is_file():
-        raise GoldboxError(f"packer finished but wrote no box at {box}")
-    components = dict(VERSION_LINE.findall(log.read_text(errors="replace")))
-    components.setdefault("cpython", platform.python.version)
+def _manifest(ctx: Context, box: Path, digest: str, phases: Phases) -> Manifest:
+    components = dict(VERSION_LINE.findall(ctx.log.read_text(errors="replace")))
+    components.setdefault("cpython", ctx.platform.python.version)
     components["packer"] = ".".join(map(str, packer_version()))
-    return {
-        "format": 1,
-        "box_name": config.project.box.name,
-        "version": config.project.box.version,
-        "platform": platform.name,
-        "provider": provider,
-        "architecture": platform.arch,
-        "box_file": box.name,
-        "box_sha256": sha256_file(box),
-        "box_size": box.stat().st_size,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    return Manifest(
+        box_name=ctx.config.project.box.name,
+        version=ctx.config.project.box.version,
+        platform=ctx.platform.name,
+        provider=ctx.provider,
+        architecture=ctx.platform.arch,
+        box_file=box.name,
+        box_sha256=sha256_file(box),
+        box_size=box.stat().st_size,
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         .replace("+00:00", "Z"),
-        "components": components,
-        "git_commit": git_commit(config.root),
-        "input_hash": digest,
-        "phases": phases.seconds(),
-    }
-
-
-def _record_phase_seconds(manifest_path: Path, phases: Phases) -> None:
-    """The 'box' phase ends after the manifest is written; store the final figures."""
-    manifest = json.loads(manifest_path.read_text())
-    manifest["phases"] = phases.seconds()
-    write_atomically(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        components=components,
+        git_commit=git_commit(ctx.root),
+        input_hash=digest,
+        phases=phases.seconds(),
+    )

@@ -11,6 +11,9 @@ STAGE_DIR = "/tmp/goldbox-stage"
 PLAN_FORMAT = 1
 UWSGI_SERVICE = "goldbox-uwsgi"
 UWSGI_INI_PATH = "/etc/goldbox/uwsgi.ini"
+# systemd makes /run/<this> at each start of the uWSGI unit (RuntimeDirectory=).
+UWSGI_RUNTIME_DIRECTORY = "goldbox-uwsgi"
+NGINX_DROPIN_PATH = "/etc/systemd/system/nginx.service.d/goldbox-hardening.conf"
 # provision's steps that make the system image, the same for every app: the golden
 # stage then starts from that image, so a change to the app alone does not redo them.
 SYSTEM_STEPS = ("repositories", "packages", "python")
@@ -39,6 +42,16 @@ def uwsgi_unit_path(platform: Platform) -> tuple[str, str]:
     return f"/etc/init.d/{UWSGI_SERVICE}", "0755"
 
 
+def uwsgi_socket(config: Config, platform: Platform) -> dict:
+    """Where uWSGI listens and who may connect: the plan's `uwsgi.socket`."""
+    if config.uwsgi_socket(platform) == "tcp":
+        return {"kind": "tcp", "address": f"127.0.0.1:{config.project.ports.uwsgi}"}
+    return {"kind": "unix", "runtime_directory": UWSGI_RUNTIME_DIRECTORY,
+            "directory_mode": "0711",
+            "path": f"/run/{UWSGI_RUNTIME_DIRECTORY}/uwsgi.sock",
+            "owner": config.project.app.user, "group": platform.nginx.user, "mode": "0660"}
+
+
 def python_binary(platform: Platform) -> str:
     """The interpreter `make altinstall` installs: /usr/local/bin/pythonX.Y."""
     major_minor = ".".join(platform.python.version.split(".")[:2])
@@ -57,7 +70,7 @@ def build_plan(
     cleanup: bool = True,
 ) -> dict:
     """The plan for `platform`. `guest_files` maps the rendered config names
-    (nginx, uwsgi_ini, uwsgi_unit) to their text."""
+    (nginx, uwsgi_ini, uwsgi_unit, and nginx_dropin under systemd) to their text."""
     project = config.project
     python = platform.python
     prebuilt = prebuilt or Prebuilt()
@@ -65,6 +78,11 @@ def build_plan(
     compiles_nothing = bundle is not None and bool(prebuilt.wheels)
     unit_path, unit_mode = uwsgi_unit_path(platform)
     repos = platform.repositories
+    nginx_files = [{"path": platform.nginx.conf_path, "content": guest_files["nginx"],
+                    "mode": "0644"}]
+    if "nginx_dropin" in guest_files:
+        nginx_files.append({"path": NGINX_DROPIN_PATH, "content": guest_files["nginx_dropin"],
+                            "mode": "0644", "defines_service": True})
     return {
         "format": PLAN_FORMAT,
         "platform": platform.name,
@@ -103,16 +121,16 @@ def build_plan(
         },
         "uwsgi": {
             "service": UWSGI_SERVICE,
+            "socket": uwsgi_socket(config, platform),
             "files": [
                 {"path": UWSGI_INI_PATH, "content": guest_files["uwsgi_ini"], "mode": "0644"},
-                {"path": unit_path, "content": guest_files["uwsgi_unit"], "mode": unit_mode},
+                {"path": unit_path, "content": guest_files["uwsgi_unit"], "mode": unit_mode,
+                 "defines_service": True},
             ],
         },
         "nginx": {
             "service": "nginx",
-            "files": [
-                {"path": platform.nginx.conf_path, "content": guest_files["nginx"], "mode": "0644"}
-            ],
+            "files": nginx_files,
             "remove": list(platform.nginx.remove),
         },
         "firewall": {"kind": platform.firewall.kind, "tcp_ports": [project.ports.guest_http]},

@@ -1,20 +1,73 @@
-"""Run one external command the way every goldbox phase does: its output streams live,
-each line prefixed, into the terminal and (optionally) a log file; a failure becomes a
-GoldboxError that names the command, its exit code and its last lines of output."""
+"""Every host command goldbox runs goes through this module.
+
+`run` streams a long command's output live, each line prefixed, into the terminal and
+(optionally) a log file; `capture` runs a short command and returns its output. A
+failure of either becomes a GoldboxError that names the command, its exit code and its
+last lines of output. Children die with goldbox: each is started with a parent-death
+signal, so a killed goldbox leaves no packer, chroot or compiler running on its own."""
 
 from __future__ import annotations
 
 import collections
 import os
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from goldbox.errors import GoldboxError
 
 TAIL_LINES = 20
+_cpu = threading.local()  # CPU seconds of the commands this thread ran (see cpu_seconds)
+_running: set[subprocess.Popen] = set()
+_running_lock = threading.Lock()
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds used so far by the commands `run` ran in this thread
+    (with everything they waited for): phases add it to their table."""
+    return getattr(_cpu, "seconds", 0.0)
+
+
+def stop_all() -> None:
+    """Kill every command `run` is running, in any thread: when one of two concurrent
+    phases fails, the other need not run to its end. Their namespaces and children go
+    with them (see ISOLATE)."""
+    with _running_lock:
+        for child in _running:
+            if child.returncode is None:
+                child.send_signal(signal.SIGKILL)
+
+
+# A private mount namespace and PID namespace for one command: every mount it (or a
+# child) makes is dropped by the kernel when the namespace's last process ends, and all
+# of its processes are killed when `unshare` dies (--kill-child), which the parent-death
+# signal below ties to goldbox's own life. So neither a mount nor a process of it can
+# outlive goldbox, whatever kills goldbox: SIGKILL, SIGHUP of a dropped session, ^C.
+ISOLATE = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
+           "--kill-child=SIGKILL", "--"]
+
+
+def _argv(cmd: Sequence[str | os.PathLike[str]], isolate: bool,
+          show: str | None) -> tuple[list[str], str]:
+    """The argv to execute and the command as shown to the user. The child gets SIGKILL
+    when goldbox dies, whatever killed it (util-linux's setpriv sets the parent-death
+    signal, which survives exec; preexec_fn would not be safe beside threads)."""
+    argv = [os.fspath(arg) for arg in cmd]
+    shown = show or shlex.join(argv)
+    if shutil.which(argv[0]) is None:
+        raise GoldboxError(f"cannot run `{shown}`: {argv[0]} not found")
+    return ["setpriv", "--pdeathsig", "KILL", "--", *(ISOLATE if isolate else []), *argv], shown
+
+
+def _failure(shown: str, code: int, tail: Sequence[str], log: Path | None) -> GoldboxError:
+    where = f" (full log: {log})" if log is not None else ""
+    last = "\n".join(f"  {line}" for line in tail)
+    return GoldboxError(f"`{shown}` exited with code {code}{where}; last lines:\n{last}")
 
 
 def run(
@@ -24,14 +77,17 @@ def run(
     log: Path | None = None,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
+    isolate: bool = False,
+    show: str | None = None,
 ) -> None:
     """Run `cmd` (stdout and stderr merged) and print each line as `[prefix] line`.
 
     With `log`, the unprefixed lines are appended to that file too. `env` is added to
-    the current environment. Raises GoldboxError if the command cannot start or exits
-    non-zero."""
-    argv = [os.fspath(arg) for arg in cmd]
-    shown = shlex.join(argv)
+    the current environment. With `isolate`, the command runs in namespaces of its own
+    (see ISOLATE): for anything that mounts, or leaves processes behind (qemu). `show`
+    is how the command is named in messages. Raises GoldboxError if the command cannot
+    start or exits non-zero."""
+    argv, shown = _argv(cmd, isolate, show)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     full_env = {**os.environ, **env} if env else None
     if log is not None:
@@ -42,21 +98,57 @@ def run(
         try:
             child = subprocess.Popen(
                 argv, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            )
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         except OSError as exc:
-            raise GoldboxError(f"cannot run `{shown}`: {exc}") from exc
+            raise GoldboxError(f"cannot run `{shown}`: {exc.strerror}") from None
         assert child.stdout is not None
-        with child.stdout:
-            for raw in child.stdout:
-                line = raw.decode("utf-8", "replace").rstrip("\n")
-                tail.append(line)
-                log_file.write(line + "\n")
-                sys.stdout.write(f"[{prefix}] {line}\n")
-                sys.stdout.flush()
-        code = child.wait()
+        with _running_lock:
+            _running.add(child)
+        try:
+            with child.stdout:
+                for raw in child.stdout:
+                    line = raw.decode("utf-8", "replace").rstrip("\n")
+                    tail.append(line)
+                    log_file.write(line + "\n")
+                    sys.stdout.write(f"[{prefix}] {line}\n")
+                    sys.stdout.flush()
+            # wait4, not wait: its resource usage is what the phase table shows as CPU.
+            _, status, usage = os.wait4(child.pid, 0)
+        finally:
+            with _running_lock:
+                _running.discard(child)
+        child.returncode = code = os.waitstatus_to_exitcode(status)
+        _cpu.seconds = cpu_seconds() + usage.ru_utime + usage.ru_stime
         log_file.write(f"# exit code {code}\n")
     if code != 0:
-        where = f" (full log: {log})" if log is not None else ""
-        last = "\n".join(f"  {line}" for line in tail)
-        raise GoldboxError(f"`{shown}` exited with code {code}{where}; last lines:\n{last}")
+        raise _failure(shown, code, tail, log)
+
+
+def capture(
+    cmd: Sequence[str | os.PathLike[str]],
+    *,
+    cwd: Path | None = None,
+    input: str | None = None,
+    check: bool = True,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a short command quietly and return it (text stdout and stderr).
+
+    With `check`, a non-zero exit is a GoldboxError naming the command and its last lines
+    of output; a command that cannot start or outlives `timeout` always is one."""
+    argv, shown = _argv(cmd, False, None)
+    try:
+        result = subprocess.run(
+            argv, cwd=cwd, input=input, capture_output=True, text=True, errors="replace",
+            timeout=timeout, env={**os.environ, **env} if env else None,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            check=False)
+    except OSError as exc:
+        raise GoldboxError(f"cannot run `{shown}`: {exc.strerror}") from None
+    except subprocess.TimeoutExpired:
+        raise GoldboxError(f"`{shown}` did not finish within {timeout:.0f} s") from None
+    if check and result.returncode != 0:
+        lines = (result.stdout + result.stderr).splitlines()[-TAIL_LINES:]
+        raise _failure(shown, result.returncode, lines, None)
+    return result

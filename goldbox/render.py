@@ -7,15 +7,15 @@ missing variable is an error instead of an empty string.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import jinja2
 
+from goldbox.basedisk import DISK_SIZE_GIB
 from goldbox.config import Config, DebootstrapSource, IsoSource, Platform
 from goldbox.errors import GoldboxError
+from goldbox.files import write_atomically
 from goldbox.keys import insecure_public_key
 from goldbox.plan import (
     STAGE_DIR,
@@ -25,6 +25,7 @@ from goldbox.plan import (
     Prebuilt,
     build_plan,
     python_binary,
+    uwsgi_socket,
 )
 
 PACKER_TEMPLATES = {"debootstrap": "packer/debootstrap.pkr.hcl.j2", "iso": "packer/iso.pkr.hcl.j2"}
@@ -55,6 +56,8 @@ class Rendered:
     uwsgi_ini: Path
     uwsgi_unit: Path
     answer_file: Path | None
+    # systemd platforms: the sandbox drop-in for the distribution's nginx.service.
+    nginx_dropin: Path | None = None
 
     def files(self) -> list[Path]:
         return [p for p in vars(self).values() if isinstance(p, Path) and p != self.directory]
@@ -82,23 +85,6 @@ def _render(env: jinja2.Environment, template: str, context: dict) -> str:
         raise GoldboxError(f"{exc.name or template}:{exc.lineno}: {exc.message}") from None
 
 
-def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write `text` to a temporary name beside `path`, flush it to disk, then rename
-    over it: a crash leaves the old file or the new one, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def packer_source_name(platform: Platform) -> str:
     """The platform's name as a Packer source label: packer 1.6's -only splits on dots."""
     return platform.name.replace(".", "_")
@@ -112,9 +98,11 @@ def _context(config: Config, platform: Platform, options: RenderOptions) -> dict
         "uwsgi_ini_path": UWSGI_INI_PATH,
         "python_binary": python_binary(platform),
         "uwsgi_service": UWSGI_SERVICE,
+        "uwsgi_socket": uwsgi_socket(config, platform),
         "source_name": packer_source_name(platform),
         "stage": "golden",
         "system_steps": SYSTEM_STEPS,
+        "base_disk_mb": DISK_SIZE_GIB * 1024,
         "libvirt_driver": options.libvirt_driver,
         "packer": {
             "version": ".".join(map(str, options.packer_version)),
@@ -149,6 +137,8 @@ def render_platform(
         "uwsgi_ini": _render(env, "configs/uwsgi.ini.j2", context),
         "uwsgi_unit": _render(env, UWSGI_UNIT_TEMPLATES[platform.service_manager], context),
     }
+    if platform.service_manager == "systemd":
+        guest["nginx_dropin"] = _render(env, "configs/nginx-hardening.conf.j2", context)
     plan = build_plan(config, platform, guest, options.prebuilt, cleanup=options.cleanup)
     outputs: dict[str, tuple[str, str, int]] = {
         "packer_template": (f"{platform.name}.pkr.hcl",
@@ -160,6 +150,8 @@ def render_platform(
         "uwsgi_unit": (PurePosixPath(plan["uwsgi"]["files"][1]["path"]).name,
                        guest["uwsgi_unit"], 0o755 if platform.service_manager == "sysv" else 0o644),
     }
+    if "nginx_dropin" in guest:
+        outputs["nginx_dropin"] = ("nginx-goldbox-hardening.conf", guest["nginx_dropin"], 0o644)
     if isinstance(platform.source, DebootstrapSource):
         system = {**context, "stage": "system"}
         outputs["system_template"] = (f"{platform.name}-system.pkr.hcl",
@@ -176,4 +168,4 @@ def render_platform(
     answer_file = paths.pop("answer_file", None)
     system_template = paths.pop("system_template", None)
     return Rendered(directory=out_dir, answer_file=answer_file, system_template=system_template,
-                    **paths)
+                    nginx_dropin=paths.pop("nginx_dropin", None), **paths)

@@ -8,39 +8,45 @@ own fresh copy extracted from that tarball in seconds."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import shutil
+import shlex
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from goldbox import proc
-from goldbox.artifacts import cache_lock
+from goldbox.cache import Cache, Entry, as_cache
 from goldbox.errors import GoldboxError
 
 # Bumped when the way a cached tarball is made changes, so old ones are not reused.
-_CACHE_FORMAT = 2  # 2: the rootfs' own "/" is 0755, not mkdtemp's 0700
+_RECIPE = 2  # 2: the rootfs' own "/" is 0755, not mkdtemp's 0700
 # Keep owners as numbers (the host's names mean nothing inside the rootfs) and keep
 # file capabilities (ping, for one, relies on them).
 _TAR_OPTIONS = ["--numeric-owner", "--xattrs", "--xattrs-include=*"]
+TARBALL = "rootfs.tar"
+ARCHIVE_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+
+# Mounts for a chroot: made inside a private mount and PID namespace of its own (see
+# proc.ISOLATE), so they exist only for the command that needs them and vanish with it.
+_CHROOT_MOUNTS = r"""
+root=$1; shift
+mkdir -p "$root/proc" "$root/sys" "$root/dev"
+mount -t proc proc "$root/proc"
+mount -t sysfs sysfs "$root/sys"
+mount --bind /dev "$root/dev"
+mount -t devpts -o newinstance,gid=5,mode=620,ptmxmode=666 devpts "$root/dev/pts"
+mount -t tmpfs -o mode=1777 tmpfs "$root/dev/shm"
+chroot "$root" /usr/bin/env -i "$@"
+"""
 
 
-def rootfs_key(*, suite: str, mirror: str, packages: list[str], variant: str) -> str:
-    """The cache key of a debootstrap: sha256 over everything that goes into it."""
-    identity = {
-        "format": _CACHE_FORMAT,
-        "suite": suite,
-        "mirror": mirror,
-        "variant": variant,
-        "packages": sorted(set(packages)),
-    }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+def rootfs_identity(*, suite: str, mirror: str, packages: list[str], variant: str) -> dict:
+    """What goes into a debootstrap (its cache identity)."""
+    return {"recipe": _RECIPE, "suite": suite, "mirror": mirror, "variant": variant,
+            "packages": sorted(set(packages))}
 
 
 def debootstrap_rootfs(
-    cache_dir: Path,
+    cache: Cache | Path,
     *,
     suite: str,
     mirror: str,
@@ -56,85 +62,58 @@ def debootstrap_rootfs(
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()):
         raise GoldboxError(f"rootfs destination {dest} is not empty; give an empty or new folder")
-    tarball = cached_rootfs_tarball(
-        cache_dir, suite=suite, mirror=mirror, packages=packages, variant=variant, log=log
-    )
+    entry = cached_rootfs(cache, suite=suite, mirror=mirror, packages=packages,
+                          variant=variant, log=log)
     dest.mkdir(parents=True, exist_ok=True)
-    proc.run(["tar", *_TAR_OPTIONS, "-xpf", tarball, "-C", dest], prefix="rootfs", log=log)
+    proc.run(["tar", *_TAR_OPTIONS, "-xpf", entry.file(TARBALL), "-C", dest], prefix="rootfs",
+             log=log)
     return dest
 
 
-def cached_rootfs_tarball(
-    cache_dir: Path,
+def cached_rootfs(
+    cache: Cache | Path,
     *,
     suite: str,
     mirror: str,
     packages: list[str],
     variant: str = "minbase",
     log: Path | None = None,
-) -> Path:
-    """Return `<cache>/rootfs/<key>.tar`, running debootstrap first if it is missing.
+) -> Entry:
+    """The cache entry holding `rootfs.tar` of this debootstrap, run first if needed."""
+    cache = as_cache(cache)
+    identity = rootfs_identity(suite=suite, mirror=mirror, packages=packages, variant=variant)
 
-    A lock file serialises concurrent builders of the same key; the tarball is written
-    under a temporary name and renamed, so a half-written one is never used."""
-    key = rootfs_key(suite=suite, mirror=mirror, packages=packages, variant=variant)
-    store = Path(cache_dir) / "rootfs"
-    store.mkdir(parents=True, exist_ok=True)
-    tarball = store / f"{key}.tar"
-    with cache_lock(store / f"{key}.lock"):
-        if tarball.exists():
-            return tarball
-        build_root = Path(tempfile.mkdtemp(prefix=f"{key}.build-", dir=store))
-        # mkdtemp makes a 0700 folder, and that folder becomes the rootfs' "/": a guest
-        # whose "/" only root can enter breaks every unprivileged service.
-        build_root.chmod(0o755)
-        partial = store / f"{key}.tar.partial"
-        try:
-            command = ["debootstrap", f"--variant={variant}"]
+    def make(folder: Path) -> None:
+        with cache.scratch("debootstrap") as build_root:
+            # mkdtemp makes a 0700 folder, and that folder becomes the rootfs' "/": a
+            # guest whose "/" only root can enter breaks every unprivileged service.
+            build_root.chmod(0o755)
+            # An explicit keyring: debootstrap then refuses a Release that is unsigned or
+            # signed by another key, and stops if the keyring is missing (without one it
+            # warns and installs unverified packages).
+            command = ["debootstrap", f"--variant={variant}", f"--keyring={ARCHIVE_KEYRING}"]
             if packages:
                 command.append("--include=" + ",".join(sorted(set(packages))))
             command += [suite, build_root, mirror]
-            log = log or store / f"{key}.log"
-            proc.run(command, prefix=f"debootstrap {suite}", log=log)
+            # debootstrap mounts proc and sys in the target: keep them in a namespace.
+            proc.run(command, prefix=f"debootstrap {suite}", log=log, isolate=True)
             # Leave no apt downloads in the cache: they are a third of a minbase.
             for deb in (build_root / "var/cache/apt/archives").glob("*.deb"):
                 deb.unlink()
-            proc.run(["tar", *_TAR_OPTIONS, "-cf", partial, "-C", build_root, "."],
+            proc.run(["tar", *_TAR_OPTIONS, "-cf", folder / TARBALL, "-C", build_root, "."],
                      prefix="rootfs", log=log)
-            partial.rename(tarball)
-        finally:
-            remove_tree(build_root)
-            partial.unlink(missing_ok=True)
-    return tarball
 
-
-def remove_tree(path: Path) -> None:
-    """Delete a rootfs folder, first unmounting anything still mounted below it, so a
-    leftover bind mount of /dev can never make us delete the host's device nodes."""
-    path = Path(path).resolve()
-    if not path.exists():
-        return
-    for target in sorted(_mounts_under(path), key=len, reverse=True):
-        subprocess.run(["umount", "--lazy", target], check=False)
-    shutil.rmtree(path)
-
-
-def _mounts_under(path: Path) -> list[str]:
-    targets = []
-    with open("/proc/self/mountinfo") as mountinfo:
-        for line in mountinfo:
-            # Field 5 is the mount point, with spaces and the like octal-escaped.
-            target = line.split()[4].encode().decode("unicode_escape")
-            if target == str(path) or target.startswith(f"{path}/"):
-                targets.append(target)
-    return targets
+    return cache.ensure("rootfs", identity, make, name=f"{suite}-{variant}",
+                        summary=f"debootstrap {suite} {variant} + {len(identity['packages'])} "
+                                "packages")
 
 
 @contextlib.contextmanager
 def chroot_mounts(root: Path) -> Iterator[Path]:
-    """Mount proc, sysfs, /dev (bind), devpts and a /dev/shm tmpfs inside `root` for
-    the duration of the block; they are unmounted again, in reverse order, even when
-    the block raises. Yields `root`."""
+    """For tests that drive a rootfs by hand: proc, sysfs, /dev (bind), devpts and a
+    /dev/shm tmpfs mounted inside `root` in the host's namespace for the block, undone in
+    reverse order even when the block raises. goldbox itself uses `chroot_run`, whose
+    mounts cannot outlive it. Yields `root`."""
     root = Path(root).resolve()
     mounts = [
         (["-t", "proc", "proc"], "proc"),
@@ -173,9 +152,11 @@ CHROOT_ENV = {
 
 def chroot_run(root: Path, command: list[str], *, prefix: str, log: Path | None = None,
                cwd: str = "/") -> None:
-    """Run `command` inside `root` (whose mounts the caller set up with chroot_mounts),
-    from the chroot's folder `cwd`, with a clean environment; output as proc.run."""
+    """Run `command` inside `root`, from the chroot's folder `cwd`, with a clean
+    environment and proc, sys and dev mounted for it alone (in namespaces of its own,
+    see proc.ISOLATE); output as proc.run."""
     env_args = [f"{name}={value}" for name, value in CHROOT_ENV.items()]
-    proc.run(["chroot", root, "/usr/bin/env", "-i", *env_args,
-              "/bin/sh", "-c", 'cd "$0" && exec "$@"', cwd, *command],
-             prefix=prefix, log=log)
+    root = Path(root).resolve()
+    proc.run(["/bin/sh", "-ec", _CHROOT_MOUNTS, "goldbox-chroot", root, *env_args,
+              "/bin/sh", "-c", 'cd "$0" && exec "$@"', cwd, *command], prefix=prefix, log=log,
+             isolate=True, show=f"chroot {root} {shlex.join(map(str, command))}")

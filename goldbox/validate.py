@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
+from goldbox import proc
 from goldbox.errors import GoldboxError
 from goldbox.keys import insecure_private_key
 
 VARIABLE = re.compile(r'^variable\s+"([^"]+)"\s*\{(.*?)^\}', re.S | re.M)
 
 
-def _check(argv: list[str], cwd: Path, what: str, env: dict | None = None) -> str:
-    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False,
-                            env=env, timeout=300)
+def _check(argv: list[str], cwd: Path, what: str) -> str:
+    result = proc.capture(argv, cwd=cwd, check=False, timeout=300)
     output = (result.stdout + result.stderr).strip()
     if result.returncode != 0:
         raise GoldboxError(f"{what}: `{' '.join(argv)}` failed ({result.returncode}): {output}")

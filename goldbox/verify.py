@@ -29,11 +29,10 @@ import requests
 import testinfra
 
 from goldbox import PROJECT_ROOT
-from goldbox.artifacts import sha256_file
 from goldbox.config import Config, Platform
 from goldbox.errors import GoldboxError
+from goldbox.files import sha256_file, write_atomically
 from goldbox.plan import UWSGI_SERVICE
-from goldbox.render import write_atomically
 from goldbox.vm import Built, _vagrant, built_box, require_running
 
 # Started within this many seconds of boot means "started by the boot", not by hand.
@@ -133,7 +132,7 @@ def check_http(config: Config) -> list[Result]:
 def check_first_boot(ssh_config: Path, built: Built, platform: Platform) -> list[Result]:
     """Identity made on this VM, services started by the boot itself."""
     host = testinfra.get_host("ssh://default", ssh_config=str(ssh_config), sudo=True)
-    created = datetime.datetime.fromisoformat(built.manifest["created"].replace("Z", "+00:00"))
+    created = datetime.datetime.fromisoformat(built.manifest.created.replace("Z", "+00:00"))
     box_made = created.timestamp()
     results = []
     keys = host.run("ls /etc/ssh/ssh_host_*_key").stdout.split()
@@ -206,9 +205,16 @@ def verify(config: Config, platform: Platform) -> list[Result]:
     built = built_box(config, platform)
     require_running(config, platform)
     with ssh_session(config, platform) as ssh_config:
-        results = run_infra_suite(ssh_config, built.plan)
-        results += check_http(config)
-        results += check_first_boot(ssh_config, built, platform)
+        return run_suite(config, platform, ssh_config, built)
+
+
+def run_suite(config: Config, platform: Platform, ssh_config: Path,
+              built: Built) -> list[Result]:
+    """Every check, on the VM that `ssh_config` reaches, booted from `built`'s box (also
+    used by `invoke verify --from-catalog`)."""
+    results = run_infra_suite(ssh_config, built.plan)
+    results += check_http(config)
+    results += check_first_boot(ssh_config, built, platform)
     results += check_box_contents(built.box, config.cache_dir / BOX_CHECKS)
     return results
 

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import vagrant
-from goldbox import accel
+from goldbox import accel, libvirtd, proc
 from goldbox.config import Config, Platform
+from goldbox.context import PROVIDER, dist_dir
 from goldbox.errors import GoldboxError
-from goldbox.image import PROVIDER, dist_dir
-from goldbox.render import RenderOptions, render_vagrantfile, write_atomically
+from goldbox.files import write_atomically
+from goldbox.manifest import Manifest, read_manifest
+from goldbox.render import RenderOptions, render_vagrantfile
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class Built:
     """The box `invoke image` left in dist/<platform>/."""
 
     box: Path
-    manifest: dict
+    manifest: Manifest
     plan: Path
 
 
@@ -38,8 +40,8 @@ def built_box(config: Config, platform: Platform) -> Built:
     if not manifest_path.is_file():
         raise GoldboxError(f"no box built for {platform.name} (no {manifest_path}): "
                            f"run `invoke image --platform {platform.name}` first")
-    manifest = json.loads(manifest_path.read_text())
-    box = out / manifest["box_file"]
+    manifest = read_manifest(manifest_path)
+    box = out / manifest.box_file
     if not box.is_file():
         raise GoldboxError(f"{manifest_path} names {box.name}, which is missing: "
                            f"run `invoke image --platform {platform.name}` again")
@@ -57,13 +59,8 @@ def _vagrant(config: Config, platform: Platform, quiet: bool = False) -> vagrant
 
 
 def _run_vagrant(config: Config, platform: Platform, *args: str) -> str:
-    result = subprocess.run(["vagrant", *args], cwd=vm_dir(config, platform),
-                            capture_output=True, text=True, check=False,
-                            env={**os.environ, "VAGRANT_DEFAULT_PROVIDER": PROVIDER})
-    if result.returncode != 0:
-        raise GoldboxError(f"`vagrant {' '.join(args)}` failed: "
-                           f"{(result.stderr or result.stdout).strip()}")
-    return result.stdout
+    return proc.capture(["vagrant", *args], cwd=vm_dir(config, platform),
+                        env={"VAGRANT_DEFAULT_PROVIDER": PROVIDER}).stdout
 
 
 def state(config: Config, platform: Platform) -> str:
@@ -87,11 +84,11 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 def add_box(config: Config, platform: Platform, built: Built) -> None:
     """Add the built box to Vagrant under its name and version; replace an older build
     of the same version (and the image vagrant-libvirt uploaded from it)."""
-    name, version = built.manifest["box_name"], built.manifest["version"]
+    name, version = built.manifest.box_name, built.manifest.version
     marker = vm_dir(config, platform) / ".box-added"
     listed = _run_vagrant(config, platform, "box", "list").splitlines()
     present = any(line.split() == [name, f"({PROVIDER},", f"{version})"] for line in listed)
-    if present and marker.is_file() and marker.read_text().strip() == built.manifest["box_sha256"]:
+    if present and marker.is_file() and marker.read_text().strip() == built.manifest.box_sha256:
         return
     if present:
         print(f"replacing box {name} {version}: the build in dist/ is newer")
@@ -105,19 +102,18 @@ def add_box(config: Config, platform: Platform, built: Built) -> None:
         "description": config.project.box.description,
         "versions": [{"version": version, "providers": [{
             "name": PROVIDER, "url": built.box.resolve().as_uri(),
-            "checksum_type": "sha256", "checksum": built.manifest["box_sha256"]}]}],
+            "checksum_type": "sha256", "checksum": built.manifest.box_sha256}]}],
     }, indent=2) + "\n")
     print(f"adding box {name} {version} from {built.box}")
-    subprocess.run(["vagrant", "box", "add", "--provider", PROVIDER, str(metadata)],
-                   check=True)
-    write_atomically(marker, built.manifest["box_sha256"] + "\n")
+    proc.run(["vagrant", "box", "add", "--provider", PROVIDER, metadata], prefix="vagrant")
+    write_atomically(marker, built.manifest.box_sha256 + "\n")
 
 
 def _delete_libvirt_volume(name: str, version: str) -> None:
     """vagrant-libvirt keeps an uploaded copy of each box in the default pool."""
     volume = f"{name.replace('/', '-VAGRANTSLASH-')}_vagrant_box_image_{version}_box.img"
-    subprocess.run(["virsh", "-c", "qemu:///system", "vol-delete", "--pool", "default",
-                    volume], capture_output=True, check=False)
+    proc.capture(["virsh", "-c", "qemu:///system", "vol-delete", "--pool", "default", volume],
+                 check=False)
 
 
 def up(config: Config, platform: Platform) -> None:
@@ -134,6 +130,11 @@ def up(config: Config, platform: Platform) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     driver = accel.detect(config.cache_dir).libvirt_driver
     render_vagrantfile(config, platform, directory, RenderOptions(libvirt_driver=driver))
+    if daemons := libvirtd.ensure_answering():
+        print("no libvirt daemon answered and no service manager runs here: goldbox started "
+              + ", ".join(f"{name} (pid {pid}, {pidfile})"
+                          for name, (pid, pidfile) in daemons.daemons.items())
+              + f"; stop them with `{daemons.stop_hint()}`")
     add_box(config, platform, built)
     print(f"booting {platform.name} with vagrant-libvirt (driver {driver})")
     started = time.monotonic()

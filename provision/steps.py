@@ -5,6 +5,7 @@ package/service adapters carry the differences."""
 from __future__ import print_function
 
 import glob
+import hashlib
 import os
 import re
 
@@ -234,11 +235,16 @@ def app(ctx):
 # ---- 5. uwsgi / 6. nginx -------------------------------------------------------------
 
 def _write_files(ctx, files):
-    changed = False
+    """Write the plan's files; return the ones that changed."""
+    changed = []
     for item in files:
-        changed = ctx.runner.write_file(item["path"], item["content"],
-                                        int(item.get("mode", "0644"), 8)) or changed
+        if ctx.runner.write_file(item["path"], item["content"], int(item.get("mode", "0644"), 8)):
+            changed.append(item)
     return changed
+
+
+def _defines_service(files):
+    return [item for item in files if item.get("defines_service")]
 
 
 def _enable_and_run(ctx, service, changed, restart):
@@ -256,12 +262,45 @@ def _enable_and_run(ctx, service, changed, restart):
     return changed
 
 
+# What the running uWSGI serves, recorded when the step last (re)started or planned it.
+UWSGI_SERVES = "/var/lib/goldbox/uwsgi-serves.sha256"
+
+
+def serves_digest(app_root):
+    """sha256 over what uWSGI loads at start: the app tree's files (its venv aside) and,
+    for the venv, each installed distribution's RECORD (which lists every installed
+    file's own hash). A change to either needs a restart to be served."""
+    digest = hashlib.sha256()
+    env = os.path.join(app_root, "env")
+    for folder, dirs, files in os.walk(app_root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__"
+                         and os.path.join(folder, d) != env)
+        for name in sorted(files):
+            if not name.endswith(".pyc"):
+                _digest_file(digest, os.path.join(folder, name), app_root)
+    records = glob.glob(os.path.join(env, "lib", "python*", "site-packages", "*.dist-info",
+                                     "RECORD"))
+    for path in sorted(records) + [os.path.join(env, "pyvenv.cfg")]:
+        if os.path.isfile(path):
+            _digest_file(digest, path, app_root)
+    return digest.hexdigest()
+
+
+def _digest_file(digest, path, root):
+    digest.update(os.path.relpath(path, root).encode("utf-8") + b"\0")
+    digest.update(sha256_of(path).encode("ascii") + b"\n")
+
+
 def uwsgi(ctx):
     spec = ctx.plan["uwsgi"]
-    changed = _write_files(ctx, spec["files"])
-    if changed:
+    written = _write_files(ctx, spec["files"])
+    if _defines_service(written):
         ctx.services.reload_definitions()
-    changed = _enable_and_run(ctx, spec["service"], changed, ctx.services.restart)
+    # The app or its venv changed since uWSGI last started: it still serves the old code.
+    serves = "" if ctx.runner.dry_run else serves_digest(ctx.plan["app"]["root"])
+    app_changed = ctx.runner.write_file(UWSGI_SERVES, serves + "\n", 0o644)
+    changed = _enable_and_run(ctx, spec["service"], bool(written) or app_changed,
+                              ctx.services.restart)
     return changed, "service %s%s" % (spec["service"], _service_note(ctx))
 
 
@@ -272,7 +311,8 @@ def nginx(ctx):
     changed = False
     for path in spec.get("remove", []):
         changed = ctx.runner.remove(path) or changed
-    changed = _write_files(ctx, spec["files"]) or changed
+    written = _write_files(ctx, spec["files"])
+    changed = changed or bool(written)
     if changed:
         try:
             ctx.runner.run(["nginx", "-t"])
@@ -280,7 +320,12 @@ def nginx(ctx):
             for path, saved in previous:  # put the last good configuration back
                 ctx.runner.restore(path, saved)
             raise
-    changed = _enable_and_run(ctx, spec["service"], changed, ctx.services.reload)
+    # A new sandbox (unit drop-in) takes effect at a restart only; a new site at a reload.
+    apply = ctx.services.reload
+    if _defines_service(written):
+        ctx.services.reload_definitions()
+        apply = ctx.services.restart
+    changed = _enable_and_run(ctx, spec["service"], changed, apply)
     return changed, "service %s%s" % (spec["service"], _service_note(ctx))
 
 

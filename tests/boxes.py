@@ -10,7 +10,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from goldbox.artifacts import sha256_file
+from goldbox.files import sha256_file
 
 BOX_NAME = "goldbox-test"
 

@@ -12,7 +12,8 @@ import subprocess
 from pathlib import Path
 
 from goldbox import proc
-from goldbox.artifacts import DEBIAN_MIRROR, cache_lock, private_apt
+from goldbox.artifacts import DEBIAN_MIRROR, private_apt
+from goldbox.cache import locked
 
 PACKAGES = ["python2.7", "python2.7-minimal", "libpython2.7-minimal", "libpython2.7-stdlib",
             "libssl1.1", "libffi7"]
@@ -21,7 +22,7 @@ PACKAGES = ["python2.7", "python2.7-minimal", "libpython2.7-minimal", "libpython
 def python27(cache_dir: Path) -> list[str]:
     """argv prefix that runs Python 2.7 (e.g. [..., "-m", "provision", ...])."""
     root = Path(cache_dir) / "python2.7-bullseye"
-    with cache_lock(root.with_suffix(".lock")):
+    with locked(root.with_suffix(".lock")):
         if not (root / "usr/bin/python2.7").is_file():
             _unpack(root)
     return ["env", f"LD_LIBRARY_PATH={root}/usr/lib/x86_64-linux-gnu",

@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from goldbox import PROJECT_ROOT
-from goldbox.artifacts import ArtifactCache
+from goldbox.cache import Cache
 from goldbox.config import Config, Platform
-from goldbox.image import prepare_wheelhouse
+from goldbox.image import ensure_tarball, prepare_wheelhouse
 from goldbox.render import RenderOptions, render_platform
-from goldbox.rootfs import debootstrap_rootfs, remove_tree
+from goldbox.rootfs import debootstrap_rootfs
 
 STAGE = "/tmp/goldbox-stage"
 # What the base disk has that provision relies on: its Python, systemd's tools, ps/ss.
@@ -28,22 +28,20 @@ ROOTFS_PACKAGES = ["python3", "systemd-sysv", "procps", "iproute2", "ca-certific
 
 
 def python_tarball(config: Config, platform: Platform) -> Path:
-    """python.org is not reachable here: Debian trixie's orig tarball is the same file."""
-    return ArtifactCache(config.cache_dir).ensure_from_debian_source(
-        package="python3.13", suite="trixie", orig_name="python3.13_3.13.5.orig.tar.xz",
-        sha256=platform.python.sha256, filename=f"Python-{platform.python.version}.tar.xz")
+    """The pinned CPython tarball, from its verified sources (goldbox.sources)."""
+    return ensure_tarball(config, platform)[0]
 
 
 @contextlib.contextmanager
 def staged_rootfs(config: Config, platform: Platform) -> Iterator[tuple[Path, dict]]:
-    """A bookworm rootfs (in the cache's work folder) with the stage provision/ needs in
-    STAGE, and the plan; removed afterwards. The plan builds CPython from its tarball, as
-    the tutorial does (no bundle), and does not clean up."""
-    cache = config.cache_dir
-    root = cache / "work" / f"provision-test-{time.time_ns()}"
-    debootstrap_rootfs(cache, suite=platform.source.suite, mirror=platform.source.mirror,
-                       packages=ROOTFS_PACKAGES, dest=root)
-    try:
+    """A bookworm rootfs (in a scratch folder of the cache, locked while in use) with the
+    stage provision/ needs in STAGE, and the plan; removed afterwards. The plan builds
+    CPython from its tarball, as the tutorial does (no bundle), and does not clean up."""
+    cache = Cache(config.cache_dir)
+    with cache.scratch("provision-test") as scratch:
+        root = debootstrap_rootfs(cache, suite=platform.source.suite,
+                                  mirror=platform.source.mirror, packages=ROOTFS_PACKAGES,
+                                  dest=scratch / "root")
         with tempfile.TemporaryDirectory(prefix="goldbox-render-") as build:
             rendered = render_platform(config, platform, Path(build),
                                        RenderOptions(cleanup=False))
@@ -63,13 +61,13 @@ def staged_rootfs(config: Config, platform: Platform) -> Iterator[tuple[Path, di
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
         yield root, plan
-    finally:
-        remove_tree(root)
 
 
 def chroot(root: Path, *argv: str, netns: str | None = None, check: bool = True,
-           userspec: str | None = None) -> subprocess.CompletedProcess:
-    command = ["chroot", *([f"--userspec={userspec}"] if userspec else []), str(root), *argv]
+           userspec: str | None = None, groups: str | None = None
+           ) -> subprocess.CompletedProcess:
+    command = ["chroot", *([f"--userspec={userspec}"] if userspec else []),
+               *([f"--groups={groups}"] if groups else []), str(root), *argv]
     if netns:
         command = ["ip", "netns", "exec", netns, *command]
     return subprocess.run(command, capture_output=True, text=True, check=check, timeout=1800)

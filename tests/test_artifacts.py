@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from goldbox.artifacts import ArtifactCache, build_wheelhouse, sha256_file
+from goldbox.artifacts import ArtifactCache, build_wheelhouse
 from goldbox.errors import GoldboxError
+from goldbox.files import sha256_file
 
 CACHE = Path(os.environ.get("GOLDBOX_CACHE", "~/.cache/goldbox")).expanduser()
 
@@ -39,7 +40,8 @@ MANYLINUX = ["manylinux_2_17_x86_64", "manylinux2014_x86_64"]
 def test_ensure_downloads_verifies_and_reuses(tmp_path):
     cache = ArtifactCache(tmp_path)
     path = cache.ensure(BLINKER_URL, BLINKER_SHA256, "blinker-1.9.0-py3-none-any.whl")
-    assert path == tmp_path / "artifacts" / BLINKER_SHA256 / "blinker-1.9.0-py3-none-any.whl"
+    assert path.name == "blinker-1.9.0-py3-none-any.whl"
+    assert path.parent.parent == tmp_path / "artifact"
     assert sha256_file(path) == BLINKER_SHA256
     mtime = path.stat().st_mtime_ns
     assert cache.ensure("http://127.0.0.1:9/unreachable", BLINKER_SHA256, path.name) == path
@@ -53,7 +55,7 @@ def test_ensure_mismatch_names_url_and_both_sums_and_keeps_nothing(tmp_path):
         cache.ensure(BLINKER_URL, wrong, "blinker.whl")
     message = str(raised.value)
     assert BLINKER_URL in message and wrong in message and BLINKER_SHA256 in message
-    assert not any((tmp_path / "artifacts").rglob("*"))
+    assert not [p for p in (tmp_path / "artifact").iterdir() if not p.name.endswith(".lock")]
 
 
 def test_import_accepts_matching_content_under_the_declared_name(tmp_path):
@@ -62,7 +64,8 @@ def test_import_accepts_matching_content_under_the_declared_name(tmp_path):
     digest = sha256_file(local)
     cache = ArtifactCache(tmp_path / "cache")
     imported = cache.import_file(local, {"1" * 64: "other.tar.xz", digest: "Hello.tar.xz"})
-    assert imported == cache.path(digest, "Hello.tar.xz")
+    assert imported == cache.cached(digest, "Hello.tar.xz")
+    assert imported.name == "Hello.tar.xz"
     assert imported.read_bytes() == b"hello goldbox\n"
 
 
@@ -74,7 +77,7 @@ def test_import_of_a_wrong_file_is_refused(tmp_path):
         cache.import_file(wrong, {CPYTHON_313_SHA256: "Python-3.13.5.tar.xz"})
     assert sha256_file(wrong) in str(raised.value)
     assert "Python-3.13.5.tar.xz" in str(raised.value)
-    assert not (tmp_path / "cache" / "artifacts").exists()
+    assert not (tmp_path / "cache" / "artifact").exists()
 
 
 @pytest.mark.slow
@@ -125,4 +128,4 @@ def test_unreachable_url_is_one_clear_error_and_keeps_nothing(tmp_path):
     cache = ArtifactCache(tmp_path)
     with pytest.raises(GoldboxError, match=r"cannot download http://127\.0\.0\.1:9/x\.tar\.xz"):
         cache.ensure("http://127.0.0.1:9/x.tar.xz", BLINKER_SHA256, "x.tar.xz")
-    assert not any((tmp_path / "artifacts").rglob("*"))
+    assert not [p for p in (tmp_path / "artifact").iterdir() if not p.name.endswith(".lock")]

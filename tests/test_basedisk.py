@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from goldbox.basedisk import build_base_disk
+from goldbox.basedisk import DISK_SIZE_GIB, base_disk_identity, build_base_disk
+from goldbox.cache import Cache
 from goldbox.config import load_config
 from goldbox.keys import insecure_private_key
+from goldbox.rootfs import cached_rootfs
 
 CACHE = Path(os.environ.get("GOLDBOX_CACHE", "~/.cache/goldbox")).expanduser()
 PARTITION = "?offset=1048576"
@@ -31,7 +33,7 @@ def base_disk(tmp_path_factory):
     platform = load_config().platform("debian-12")
     log = tmp_path_factory.mktemp("log") / "basedisk.log"
     started = time.monotonic()
-    disk = build_base_disk(CACHE, platform, log=log)
+    disk = build_base_disk(CACHE, platform, log=log).file()
     print(f"base disk: {time.monotonic() - started:.1f} s, "
           f"{disk.stat().st_size / 2**20:.0f} MiB, {disk}")
     return disk
@@ -69,6 +71,12 @@ def free_port() -> int:
 
 
 def test_boots_under_tcg_and_vagrant_logs_in(base_disk, tmp_path):
+    """Booted from an overlay 2 GiB larger than the base disk, as a VM given a bigger
+    disk (vagrant-libvirt's machine_virtual_size) is: / grows to fill it at boot."""
+    grown_gib = DISK_SIZE_GIB + 2
+    disk = tmp_path / "vm.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base_disk),
+                    "-F", "qcow2", str(disk), f"{grown_gib}G"], check=True)
     key = tmp_path / "vagrant"
     shutil.copyfile(insecure_private_key(), key)
     key.chmod(0o600)
@@ -77,7 +85,7 @@ def test_boots_under_tcg_and_vagrant_logs_in(base_disk, tmp_path):
     started = time.monotonic()
     vm = subprocess.Popen([
         "qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "2",
-        "-drive", f"file={base_disk},if=virtio,format=qcow2", "-snapshot",
+        "-drive", f"file={disk},if=virtio,format=qcow2",
         "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
         "-device", "virtio-net-pci,netdev=net0",
         "-display", "none", "-serial", f"file:{console}", "-monitor", "none",
@@ -95,16 +103,44 @@ def test_boots_under_tcg_and_vagrant_logs_in(base_disk, tmp_path):
         print(f"boot to SSH: {time.monotonic() - started:.1f} s")
         result = subprocess.run(
             [*ssh, "sudo -n true && python3 --version && ip -o link show eth0 "
-                   "&& ls /etc/ssh/ssh_host_ed25519_key.pub && cat /etc/machine-id"],
+                   "&& ls /etc/ssh/ssh_host_ed25519_key.pub && cat /etc/machine-id "
+                   "&& df --block-size=1 --output=size / | tail -n 1"],
             capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         lines = result.stdout.splitlines()
         assert lines[0].startswith("Python 3.11")
         assert "state UP" in lines[1]
         assert len(lines[3]) == 32  # a machine-id generated on this boot
+        # ext4's metadata takes a few percent of the partition.
+        assert int(lines[4]) > 0.9 * grown_gib * 2**30, lines[4]
         subprocess.run([*ssh, "sudo -n systemctl poweroff"], capture_output=True, timeout=30)
         vm.wait(timeout=90)
     finally:
         if vm.poll() is None:
             vm.kill()
             vm.wait()
+
+
+def test_a_truncated_base_disk_is_detected_and_rebuilt(base_disk, tmp_path):
+    """As a power loss before the data reached the disk would leave it, in a cache of
+    its own (copies of the base disk's entry and of the rootfs it is made from)."""
+    platform = load_config().platform("debian-12")
+    identity = base_disk_identity(platform)
+    entry = build_base_disk(CACHE, platform)
+    rootfs = cached_rootfs(CACHE, suite=identity["suite"], mirror=identity["mirror"],
+                           packages=identity["packages"])
+    cache = tmp_path / "cache"
+    for source in (entry.path, rootfs.path):
+        shutil.copytree(source, cache / source.parent.name / source.name)
+    copy = cache / "basedisk" / entry.key / base_disk.name
+    truncated = copy.stat().st_size // 2
+    os.truncate(copy, truncated)
+    notes: list[str] = []
+    rebuilt = build_base_disk(Cache(cache, note=notes.append), platform, check="size")
+    assert not rebuilt.cached
+    (note,) = notes
+    assert note == (f"cache: basedisk {entry.key[:12]} (debian-12 base disk (bookworm, 4 GiB)) "
+                    f"is corrupt: {base_disk.name} has {truncated} bytes, {entry.size} were "
+                    "recorded; rebuilding it")
+    assert rebuilt.file().stat().st_size == rebuilt.size
+    subprocess.run(["qemu-img", "check", rebuilt.file()], check=True, capture_output=True)

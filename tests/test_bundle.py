@@ -17,10 +17,12 @@ from goldbox.bundle import (
     ReleaseChroot,
     build_cpython_bundle,
     build_native_wheel,
-    bundle_key,
+    bundle_identity,
     prefix_of,
 )
+from goldbox.config import load_config
 from goldbox.rootfs import chroot_mounts, chroot_run, debootstrap_rootfs
+from goldbox.sources import fetch_tarball
 
 CACHE = Path(os.environ.get("GOLDBOX_CACHE", "~/.cache/goldbox")).expanduser()
 PLATFORM = tomllib.loads((PROJECT_ROOT / "platforms/debian-12.toml").read_text())
@@ -35,7 +37,7 @@ def test_prefix_follows_the_configure_flags():
     assert prefix_of(["--prefix=/opt/py/", "--with-lto"]) == "/opt/py"
 
 
-def test_bundle_key_follows_provision_but_not_its_bytecode(tmp_path, monkeypatch):
+def test_bundle_identity_follows_provision_but_not_its_bytecode(tmp_path, monkeypatch):
     """provision's python step is the bundle's build recipe, so editing provision/
     must rebuild the bundle; a __pycache__ left by a test run must not."""
     project = tmp_path / "project"
@@ -44,12 +46,12 @@ def test_bundle_key_follows_provision_but_not_its_bytecode(tmp_path, monkeypatch
     monkeypatch.setattr(bundle_module, "PROJECT_ROOT", project)
     inputs = dict(platform="debian-12", release=ReleaseChroot("bookworm", "http://m", ("gcc",)),
                   python_version="3.13.5", tarball_sha256="0" * 64, configure_flags=[])
-    before = bundle_key(**inputs)
+    before = bundle_identity(**inputs)
     (project / "provision/__pycache__").mkdir()
     (project / "provision/__pycache__/steps.cpython-311.pyc").write_bytes(b"bytecode")
-    assert bundle_key(**inputs) == before
+    assert bundle_identity(**inputs) == before
     (project / "provision/steps.py").write_text("MAKE = 'make -j2'\n")
-    assert bundle_key(**inputs) != before
+    assert bundle_identity(**inputs) != before
 
 
 @pytest.mark.slow
@@ -60,9 +62,8 @@ def test_bundle_and_uwsgi_wheel_work_in_a_fresh_runtime_chroot(tmp_path):
                             tuple(PLATFORM["packages"]["build"]))
     version = PLATFORM["python"]["version"]
     cache = ArtifactCache(CACHE)
-    tarball = cache.ensure_from_debian_source(
-        package="python3.13", suite="trixie", orig_name="python3.13_3.13.5.orig.tar.xz",
-        sha256=CPYTHON_SHA256, filename=f"Python-{version}.tar.xz")
+    tarball, _ = fetch_tarball(cache, load_config().platform("debian-12"),
+                               f"Python-{version}.tar.xz")
 
     started = time.monotonic()
     bundle = build_cpython_bundle(

@@ -14,23 +14,29 @@ import sys
 from pathlib import Path
 
 import pytest
-import requests
 
 from goldbox import PROJECT_ROOT
 from goldbox.catalog import (
     LOCK_FILE,
     PARTIAL_PREFIX,
+    STATE_FILE,
     format_table,
     list_boxes,
-    make_server,
     prune,
     publish,
 )
+from goldbox.config import load_config
 from goldbox.errors import GoldboxError
 from tests.boxes import BOX_NAME, make_box
+from tests.catalog_fixtures import installed, serving, vagrant
 from tests.conftest import run_invoke
 
 QUIET = lambda line: None  # noqa: E731
+
+
+def publish_released(manifest: Path, catalog: Path, **options):
+    """Publish and release at once: these tests are about the files, not the life cycle."""
+    return publish(manifest, catalog, release=True, **options)
 
 
 def tree(root: Path) -> dict[str, str]:
@@ -67,7 +73,7 @@ def catalog(tmp_path: Path) -> Path:
 
 def test_publish_lays_out_versions_with_checksums_and_file_urls(catalog, boxes_dir):
     for version in ("0.2.0", "0.10.0", "0.9.1"):  # semver order, not publish or text order
-        publish(boxes_dir(version), catalog, description="test box", progress=QUIET)
+        publish_released(boxes_dir(version), catalog, description="test box", progress=QUIET)
     meta = metadata(catalog)
     assert meta["name"] == BOX_NAME and meta["description"] == "test box"
     assert versions(catalog) == ["0.2.0", "0.9.1", "0.10.0"]
@@ -86,14 +92,14 @@ def test_publish_lays_out_versions_with_checksums_and_file_urls(catalog, boxes_d
 
 
 def test_existing_version_is_refused_unless_forced(catalog, boxes_dir, tmp_path):
-    publish(boxes_dir("1.0.0"), catalog, progress=QUIET)
+    publish_released(boxes_dir("1.0.0"), catalog, progress=QUIET)
     before = tree(catalog)
     rebuilt = make_box(tmp_path / "rebuilt", "1.0.0")  # same version, other bytes
     with pytest.raises(GoldboxError, match=r"metadata.json: version 1.0.0 already has a "
                                            r"libvirt box; pass --force"):
-        publish(rebuilt, catalog, progress=QUIET)
+        publish_released(rebuilt, catalog, progress=QUIET)
     assert tree(catalog) == before
-    publish(rebuilt, catalog, force=True, progress=QUIET)
+    publish_released(rebuilt, catalog, force=True, progress=QUIET)
     (entry,) = metadata(catalog)["versions"]
     assert len(entry["providers"]) == 1
     assert entry["providers"][0]["checksum"] == json.loads(rebuilt.read_text())["box_sha256"]
@@ -108,12 +114,12 @@ def test_a_box_whose_bytes_differ_from_its_manifest_is_not_published(catalog, bo
         handle.seek(100)
         handle.write(bytes([byte[0] ^ 0xFF]))
     with pytest.raises(GoldboxError, match="sha256 is .* but its manifest says box_sha256"):
-        publish(manifest, catalog, progress=QUIET)
+        publish_released(manifest, catalog, progress=QUIET)
     assert tree(catalog) == {LOCK_FILE: hashlib.sha256(b"").hexdigest()}
 
 
 def test_base_url_of_an_http_catalog_and_mixing_is_refused(catalog, boxes_dir):
-    publish(boxes_dir("1.0.0"), catalog, base_url="https://boxes.example.org/team",
+    publish_released(boxes_dir("1.0.0"), catalog, base_url="https://boxes.example.org/team",
             progress=QUIET)
     url = metadata(catalog)["versions"][0]["providers"][0]["url"]
     assert url == (f"https://boxes.example.org/team/{BOX_NAME}/1.0.0/libvirt/"
@@ -121,13 +127,13 @@ def test_base_url_of_an_http_catalog_and_mixing_is_refused(catalog, boxes_dir):
     before = tree(catalog)
     with pytest.raises(GoldboxError, match="is published under https://boxes.example.org/"
                                            "team/, not file://.*--base-url https://"):
-        publish(boxes_dir("1.1.0"), catalog, progress=QUIET)
+        publish_released(boxes_dir("1.1.0"), catalog, progress=QUIET)
     assert tree(catalog) == before
 
 
 def test_boxes_table_reads_the_manifests(catalog, boxes_dir):
     for version in ("0.1.0", "0.2.0"):
-        publish(boxes_dir(version), catalog, progress=QUIET)
+        publish_released(boxes_dir(version), catalog, progress=QUIET)
     rows = list_boxes(catalog)
     assert [(r.version, r.provider, r.platform, r.cpython) for r in rows] == [
         ("0.2.0", "libvirt", "debian-12", "3.13.5"), ("0.1.0", "libvirt", "debian-12", "3.13.5")]
@@ -140,17 +146,18 @@ def test_boxes_table_reads_the_manifests(catalog, boxes_dir):
 
 def test_prune_keeps_the_newest_and_removes_entries_and_files(catalog, boxes_dir):
     for version in ("0.1.0", "0.2.0", "0.10.0", "1.0.0"):
-        publish(boxes_dir(version), catalog, progress=QUIET)
+        publish_released(boxes_dir(version), catalog, progress=QUIET)
     assert prune(catalog, BOX_NAME, keep=2, progress=QUIET) == ["0.1.0", "0.2.0"]
     assert versions(catalog) == ["0.10.0", "1.0.0"]
     assert sorted(p.name for p in (catalog / BOX_NAME).iterdir()) == [
-        "0.10.0", "1.0.0", "metadata.json"]
+        STATE_FILE, "0.10.0", "1.0.0", "channels", "metadata.json"]
     assert prune(catalog, BOX_NAME, keep=2, progress=QUIET) == []
 
 
 def test_invoke_publish_defaults_to_the_built_box_and_the_configured_catalog(project_copy):
-    make_box(project_copy / "dist" / "debian-12", "0.1.0")  # where `invoke image` puts it
-    result = run_invoke(project_copy, "publish")
+    default = load_config(project_copy).project.box.default_platform
+    make_box(project_copy / "dist" / default, "0.1.0")  # where `invoke image` puts it
+    result = run_invoke(project_copy, "publish", "--release")
     assert result.returncode == 0, result.stdout + result.stderr
     catalog = project_copy / "dist" / "catalog"  # goldbox.toml: catalog.location
     assert versions(catalog) == ["0.1.0"]
@@ -177,7 +184,7 @@ def _refused(root: Path, catalog: Path, *args: str) -> str:
 def test_bad_input_gets_one_line_and_changes_nothing(project_copy, catalog, boxes_dir,
                                                      tmp_path):
     good = boxes_dir("0.1.0")
-    assert run_invoke(project_copy, "publish", "--manifest", str(good),
+    assert run_invoke(project_copy, "publish", "--release", "--manifest", str(good),
                       "--catalog", str(catalog)).returncode == 0
 
     missing = tmp_path / "no" / "such" / "catalog"
@@ -197,15 +204,29 @@ def test_bad_input_gets_one_line_and_changes_nothing(project_copy, catalog, boxe
                     "--catalog", str(catalog))
     assert f"{orphan}: no such manifest" in line
 
-    broken = catalog / BOX_NAME / "metadata.json"
-    broken.write_text('{"name": "goldbox-test", "versions": [{"version": "one"}]}')
-    for args in (["publish", "--manifest", str(boxes_dir("0.4.0"))], ["boxes"],
-                 ["prune", "--keep", "1", "--box", BOX_NAME]):
+    state = catalog / BOX_NAME / STATE_FILE  # every version's record: what changes read
+    state.write_text('{"name": "goldbox-test", "versions": [{"version": "one"}]}')
+    for args in (["publish", "--manifest", str(boxes_dir("0.4.0"))],
+                 ["prune", "--keep", "1", "--box", BOX_NAME],
+                 ["release", "0.1.0", "--box", BOX_NAME],
+                 ["revoke", "0.1.0", "--box", BOX_NAME]):
         line = _refused(project_copy, catalog, *args, "--catalog", str(catalog))
-        assert f"{broken}: versions[0].version = 'one': expected MAJOR.MINOR.PATCH" in line
+        assert f"{state}: versions[0].version = 'one': expected MAJOR.MINOR.PATCH" in line
+    broken = catalog / BOX_NAME / "metadata.json"  # what `boxes` and teammates read
     broken.write_text("{not json")
     line = _refused(project_copy, catalog, "boxes", "--catalog", str(catalog))
     assert f"{broken}: not valid JSON" in line
+    broken.write_text('{"name": "goldbox-test", "versions": [{"version": "one"}]}')
+    line = _refused(project_copy, catalog, "boxes", "--catalog", str(catalog))
+    assert f"{broken}: versions[0].version = 'one': expected MAJOR.MINOR.PATCH" in line
+    broken.write_text(json.dumps({"name": BOX_NAME, "versions": [
+        {"version": "0.1.0", "providers": [{"name": "libvirt", "url": "file:///x.box"}]}]}))
+    manifest = catalog / BOX_NAME / "0.1.0" / "libvirt" / "manifest.json"
+    for garbage, problem in ((b"{not json", "not valid JSON"),
+                             (b"\xff\xfe{}", "cannot read")):
+        manifest.write_bytes(garbage)  # a malformed per-version manifest
+        line = _refused(project_copy, catalog, "boxes", "--catalog", str(catalog))
+        assert f"{manifest}: {problem}" in line
 
     line = _refused(project_copy, catalog, "prune", "--catalog", str(catalog))
     assert "--keep 0" in line
@@ -224,13 +245,13 @@ PUBLISH = """\
 import sys
 from pathlib import Path
 from goldbox.catalog import publish
-publish(Path(sys.argv[1]), Path(sys.argv[2]))
+publish(Path(sys.argv[1]), Path(sys.argv[2]), release=True)
 """
 
 
 def test_two_publishes_at_once_both_end_up_listed(catalog, boxes_dir):
     manifests = [boxes_dir("1.1.0", padding_mib=4), boxes_dir("1.2.0", padding_mib=4)]
-    publish(boxes_dir("1.0.0"), catalog, progress=QUIET)
+    publish_released(boxes_dir("1.0.0"), catalog, progress=QUIET)
     # Hold the catalog's lock until both publishers are waiting for it, so that they
     # really run at the same time, then let them race.
     with open(catalog / LOCK_FILE, "a") as lock:
@@ -254,12 +275,12 @@ def progress(line):
     if line.startswith("copying"):
         sys.stdin.read()  # hold still, part-way through the copy, until killed
 
-publish(Path(sys.argv[1]), Path(sys.argv[2]), progress=progress)
+publish(Path(sys.argv[1]), Path(sys.argv[2]), release=True, progress=progress)
 """
 
 
 def test_publish_killed_during_copy_leaves_valid_metadata_then_is_swept(catalog, boxes_dir):
-    publish(boxes_dir("1.0.0"), catalog, progress=QUIET)
+    publish_released(boxes_dir("1.0.0"), catalog, progress=QUIET)
     before = metadata(catalog)
     child = _python(KILLED_DURING_COPY, str(boxes_dir("2.0.0", padding_mib=8)), str(catalog),
                     stdin=subprocess.PIPE)
@@ -279,7 +300,7 @@ def test_publish_killed_during_copy_leaves_valid_metadata_then_is_swept(catalog,
 
     # The lock died with the process: the next publish runs and sweeps the leftovers.
     messages: list[str] = []
-    publish(boxes_dir("1.1.0"), catalog, progress=messages.append)
+    publish_released(boxes_dir("1.1.0"), catalog, progress=messages.append)
     assert any("removed unfinished file" in m for m in messages)
     assert versions(catalog) == ["1.0.0", "1.1.0"]
     assert not list(catalog.rglob(f"{PARTIAL_PREFIX}*"))
@@ -287,46 +308,22 @@ def test_publish_killed_during_copy_leaves_valid_metadata_then_is_swept(catalog,
 
 
 def test_prune_also_sweeps_a_killed_publish(catalog, boxes_dir):
-    publish(boxes_dir("1.0.0"), catalog, progress=QUIET)
+    publish_released(boxes_dir("1.0.0"), catalog, progress=QUIET)
     stray = catalog / BOX_NAME / "1.1.0" / "libvirt"
     stray.mkdir(parents=True)
     (stray / f"{PARTIAL_PREFIX}abc").write_bytes(b"half a box")
     assert prune(catalog, BOX_NAME, keep=3, progress=QUIET) == []
-    assert sorted(p.name for p in (catalog / BOX_NAME).iterdir()) == ["1.0.0", "metadata.json"]
+    assert sorted(p.name for p in (catalog / BOX_NAME).iterdir()) == [
+        STATE_FILE, "1.0.0", "channels", "metadata.json"]
 
 
 # ---- the real Vagrant client -----------------------------------------------------------
 
 
-def vagrant(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "VAGRANT_HOME": str(home), "VAGRANT_CHECKPOINT_DISABLE": "1"}
-    result = subprocess.run(["vagrant", *args], cwd=home.parent, env=env, capture_output=True,
-                            text=True, timeout=300, check=False)
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
-def installed(home: Path) -> list[str]:
-    return vagrant(home, "box", "list").stdout.strip().splitlines()
-
-
 @pytest.fixture
 def served_catalog(project_copy, catalog):
-    """`invoke catalog-serve` on a free port of 127.0.0.1; yields its base URL."""
-    invoke = Path(sys.executable).parent / "invoke"
-    server = subprocess.Popen(
-        [str(invoke), "catalog-serve", "--catalog", str(catalog), "--port", "0"],
-        cwd=project_copy, env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        first = server.stdout.readline()
-        assert first.startswith(f"serving {catalog} at http://127.0.0.1:"), first
-        yield first.split(" at ")[1].split()[0]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        server.stdout.close()
+    with serving(project_copy, catalog) as base:
+        yield base
 
 
 @pytest.mark.parametrize("transport", ["file", "http"])
@@ -340,7 +337,8 @@ def test_vagrant_adds_newest_sees_outdated_and_updates(transport, request, proje
             'location = "dist/catalog"', f'location = "dist/catalog"\nbase_url = "{base}"'))
 
     def publish_cli(version: str) -> None:
-        args = ["publish", "--manifest", str(boxes_dir(version)), "--catalog", str(catalog)]
+        args = ["publish", "--release", "--manifest", str(boxes_dir(version)),
+                "--catalog", str(catalog)]
         # ... and once from --base-url, which overrides it
         result = run_invoke(project_copy, *args,
                             *(["--base-url", base] if base and version == "0.3.0" else []))
@@ -372,7 +370,7 @@ def test_vagrant_adds_newest_sees_outdated_and_updates(transport, request, proje
 
 
 def test_vagrant_refuses_a_box_with_a_flipped_byte(catalog, boxes_dir, tmp_path):
-    published = publish(boxes_dir("0.1.0"), catalog, progress=QUIET)
+    published = publish_released(boxes_dir("0.1.0"), catalog, progress=QUIET)
     data = bytearray(published.box_path.read_bytes())
     data[len(data) // 2] ^= 0x01
     published.box_path.write_bytes(bytes(data))
@@ -381,23 +379,3 @@ def test_vagrant_refuses_a_box_with_a_flipped_byte(catalog, boxes_dir, tmp_path)
     assert result.returncode != 0
     assert "The checksum of the downloaded box did not match" in result.stderr
     assert not (home / "boxes" / BOX_NAME).exists()
-
-
-def test_catalog_server_hides_dot_files_and_serves_metadata_as_json(catalog, boxes_dir):
-    import threading
-
-    publish(boxes_dir("0.1.0"), catalog, progress=QUIET)
-    (catalog / BOX_NAME / f"{PARTIAL_PREFIX}x").write_bytes(b"unfinished")
-    server = make_server(catalog, 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        base = f"http://127.0.0.1:{server.server_address[1]}/"
-        head = requests.head(f"{base}{BOX_NAME}/metadata.json", timeout=10)
-        assert head.status_code == 200
-        assert head.headers["Content-Type"] == "application/json"
-        for hidden in (LOCK_FILE, f"{BOX_NAME}/{PARTIAL_PREFIX}x"):
-            assert requests.get(base + hidden, timeout=10).status_code == 404
-    finally:
-        server.shutdown()
-        server.server_close()

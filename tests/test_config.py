@@ -11,7 +11,7 @@ from goldbox.errors import GoldboxError
 from tests.conftest import run_invoke
 
 DEBIAN = "platforms/debian-12.toml"
-SHA = "93e583f243454e6e9e4588ca2c2662206ad961659863277afcdb96801647d640"
+SHA = load_config().platforms["debian-12"].python.sha256  # whatever the pin is
 
 # (case, file, text to replace, replacement, expected error line)
 BAD_INPUTS = [
@@ -55,6 +55,45 @@ BAD_INPUTS = [
      "URL the catalog directory is served under"),
     ("invalid TOML", "goldbox.toml", "[box]", "[box",
      "goldbox.toml: invalid TOML: "),
+    # Paths and URLs are rendered unquoted into nginx, the unit, the init script, packer.
+    ("shell in a guest path", "goldbox.toml", 'root = "/srv/goldbox/MyApplication"',
+     'root = "/srv/my app; echo pwned"',
+     "goldbox.toml: app.root = '/srv/my app; echo pwned': expected no whitespace, quotes, "
+     "backticks, backslashes, ';' or '$' (it is rendered unquoted into configs and shell "
+     "commands)"),
+    ("newline in a guest path", "goldbox.toml", 'root = "/srv/goldbox/MyApplication"',
+     'root = "/srv/app\\n}\\nserver {"',
+     "goldbox.toml: app.root = '/srv/app\\n}\\nserver {': expected no whitespace"),
+    ("quote in a platform path", DEBIAN, 'conf_path = "/etc/nginx/conf.d/goldbox.conf"',
+     'conf_path = "/etc/nginx/conf.d/it\'s.conf"',
+     f"{DEBIAN}: nginx.conf_path = \"/etc/nginx/conf.d/it's.conf\": expected no whitespace"),
+    ("dollar in a URL", DEBIAN, 'mirror = "http://deb.debian.org/debian"',
+     'mirror = "http://deb.debian.org/$(id)"',
+     f"{DEBIAN}: source.mirror = 'http://deb.debian.org/$(id)': expected no whitespace"),
+    ("backtick in a URL", "goldbox.toml", 'location = "dist/catalog"',
+     'location = "dist/catalog"\nbase_url = "https://boxes.example.org/`id`"',
+     "goldbox.toml: catalog.base_url = 'https://boxes.example.org/`id`': expected no "
+     "whitespace"),
+    ("unknown uwsgi socket kind", "goldbox.toml", 'uwsgi_socket = "unix"',
+     'uwsgi_socket = "abstract"',
+     "goldbox.toml: ports.uwsgi_socket = 'abstract': Input should be 'unix' or 'tcp'"),
+    # Settings that contradict each other: one line naming both keys.
+    ("uwsgi on nginx's port", "goldbox.toml", "uwsgi = 8080", "uwsgi = 80",
+     "goldbox.toml: ports.uwsgi = 80 and ports.guest_http = 80: uWSGI (on TCP for "
+     "centos-6.4) and nginx cannot listen on the same port in the guest"),
+    ("nginx on sshd's port", "goldbox.toml", "guest_http = 80", "guest_http = 22",
+     "goldbox.toml: ports.guest_http = 22: the guest's sshd listens there"),
+    ("native bundle without debootstrap", "platforms/centos-6.4.toml",
+     "native_bundle = false", "native_bundle = true",
+     "platforms/centos-6.4.toml: python.native_bundle = true and source.kind = 'iso': the "
+     "native build runs in a debootstrap chroot of the release; set native_bundle = false"),
+    ("builder the source cannot feed", DEBIAN, 'builders = ["qemu"]',
+     'builders = ["qemu", "virtualbox"]',
+     f"{DEBIAN}: builders = ['qemu', 'virtualbox'] and source.kind = 'debootstrap': "
+     "virtualbox cannot build from a debootstrap source (usable: qemu)"),
+    ("unix socket under SysV", "platforms/centos-6.4.toml", 'uwsgi_socket = "tcp"', "",
+     "platforms/centos-6.4.toml: service_manager = 'sysv' and goldbox.toml "
+     "ports.uwsgi_socket = 'unix': goldbox serves uWSGI on TCP under SysV init"),
 ]
 
 
@@ -76,7 +115,9 @@ def test_bad_input_stops_with_one_line(project_copy, case, relative, old, new, e
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("row", [BAD_INPUTS[0], BAD_INPUTS[4], BAD_INPUTS[7]],
+@pytest.mark.parametrize("row", [BAD_INPUTS[0], BAD_INPUTS[4], BAD_INPUTS[7],
+                                 *(r for r in BAD_INPUTS if r[0] in (
+                                     "shell in a guest path", "uwsgi on nginx's port"))],
                          ids=lambda row: row[0])
 def test_bad_input_from_the_command_line(project_copy, row):
     """The task prints the same line, exits non-zero and renders nothing."""
@@ -99,4 +140,4 @@ def test_shipped_config_loads():
     config = load_config()
     assert config.project.box.default_platform == "debian-12"
     assert {"debian-12", "centos-6.4"} <= set(config.platforms)
-    assert config.platforms["debian-12"].python.version == "3.13.5"
+    assert config.platforms["debian-12"].python.version == "3.13.15"

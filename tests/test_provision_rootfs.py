@@ -105,10 +105,15 @@ def test_plan_in_a_real_rootfs_serves_hello_and_is_idempotent(mounted, netns):
 
     user = plan["app"]["user"]
     app_root = plan["app"]["root"]
-    # What systemd would do at boot, by hand in the netns: uWSGI as the app user.
+    socket = plan["uwsgi"]["socket"]
+    # What systemd would do at boot, by hand in the netns: the socket's folder as the
+    # unit's RuntimeDirectory= makes it, uWSGI as the app user in nginx's group too
+    # (SupplementaryGroups=).
+    chroot(root, "install", "-d", "-m", socket["directory_mode"], "-o", user, "-g", user,
+           os.path.dirname(socket["path"]))
     chroot(root, f"{app_root}/env/bin/uwsgi", "--ini", "/etc/goldbox/uwsgi.ini",
            "--daemonize", "/tmp/goldbox-uwsgi.log", "--pidfile", UWSGI_PID,
-           netns=netns, userspec=f"{user}:{user}")
+           netns=netns, userspec=f"{user}:{user}", groups=f"{user},{socket['group']}")
     chroot(root, "/usr/sbin/nginx", netns=netns)
     try:
         deadline = time.monotonic() + 30
@@ -121,6 +126,11 @@ def test_plan_in_a_real_rootfs_serves_hello_and_is_idempotent(mounted, netns):
         assert body == (CONFIG.app_dir / "static/style.css").read_text()
         assert headers.get("cache-control") == "max-age=3600"  # nginx's `expires`
         assert headers.get("server") == "nginx"  # server_tokens off: no version
+
+        sock = root / socket["path"].lstrip("/")
+        stat = chroot(root, "stat", "-c", "%U %G %a %F", socket["path"]).stdout.split()
+        assert stat == [user, socket["group"], socket["mode"].lstrip("0"), "socket"]
+        assert sock.is_socket()
 
         uid = int(chroot(root, "id", "-u", user).stdout)
         workers = uwsgi_processes(root)
@@ -209,6 +219,19 @@ def test_booted_services_start_at_boot_restart_on_change_and_on_failure(rootfs, 
             wait_for_hello()
             assert uwsgi_users() == [plan["app"]["user"]] * (
                 1 + CONFIG.project.app.uwsgi_processes)
+            # The hardened unit's socket, made by systemd's RuntimeDirectory=, and no TCP
+            # but nginx's (the container has no sshd).
+            socket = plan["uwsgi"]["socket"]
+            assert container.run("stat", "-c", "%U %G %a", socket["path"],
+                                 os.path.dirname(socket["path"])).stdout.split() == [
+                socket["owner"], socket["group"], "660",
+                socket["owner"], socket["owner"], socket["directory_mode"].lstrip("0")]
+            listening = container.run("ss", "-Hltn").stdout.split("\n")
+            assert {line.split()[3].rsplit(":", 1)[1] for line in listening if line} == {"80"}
+            # Both units run sandboxed (the drop-in reached nginx.service).
+            for unit, setting in ((uwsgi, "PrivateNetwork"), (nginx, "ProtectSystem")):
+                assert container.run("systemctl", "show", "-p", setting, "--value",
+                                     unit).stdout.strip() in ("yes", "strict"), unit
 
             pids = {name: main_pid(name) for name in (uwsgi, nginx)}
             assert set(provision_inside(plan, "plan-booted.json").values()) == {"unchanged"}

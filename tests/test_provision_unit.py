@@ -220,6 +220,97 @@ def test_runner_and_tree_sync_for_real(interpreter, tmp_path):
     assert output == f"mechanics ok under {version}"
 
 
+# Runs inside the interpreter under test (2.7 or 3): the uwsgi step against a throwaway
+# root and a fake running service, so only what the step decides is observed.
+UWSGI_RESTARTS = r'''
+import os, sys
+from provision import steps
+from provision.runner import Runner
+
+base = sys.argv[1]
+steps.UWSGI_SERVES = os.path.join(base, "var/lib/goldbox/uwsgi-serves.sha256")
+root = os.path.join(base, "srv/app")
+record = os.path.join(root, "env/lib/python3.13/site-packages/flask-3.1.1.dist-info/RECORD")
+os.makedirs(os.path.dirname(record))
+os.makedirs(os.path.join(root, "app/__pycache__"))
+open(os.path.join(root, "app/__init__.py"), "w").write("hello\n")
+open(record, "w").write("flask/__init__.py,sha256=aaa,10\n")
+
+
+class Services(object):
+    booted = True
+    def __init__(self):
+        self.calls = []
+    def reload_definitions(self):
+        self.calls.append("reload-definitions")
+    def is_enabled(self, service):
+        return True
+    def is_active(self, service):
+        return True
+    def restart(self, service):
+        self.calls.append("restart")
+
+
+plan = {"app": {"root": root}, "uwsgi": {"service": "goldbox-uwsgi", "files": [
+    {"path": os.path.join(base, "etc/uwsgi.ini"), "content": "[uwsgi]\n", "mode": "0644"},
+    {"path": os.path.join(base, "etc/goldbox-uwsgi.service"), "content": "[Service]\n",
+     "mode": "0644", "defines_service": True}]}}
+
+
+def run():
+    services = Services()
+    changed, _ = steps.uwsgi(steps.Context(plan, Runner(out=open(os.devnull, "w")), None,
+                                           services))
+    return changed, services.calls
+
+assert run() == (True, ["reload-definitions", "restart"])   # first run: files written
+assert run() == (False, [])                                  # nothing changed
+open(os.path.join(root, "app/__pycache__/x.pyc"), "w").write("bytecode\n")
+assert run() == (False, [])                                  # bytecode is not the app
+open(os.path.join(root, "app/__init__.py"), "w").write("hello, again\n")
+assert run() == (True, ["restart"])                          # the app changed
+assert run() == (False, [])
+open(record, "a").write("flask/new.py,sha256=bbb,10\n")
+assert run() == (True, ["restart"])                          # the venv changed
+plan["uwsgi"]["files"][0]["content"] = "[uwsgi]\nprocesses = 3\n"
+assert run() == (True, ["restart"])                          # the ini alone: no daemon-reload
+
+# nginx: a new site is reloaded; a new sandbox drop-in needs a new process.
+Services.reload = lambda self, service: self.calls.append("reload")
+fake = os.path.join(base, "bin")
+os.makedirs(fake)
+open(os.path.join(fake, "nginx"), "w").write("#!/bin/sh\nexit 0\n")
+os.chmod(os.path.join(fake, "nginx"), 0o755)
+os.environ["PATH"] = fake + os.pathsep + os.environ["PATH"]
+plan["nginx"] = {"service": "nginx", "remove": [], "files": [
+    {"path": os.path.join(base, "etc/nginx/goldbox.conf"), "content": "a;\n", "mode": "0644"},
+    {"path": os.path.join(base, "etc/nginx.service.d/goldbox.conf"), "content": "[Service]\n",
+     "mode": "0644", "defines_service": True}]}
+
+
+def run_nginx():
+    services = Services()
+    changed, _ = steps.nginx(steps.Context(plan, Runner(out=open(os.devnull, "w")), None,
+                                           services))
+    return changed, services.calls
+
+assert run_nginx() == (True, ["reload-definitions", "restart"])
+assert run_nginx() == (False, [])
+plan["nginx"]["files"][0]["content"] = "b;\n"
+assert run_nginx() == (True, ["reload"])
+plan["nginx"]["files"][1]["content"] = "[Service]\nPrivateTmp=yes\n"
+assert run_nginx() == (True, ["reload-definitions", "restart"])
+print("uwsgi restarts ok under %d.%d" % sys.version_info[:2])
+'''
+
+
+@pytest.mark.parametrize("interpreter", ["python2.7", "python3"])
+def test_uwsgi_restarts_when_the_app_or_its_venv_changed(interpreter, tmp_path):
+    """... and nginx restarts (not reloads) when its sandbox drop-in changed."""
+    output, version = run_script(interpreter, UWSGI_RESTARTS, tmp_path)
+    assert output == f"uwsgi restarts ok under {version}"
+
+
 # Runs inside the interpreter under test (2.7 or 3): the cleanup step against a throwaway
 # tree (its paths pointed there), with package and service adapters standing in, and a
 # runner that records the free-space commands instead of trimming or filling this disk.

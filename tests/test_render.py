@@ -95,5 +95,6 @@ def test_render_task_writes_build_folder(project_copy):
     result = run_invoke(project_copy, "render")
     assert result.returncode == 0, result.stderr
     written = {line.strip() for line in result.stdout.splitlines()}
-    assert "build/debian-12/plan.json" in written
-    assert (project_copy / "build/debian-12/debian-12.pkr.hcl").is_file()
+    default = load_config(project_copy).project.box.default_platform
+    assert f"build/{default}/plan.json" in written
+    assert (project_copy / f"build/{default}/{default}.pkr.hcl").is_file()

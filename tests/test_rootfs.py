@@ -3,18 +3,25 @@
 import os
 import stat
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from goldbox.cache import identity_key
 from goldbox.errors import GoldboxError
-from goldbox.rootfs import chroot_mounts, debootstrap_rootfs, rootfs_key
+from goldbox.files import mounts_under
+from goldbox.rootfs import chroot_mounts, chroot_run, debootstrap_rootfs, rootfs_identity
 
 CACHE = Path(os.environ.get("GOLDBOX_CACHE", "~/.cache/goldbox")).expanduser()
 BOOKWORM = {"suite": "bookworm", "mirror": "http://deb.debian.org/debian", "variant": "minbase"}
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="debootstrap and chroot need root")
+
+
+def rootfs_key(**inputs) -> str:
+    return identity_key("rootfs", rootfs_identity(**inputs))
 
 
 def test_key_ignores_package_order_and_duplicates():
@@ -61,3 +68,53 @@ def test_chroot_mounts_are_undone_even_on_error(tmp_path):
             raise RuntimeError("boom")
     for path in ("proc", "sys", "dev", "dev/pts", "dev/shm"):
         assert not os.path.ismount(root / path), path
+
+
+@pytest.mark.slow
+def test_chroot_run_mounts_are_private_to_the_command(tmp_path):
+    """goldbox's own chroot commands mount proc, sys and dev in a namespace of their own:
+    the host never sees them, during the command or after it."""
+    root = debootstrap_rootfs(CACHE, packages=["python3"], dest=tmp_path / "root", **BOOKWORM)
+    seen_during: list[list[str]] = []
+    runner = threading.Thread(target=chroot_run, args=(root, [
+        "sh", "-c", "test -c /dev/null && test -e /proc/self/status && test -d /sys/kernel "
+                    "&& grep -q ' /dev/pts ' /proc/mounts && sleep 3"]),
+        kwargs={"prefix": "test"})
+    runner.start()
+    time.sleep(1.5)
+    seen_during.append(mounts_under(root))
+    runner.join()
+    assert seen_during == [[]]
+    assert mounts_under(root) == []
+
+
+def _fake_mirror(root: Path, *, signed_by_a_stranger: bool) -> str:
+    """A mirror whose bookworm Release is unsigned, or signed by a throwaway key."""
+    dists = root / "mirror/dists/bookworm"
+    dists.mkdir(parents=True)
+    (dists / "Release").write_text("Suite: stable\nCodename: bookworm\nComponents: main\n"
+                                   "Architectures: amd64\nSHA256:\n")
+    if signed_by_a_stranger:
+        home = root / "gnupg"
+        home.mkdir(mode=0o700)
+        gpg = ["gpg", "--batch", "--homedir", str(home), "--pinentry-mode", "loopback",
+               "--passphrase", ""]
+        subprocess.run([*gpg, "--quick-gen-key", "stranger@example.invalid", "ed25519",
+                        "sign", "never"], check=True, capture_output=True)
+        subprocess.run([*gpg, "--detach-sign", "--armor", "-o", str(dists / "Release.gpg"),
+                        str(dists / "Release")], check=True, capture_output=True)
+    return f"file://{root / 'mirror'}"
+
+
+@pytest.mark.parametrize(("signed_by_a_stranger", "why"), [
+    (False, "Failed getting release signature file"),
+    (True, "Release signed by unknown key"),
+])
+def test_debootstrap_refuses_an_unverified_release(tmp_path, signed_by_a_stranger, why):
+    mirror = _fake_mirror(tmp_path, signed_by_a_stranger=signed_by_a_stranger)
+    with pytest.raises(GoldboxError) as caught:
+        debootstrap_rootfs(tmp_path / "cache", suite="bookworm", mirror=mirror, packages=[],
+                           dest=tmp_path / "rootfs")
+    assert "--keyring=/usr/share/keyrings/debian-archive-keyring.gpg" in str(caught.value)
+    assert why in str(caught.value)
+    assert not [p for p in (tmp_path / "cache/rootfs").iterdir() if p.is_dir()]

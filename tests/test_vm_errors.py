@@ -5,22 +5,28 @@ from __future__ import annotations
 import json
 import socket
 
+from goldbox.config import load_config
 from tests.conftest import run_invoke
+
+DEFAULT = load_config().project.box.default_platform
 
 
 def test_up_without_a_built_box(project_copy):
     result = run_invoke(project_copy, "up")
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"goldbox: error: no box built for debian-12 (no {project_copy}/dist/debian-12/"
-        "manifest.json): run `invoke image --platform debian-12` first")
+        f"goldbox: error: no box built for {DEFAULT} (no {project_copy}/dist/{DEFAULT}/"
+        f"manifest.json): run `invoke image --platform {DEFAULT}` first")
 
 
 def test_up_with_a_busy_port(project_copy):
-    out = project_copy / "dist" / "debian-12"
+    out = project_copy / "dist" / DEFAULT
     out.mkdir(parents=True)
     (out / "goldbox-flask-0.1.0-libvirt.box").write_bytes(b"box")
-    (out / "manifest.json").write_text(json.dumps({"box_file": "goldbox-flask-0.1.0-libvirt.box"}))
+    (out / "manifest.json").write_text(json.dumps({
+        "box_name": "goldbox-flask", "version": "0.1.0", "platform": DEFAULT,
+        "provider": "libvirt", "box_file": "goldbox-flask-0.1.0-libvirt.box",
+        "box_sha256": "0" * 64, "box_size": 3, "created": "2026-01-01T00:00:00Z"}))
     config = (project_copy / "goldbox.toml").read_text()
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -38,4 +44,4 @@ def test_up_with_a_busy_port(project_copy):
 def test_destroy_without_a_vm_is_harmless(project_copy):
     result = run_invoke(project_copy, "destroy")
     assert result.returncode == 0
-    assert "debian-12: no VM to destroy" in result.stdout
+    assert f"{DEFAULT}: no VM to destroy" in result.stdout

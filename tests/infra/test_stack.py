@@ -69,10 +69,13 @@ def test_distribution_default_site_removed(host, plan):
 def test_uwsgi_never_runs_as_root(host, plan):
     ini, unit = (item["content"] for item in plan["uwsgi"]["files"])
     assert "module = WSGI:app" in ini
-    assert "socket = 127.0.0.1:" in ini
+    socket = plan["uwsgi"]["socket"]
+    assert f"socket = {socket.get('path') or socket['address']}" in ini
     if plan["adapters"]["services"] == "systemd":
         assert f"User={plan['app']['user']}" in unit
         assert "Restart=on-failure" in unit
+    else:  # started as root only to write its root-owned pidfile, then dropped
+        assert '--uid "$USER" --gid "$USER"' in unit
 
 
 @pytest.mark.parametrize("key", ["uwsgi", "nginx"])
@@ -94,9 +97,43 @@ def test_uwsgi_workers_run_as_the_app_user(host, plan):
 
 
 @pytest.mark.live
-def test_sockets(host, plan):
-    ini = plan["uwsgi"]["files"][0]["content"]
-    uwsgi_socket = next(line.split("=", 1)[1].strip() for line in ini.splitlines()
-                        if line.startswith("socket"))
-    assert host.socket(f"tcp://{uwsgi_socket}").is_listening
-    assert host.socket(f"tcp://0.0.0.0:{plan['firewall']['tcp_ports'][0]}").is_listening
+def test_uwsgi_listens_where_planned(host, plan):
+    socket = plan["uwsgi"]["socket"]
+    if socket["kind"] == "tcp":
+        assert host.socket(f"tcp://{socket['address']}").is_listening
+        return
+    assert host.socket(f"unix://{socket['path']}").is_listening
+    file = host.file(socket["path"])
+    assert file.is_socket
+    assert (file.user, file.group, file.mode) == (socket["owner"], socket["group"],
+                                                  int(socket["mode"], 8))
+    # Its folder: the app user's; others may pass through to the socket, not list it.
+    folder = host.file(socket["path"].rsplit("/", 1)[0])
+    assert (folder.user, folder.mode) == (socket["owner"], int(socket["directory_mode"], 8))
+
+
+@pytest.mark.live
+def test_guest_listens_on_tcp_only_for_ssh_and_http(host, plan):
+    """nginx's port, sshd (absent in a container) and, only with the TCP option, uWSGI's."""
+    http = plan["firewall"]["tcp_ports"][0]
+    allowed = {22, http}
+    socket = plan["uwsgi"]["socket"]
+    if socket["kind"] == "tcp":
+        allowed.add(int(socket["address"].rsplit(":", 1)[1]))
+    ports = {int(address.rsplit(":", 1)[1]) for address in host.socket.get_listening_sockets()
+             if address.startswith("tcp")}
+    assert http in ports
+    assert ports <= allowed, f"listening on TCP {sorted(ports - allowed)} besides SSH and HTTP"
+
+
+@pytest.mark.live
+def test_root_filesystem_fills_its_disk(host):
+    """The box's root partition and ext4 grow to the VM's disk at boot (a VM given a
+    bigger disk than the box's gets the space)."""
+    part = host.check_output("findmnt --noheadings --output SOURCE --mountpoint /")
+    disk = host.check_output(f"lsblk --noheadings --nodeps --output PKNAME {part}")
+    disk_bytes = int(host.check_output(f"lsblk --bytes --noheadings --nodeps --output SIZE "
+                                       f"/dev/{disk}"))
+    fs_bytes = int(host.check_output("df --block-size=1 --output=size / | tail -n 1"))
+    # ext4's own metadata and the 1 MiB before the partition take a few percent.
+    assert fs_bytes >= 0.9 * disk_bytes, (part, fs_bytes, disk, disk_bytes)

@@ -1,0 +1,37 @@
+"""A versioned Vagrant box catalog that stock Vagrant reads (`vagrant box add
+<catalog>/<box>/metadata.json`, `vagrant box outdated`, `vagrant box update`), with a
+release life cycle, channels, per-teammate tokens, nginx serving and a check.
+
+One module per concern:
+    layout    where a catalog is and how its tree is laid out
+    store     the lock, atomic writes and copies
+    metadata  manifests, Vagrant metadata, the version states and channels
+    versions  publish, release, revoke, prune (changes under the lock)
+    listing   `invoke boxes`
+    tokens    per-teammate read tokens
+    serve     nginx: the rendered site and `invoke catalog-serve`
+    check     `invoke catalog-check`
+"""
+
+from goldbox.catalog.layout import (
+    LOCK_FILE,
+    METADATA,
+    PARTIAL_PREFIX,
+    STATE_FILE,
+    box_file_name,
+    catalog_directory,
+    catalog_location,
+    channel_url_path,
+    is_url,
+)
+from goldbox.catalog.listing import BoxRow, format_table, list_boxes
+from goldbox.catalog.metadata import CHANNELS, parse_metadata, read_manifest
+from goldbox.catalog.store import catalog_lock
+from goldbox.catalog.versions import Published, prune, publish, record_verified, release, revoke
+
+__all__ = [
+    "CHANNELS", "LOCK_FILE", "METADATA", "PARTIAL_PREFIX", "STATE_FILE", "BoxRow",
+    "Published", "box_file_name", "catalog_directory", "catalog_location", "catalog_lock",
+    "channel_url_path", "format_table", "is_url", "list_boxes", "parse_metadata", "prune",
+    "publish", "read_manifest", "record_verified", "release", "revoke",
+]

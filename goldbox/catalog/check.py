@@ -1,0 +1,270 @@
+"""`invoke catalog-check`: everything stock Vagrant and teammates rely on, checked on a
+catalog directory or over HTTP, one line per problem.
+
+Per box and channel: metadata that parses, the box name matching its folder, versions
+that are semver, unique and in the order Vagrant sorts them (numerically, part by part),
+a lowercase checksum type, one provider entry per (provider, architecture), every box
+there with the sha256 the metadata claims (downloaded again over HTTP), metadata.json
+served as application/json. In a directory also: no box file or version folder that no
+entry names (dangling), none named that is missing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+
+from goldbox.catalog.layout import CHANNELS_DIR, METADATA, semver_key
+from goldbox.catalog.metadata import CHANNELS, load_state
+from goldbox.config import SEMVER
+from goldbox.errors import GoldboxError
+
+_CHUNK = 1 << 20
+
+
+@dataclass
+class Report:
+    problems: list[str] = field(default_factory=list)
+    checked_boxes: int = 0
+
+    def add(self, where: str, problem: str) -> None:
+        self.problems.append(f"{where}: {problem}")
+
+
+class _Directory:
+    def __init__(self, root: Path):
+        self.root = root
+
+    def where(self, relative: str) -> str:
+        return str(self.root / relative)
+
+    def read(self, relative: str) -> bytes | None:
+        path = self.root / relative
+        try:
+            return path.read_bytes() if path.is_file() else None
+        except OSError as exc:
+            raise GoldboxError(f"{path}: cannot read: {exc.strerror}") from None
+
+    def content_type(self, relative: str) -> str | None:
+        return None  # a directory has no headers; served, check its URL
+
+    def box_chunks(self, relative: str, url: str) -> Iterator[bytes] | None:
+        path = self.root / relative
+        if not path.is_file():
+            return None
+        return _file_chunks(path)
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            yield chunk
+
+
+class _Http:
+    def __init__(self, base: str, token: str | None):
+        self.base = base
+        self.host = urlsplit(base).netloc
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def where(self, relative: str) -> str:
+        return self.base + relative
+
+    def _request(self, method: str, url: str, **options) -> requests.Response:
+        headers = self.headers if urlsplit(url).netloc == self.host else {}
+        try:
+            response = requests.request(method, url, headers=headers, timeout=60, **options)
+        except requests.RequestException as exc:
+            raise GoldboxError(f"cannot read {url}: {exc}") from None
+        if response.status_code == 401:
+            raise GoldboxError(f"{url}: HTTP 401, the catalog is private; pass --token or "
+                               f"set VAGRANT_CLOUD_TOKEN")
+        return response
+
+    def read(self, relative: str) -> bytes | None:
+        response = self._request("GET", self.where(relative))
+        return response.content if response.ok else None
+
+    def content_type(self, relative: str) -> str | None:
+        return self._request("HEAD", self.where(relative)).headers.get("Content-Type")
+
+    def box_chunks(self, relative: str, url: str) -> Iterator[bytes] | None:
+        response = self._request("GET", url, stream=True)
+        if not response.ok:
+            return None
+        return response.iter_content(_CHUNK)
+
+
+def _relative_box(url: str, box: str) -> str | None:
+    """`<box>/<version>/<provider>/<file>` of a box URL, wherever it is hosted."""
+    parts = urlsplit(url).path.split("/")
+    if len(parts) < 4 or parts[-4] != box:
+        return None
+    return "/".join(parts[-4:])
+
+
+def _check_channel(source, box: str, relative: str, report: Report,
+                   digests: dict[str, str | GoldboxError | None]) -> set[str]:
+    """Check one channel's metadata.json; return the box files it names."""
+    where = source.where(relative)
+    data = source.read(relative)
+    if data is None:
+        report.add(where, "missing")
+        return set()
+    content_type = source.content_type(relative)
+    if content_type is not None and content_type.split(";")[0].strip() != "application/json":
+        report.add(where, f"served as {content_type!r}, not application/json: Vagrant "
+                          f"would take it for a box file")
+    try:
+        metadata = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        report.add(where, f"not valid JSON: {exc}")
+        return set()
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("versions"), list):
+        report.add(where, "not Vagrant box metadata: expected an object with 'versions'")
+        return set()
+    if metadata.get("name") != box:
+        report.add(where, f"name = {metadata.get('name')!r}, but it lies in the folder of "
+                          f"box {box!r}")
+    named: set[str] = set()
+    versions = [v.get("version") if isinstance(v, dict) else None
+                for v in metadata["versions"]]
+    semver = [v for v in versions if isinstance(v, str) and SEMVER.match(v)]
+    for index, version in enumerate(versions):
+        if version not in semver:
+            report.add(where, f"versions[{index}].version = {version!r}: expected "
+                              f"MAJOR.MINOR.PATCH")
+    if len(set(semver)) != len(semver):
+        report.add(where, f"versions listed twice: "
+                          f"{', '.join(sorted({v for v in semver if semver.count(v) > 1}))}")
+    if semver != sorted(semver, key=semver_key):
+        report.add(where, f"versions out of Vagrant's order: {', '.join(semver)} (expected "
+                          f"{', '.join(sorted(semver, key=semver_key))})")
+    for entry in metadata["versions"]:
+        if isinstance(entry, dict) and entry.get("version") in semver:
+            named |= _check_providers(source, box, where, entry, report, digests)
+    return named
+
+
+def _check_providers(source, box: str, where: str, entry: dict, report: Report,
+                     digests: dict[str, str | GoldboxError | None]) -> set[str]:
+    version = entry["version"]
+    providers = entry.get("providers")
+    if not isinstance(providers, list):
+        report.add(where, f"version {version}: providers: expected a list")
+        return set()
+    named, seen = set(), set()
+    for provider in providers:
+        name = provider.get("name") if isinstance(provider, dict) else None
+        label = f"version {version} provider {name}"
+        if not isinstance(name, str) or not isinstance(provider.get("url"), str):
+            report.add(where, f"version {version}: a provider without 'name' and 'url'")
+            continue
+        key = (name, provider.get("architecture"))
+        if key in seen:
+            report.add(where, f"{label}: more than one entry for architecture "
+                              f"{key[1] or '(none)'}")
+        seen.add(key)
+        checksum_type, checksum = provider.get("checksum_type"), provider.get("checksum")
+        if checksum_type != "sha256":
+            report.add(where, f"{label}: checksum_type = {checksum_type!r}: expected "
+                              f"'sha256' (lowercase)")
+        relative = _relative_box(provider["url"], box)
+        if relative is None:
+            report.add(where, f"{label}: url {provider['url']} is not "
+                              f"{box}/<version>/<provider>/<file> of this catalog")
+            continue
+        named.add(relative)
+        if relative not in digests:
+            digests[relative] = _digest(source, relative, provider["url"])
+        if isinstance(digests[relative], GoldboxError):
+            report.add(where, f"{label}: {digests[relative]}")
+        elif digests[relative] is None:
+            report.add(where, f"{label}: {provider['url']}: no such box (a dangling entry)")
+        elif digests[relative] != checksum:
+            report.add(where, f"{label}: {provider['url']} has sha256 {digests[relative]}, "
+                              f"the metadata says {checksum}")
+    return named
+
+
+def _digest(source, relative: str, url: str) -> str | GoldboxError | None:
+    """The box's sha256; None when it is missing, the error when it cannot be read."""
+    try:
+        chunks = source.box_chunks(relative, url)
+        if chunks is None:
+            return None
+        hashed = hashlib.sha256()
+        for chunk in chunks:
+            hashed.update(chunk)
+    except GoldboxError as exc:
+        return exc
+    except (OSError, requests.RequestException) as exc:
+        return GoldboxError(f"cannot read {url}: {exc}")
+    return hashed.hexdigest()
+
+
+def _dangling(root: Path, box: str, named: set[str], report: Report) -> None:
+    """Box files and version folders in a directory that no entry names."""
+    box_dir = root / box
+    for path in sorted(box_dir.glob("*/*/*")):
+        relative = str(path.relative_to(root))
+        version, provider, name = path.relative_to(box_dir).parts
+        if not SEMVER.match(version) or name.startswith("."):
+            continue
+        if name.endswith(".box") and relative not in named:
+            report.add(str(path), "dangling: no metadata entry names this box file")
+    for path in sorted(box_dir.glob("*/*")):
+        if path.is_dir() and SEMVER.match(path.parent.name) and not any(
+                n.startswith(f"{box}/{path.parent.name}/{path.name}/") for n in named):
+            if not any(path.glob("*.box")):
+                report.add(str(path), "dangling: a version folder without a box")
+
+
+def check_catalog(location: Path | str, box: str | None = None,
+                  token: str | None = None) -> Report:
+    """Check every box of a directory catalog (or `box` only), or `box` of an HTTP one."""
+    report = Report()
+    if isinstance(location, Path):
+        if not location.is_dir():
+            raise GoldboxError(f"catalog {location}: no such directory")
+        source = _Directory(location)
+        boxes = [box] if box else sorted(p.parent.name for p in location.glob(f"*/{METADATA}"))
+    else:
+        if box is None:
+            raise GoldboxError(f"catalog {location}: an HTTP catalog needs a box name (--box)")
+        source, boxes = _Http(location, token), [box]
+    for name in boxes:
+        report.checked_boxes += 1
+        digests: dict[str, str | GoldboxError | None] = {}
+        channels = [f"{name}/{METADATA}"]
+        if isinstance(location, Path):
+            channels += sorted(str(p.relative_to(location)) for p in
+                               (location / name / CHANNELS_DIR).glob(f"*/{METADATA}"))
+        else:
+            channels += [f"{name}/{CHANNELS_DIR}/{c}/{METADATA}" for c in CHANNELS
+                         if c != "stable" and source.read(f"{name}/{CHANNELS_DIR}/{c}/"
+                                                          f"{METADATA}") is not None]
+        named: set[str] = set()
+        for channel in channels:
+            named |= _check_channel(source, name, channel, report, digests)
+        if isinstance(location, Path):
+            named |= _kept_unlisted(location / name, report)
+            _dangling(location, name, named, report)
+    return report
+
+
+def _kept_unlisted(box_dir: Path, report: Report) -> set[str]:
+    """Files the state keeps on purpose though no channel lists them: revoked versions
+    in their grace period."""
+    try:
+        state = load_state(box_dir)
+    except GoldboxError as exc:
+        report.problems.append(str(exc))
+        return set()
+    return {_relative_box(p["url"], box_dir.name) or "" for v in state["versions"]
+            for p in v["providers"]}

@@ -1,0 +1,141 @@
+"""One build of one platform: the validated config, the platform, the cache and every
+path the build reads or writes, made once and passed through the phases of `invoke
+image` (as mkosi passes its Context through its steps). No phase rebuilds a path from
+(config, platform) on its own, so the layout below is the only one:
+
+    build/<p>/image.lock          held by the one `invoke image` of <p> in this checkout
+    build/<p>/logs/image-*.log    each run's full log
+    build/<p>/work/               wheelhouse, stage folders, packer's output and box
+    dist/<p>/                     the finished box, manifest.json, plan.json
+    dist/.<p>.partial/            the next dist/<p>/ while it is assembled
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import functools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from goldbox.cache import Cache
+from goldbox.config import Config, Platform
+from goldbox.errors import GoldboxError
+
+PROVIDER = "libvirt"  # what `invoke up` boots (vagrant-libvirt)
+# Packer builder -> (packer source type, Vagrant provider of the box it makes)
+BUILDERS = {"qemu": ("qemu", "libvirt"), "virtualbox": ("virtualbox-iso", "virtualbox")}
+
+
+def dist_dir(config: Config, platform: Platform) -> Path:
+    return config.dist_dir / platform.name
+
+
+@dataclass(frozen=True)
+class Context:
+    config: Config
+    platform: Platform
+    builder: str = "qemu"
+    stamp: str = field(default_factory=lambda: datetime.datetime.now(datetime.UTC)
+                       .strftime("%Y%m%dT%H%M%SZ"))
+
+    def __post_init__(self) -> None:
+        if self.builder not in self.platform.builders:
+            raise GoldboxError(
+                f"--builder {self.builder!r}: platform {self.platform.name} has builders "
+                f"{', '.join(self.platform.builders)} (platforms/{self.platform.name}.toml)")
+
+    @functools.cached_property
+    def cache(self) -> Cache:
+        return Cache(self.config.cache_dir)
+
+    @property
+    def root(self) -> Path:
+        return self.config.root
+
+    @property
+    def provider(self) -> str:
+        return BUILDERS[self.builder][1]
+
+    @property
+    def source_type(self) -> str:
+        return BUILDERS[self.builder][0]
+
+    @property
+    def build(self) -> Path:
+        return self.config.build_dir / self.platform.name
+
+    @property
+    def work(self) -> Path:
+        return self.build / "work"
+
+    @property
+    def log(self) -> Path:
+        return self.build / "logs" / f"image-{self.stamp}.log"
+
+    @property
+    def wheelhouse(self) -> Path:
+        return self.work / "wheelhouse"
+
+    @property
+    def stage(self) -> Path:
+        return self.work / "stage"
+
+    @property
+    def system_stage(self) -> Path:
+        return self.work / "system-stage"
+
+    @property
+    def packer_output(self) -> Path:
+        return self.work / "packer-output"
+
+    @property
+    def packer_box(self) -> Path:
+        """Where packer's vagrant post-processor writes the box."""
+        return self.work / "box" / self.box_file
+
+    @property
+    def dist(self) -> Path:
+        return dist_dir(self.config, self.platform)
+
+    @property
+    def dist_partial(self) -> Path:
+        return self.dist.with_name(f".{self.dist.name}.partial")
+
+    @property
+    def box_file(self) -> str:
+        box = self.config.project.box
+        return f"{box.name}-{box.version}-{self.provider}.box"
+
+    @property
+    def box(self) -> Path:
+        return self.dist / self.box_file
+
+    @property
+    def manifest(self) -> Path:
+        return self.dist / "manifest.json"
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold build/<p>/image.lock: one `invoke image` per platform and checkout, since
+        two would delete and rewrite each other's work folder and dist/ output."""
+        lock_file = self.build / "image.lock"
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_file, "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                holder = lock.read().strip() or "unknown"
+                raise GoldboxError(
+                    f"another `invoke image` (pid {holder}) is building {self.platform.name} "
+                    f"in this checkout ({lock_file} is locked): wait for it or stop it"
+                ) from None
+            lock.seek(0)
+            lock.truncate()
+            lock.write(f"{os.getpid()}\n")
+            lock.flush()
+            yield

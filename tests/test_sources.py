@@ -1,0 +1,139 @@
+"""CPython tarball sources and `invoke pin-python`, against the real Debian mirror and
+local HTTP servers on 127.0.0.1 (python.org is not reachable here, so a `python.url`
+that answers 404 stands in for it)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+from goldbox.artifacts import DEBIAN_MIRROR, ArtifactCache, sha256_file
+from goldbox.config import load_config
+from goldbox.errors import GoldboxError
+from goldbox.pin import set_toml_keys
+from goldbox.sources import debian_releases, fetch_tarball, verified_inrelease
+from tests.conftest import run_invoke
+
+CONFIG = load_config()
+PY3135_SHA256 = "93e583f243454e6e9e4588ca2c2662206ad961659863277afcdb96801647d640"
+
+
+@contextlib.contextmanager
+def serving(folder: Path):
+    """An HTTP server for `folder` on 127.0.0.1; yields its base URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _with_python(platform, **changes):
+    return platform.model_copy(update={"python": platform.python.model_copy(update=changes)})
+
+
+def test_debian_signed_index_vouches_for_a_release():
+    (release,) = debian_releases(DEBIAN_MIRROR, "3.13.5")
+    assert release.sha256 == PY3135_SHA256
+    assert release.voucher.startswith("Debian archive's signed index")
+    assert release.url.endswith("/pool/main/p/python3.13/python3.13_3.13.5.orig.tar.xz")
+
+
+def test_a_tampered_inrelease_is_refused(tmp_path):
+    real = verified_inrelease(DEBIAN_MIRROR, "trixie", tmp_path)
+    assert "main/source/Sources.xz" in real
+    signed = (tmp_path / "trixie.InRelease").read_text()
+    forged = tmp_path / "mirror" / "dists" / "trixie" / "InRelease"
+    forged.parent.mkdir(parents=True)
+    forged.write_text(signed.replace(" main/source/Sources.xz", " main/source/Sources.gz", 1))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with serving(tmp_path / "mirror") as mirror, \
+            pytest.raises(GoldboxError, match="bad signature"):
+        verified_inrelease(mirror, "trixie", scratch)
+
+
+def test_python_org_unreachable_the_debian_archive_serves(tmp_path):
+    """The platform's python.url answers 404: the Debian archive's orig tarball of the
+    same release, on the platform's mirror, is taken because its sha256 matches."""
+    platform = _with_python(CONFIG.platform("debian-13"), version="3.13.5",
+                            url="http://127.0.0.1:9/Python-3.13.5.tar.xz", sha256=PY3135_SHA256)
+    path, served_by = fetch_tarball(ArtifactCache(tmp_path), platform, "Python-3.13.5.tar.xz")
+    assert served_by == "Debian archive"
+    assert sha256_file(path) == PY3135_SHA256
+    # Found again in the cache, not downloaded.
+    assert fetch_tarball(ArtifactCache(tmp_path), platform, path.name)[1] == "cache"
+
+
+def test_user_mirrors_are_tried_in_order_and_checked(tmp_path):
+    files = tmp_path / "www"
+    (files / "bad").mkdir(parents=True)
+    (files / "good").mkdir()
+    (files / "bad" / "Python-3.13.99.tar.xz").write_bytes(b"not the release\n")
+    (files / "good" / "Python-3.13.99.tar.xz").write_bytes(b"the release\n")
+    sha256 = hashlib.sha256(b"the release\n").hexdigest()
+    with serving(files) as base:
+        platform = _with_python(
+            CONFIG.platform("debian-13"), version="3.13.99", sha256=sha256,
+            url=f"{base}/missing/Python-3.13.99.tar.xz",
+            mirrors=[f"{base}/bad/Python-3.13.99.tar.xz", f"{base}/good/Python-3.13.99.tar.xz"])
+        cache = ArtifactCache(tmp_path / "cache")
+        path, served_by = fetch_tarball(cache, platform, "Python-3.13.99.tar.xz")
+        assert served_by == "python.mirrors[1]" and path.read_bytes() == b"the release\n"
+
+        nowhere = _with_python(platform, mirrors=[f"{base}/bad/Python-3.13.99.tar.xz"])
+        with pytest.raises(GoldboxError) as error:
+            fetch_tarball(ArtifactCache(tmp_path / "empty"), nowhere, "Python-3.13.99.tar.xz")
+    message = str(error.value)
+    assert "python.url: cannot download" in message and "404" in message
+    assert "Debian archive: cannot download" in message
+    assert "python.mirrors[0]: " in message and "sha256 mismatch" in message
+    assert "--import PATH" in message
+
+
+def test_set_toml_keys_keeps_comments_and_other_lines():
+    text = ('description = "x 3.1.0"  # top\n[python]\n# why this pin\nversion = "3.1.0"  # v\n'
+            'url = "u"\n[other]\nversion = "keep"\n')
+    edited = set_toml_keys(text, "python", {"version": "3.2.0", "url": "w"})
+    assert edited == text.replace('version = "3.1.0"', 'version = "3.2.0"').replace(
+        'url = "u"', 'url = "w"')
+    with pytest.raises(GoldboxError, match="no sha256"):
+        set_toml_keys(text, "python", {"sha256": "0"})
+
+
+def test_pin_python_rewrites_the_platform_file(project_copy):
+    path = project_copy / "platforms" / "debian-13.toml"
+    before = path.read_text()
+    result = run_invoke(project_copy, "pin-python", "3.13.5", "--platform", "debian-13")
+    assert result.returncode == 0, result.stderr
+    after = path.read_text()
+    assert 'version = "3.13.5"' in after and PY3135_SHA256 in after
+    assert "Python-3.13.5.tar.xz" in after
+    # Only the pinned lines (and the description naming the version) changed.
+    changed = [line for line in after.splitlines() if line not in before.splitlines()]
+    assert len(changed) == 4, changed
+    assert [c for c in before.splitlines() if c.startswith("#")] == \
+        [c for c in after.splitlines() if c.startswith("#")]
+    assert "python.version: 3.13.15 -> 3.13.5" in result.stdout
+    assert "Debian archive's signed index (trixie)" in result.stdout
+
+
+def test_pin_python_names_the_sources_tried_when_none_serves(project_copy):
+    path = project_copy / "platforms" / "debian-13.toml"
+    before = path.read_text()
+    result = run_invoke(project_copy, "pin-python", "3.99.1", "--platform", "debian-13")
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("goldbox: error: no verified source serves CPython 3.99.1; tried: ")
+    assert "python.org digest" in line and "no voucher lists a release 3.99.1" in line
+    assert path.read_text() == before
