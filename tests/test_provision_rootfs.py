@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from goldbox import PROJECT_ROOT
-from goldbox.artifacts import ArtifactCache
+from goldbox.artifacts import ArtifactCache, cache_lock
 from goldbox.config import load_config
 from goldbox.image import prepare_wheelhouse
 from goldbox.render import RenderOptions, render_platform
@@ -110,6 +110,12 @@ def rootfs(tmp_path_factory):
     """A provisioned bookworm rootfs with its chroot mounts, and its plan."""
     cache = CONFIG.cache_dir
     root = CONFIG.cache_dir / "work" / f"provision-test-{time.time_ns()}"
+    # Locked while in use: a concurrent `invoke image` sweeps unlocked folders of work/.
+    with cache_lock(root.with_name(root.name + ".lock")):
+        yield from _provisioned_rootfs(cache, root, tmp_path_factory)
+
+
+def _provisioned_rootfs(cache: Path, root: Path, tmp_path_factory):
     debootstrap_rootfs(cache, suite=PLATFORM.source.suite, mirror=PLATFORM.source.mirror,
                        packages=ROOTFS_PACKAGES, dest=root)
     try:
