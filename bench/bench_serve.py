@@ -164,10 +164,10 @@ def tutorial_stack(container: Container, root: Path, plan: dict) -> None:
         TUTORIAL_NGINX_CONF % {"port": TUTORIAL_PORT, "app_root": app["root"]})
     # `cd ~/MyApplication && env/bin/uwsgi --socket 127.0.0.1:8080 -w WSGI:app &`, as the
     # app user, its output to a file instead of a terminal.
-    container.run("runuser", "-u", app["user"], "--", "/bin/sh", "-c",
-                  f"cd {app['root']} && exec env/bin/uwsgi --socket 127.0.0.1:{TUTORIAL_PORT}"
-                  f" -w WSGI:app --daemonize /tmp/tutorial-uwsgi.log")
-    container.run("/usr/sbin/nginx", "-c", TUTORIAL_NGINX)
+    container.start("runuser", "-u", app["user"], "--", "/bin/sh", "-c",
+                    f"cd {app['root']} && exec env/bin/uwsgi --socket "
+                    f"127.0.0.1:{TUTORIAL_PORT} -w WSGI:app --daemonize /tmp/tutorial-uwsgi.log")
+    container.start("/usr/sbin/nginx", "-c", TUTORIAL_NGINX)
     wait_for_hello(container)
 
 

@@ -106,6 +106,13 @@ class Container:
         return subprocess.run([*self._enter, *argv], capture_output=True, text=True,
                               check=check, timeout=600)
 
+    def start(self, *argv: str) -> None:
+        """Run a command that leaves a daemon behind (nginx, uwsgi --daemonize): its
+        output goes to /dev/null, so no pipe is left waiting for the daemon to end."""
+        subprocess.run([*self._enter, *argv], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
+                       timeout=60)
+
 
 @contextlib.contextmanager
 def booted(root: Path, console: Path) -> Iterator[Container]:
