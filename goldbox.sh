@@ -10,7 +10,7 @@ APT_PACKAGES=(
   packer vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients dnsmasq-base
   qemu-system-x86 qemu-utils debootstrap grub-pc-bin e2fsprogs fdisk zstd xz-utils
   nginx iproute2 curl dpkg-dev python3-venv ca-certificates systemd-container
-  gpgv debian-archive-keyring
+  gpgv gpg debian-archive-keyring
 )
 
 stamp=.venv/.goldbox-setup

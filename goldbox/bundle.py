@@ -26,6 +26,7 @@ from goldbox.artifacts import ArtifactCache
 from goldbox.cache import Cache, as_cache
 from goldbox.errors import GoldboxError
 from goldbox.files import remove_tree, sha256_file, tree_sha256
+from goldbox.plan_model import check_plan
 from goldbox.rootfs import chroot_run, debootstrap_rootfs
 
 _RECIPE = 3
@@ -221,6 +222,7 @@ def _compile_cpython(root: Path, *, platform: str, tarball: Path, tarball_sha256
             "pip_bootstrap": None,
         },
     }
+    check_plan(plan, "the native build's plan")
     (stage / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
     chroot_run(root, ["python3", "-m", "provision", "plan.json", "--only", "python"],
                prefix="cpython", log=log, cwd=STAGE)

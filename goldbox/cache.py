@@ -278,12 +278,13 @@ class Cache:
         return found
 
     def sweep(self) -> list[str]:
-        """Remove what killed builds left behind: mounts an older goldbox made in the
-        host's namespace, `*.partial` and `*.corrupt` folders and scratch folders whose
-        lock no live process holds. Returns what was removed."""
+        """Remove what killed builds left behind: `*.partial` and `*.corrupt` folders and
+        scratch folders whose lock no live process holds, after unmounting whatever an
+        older goldbox mounted below them in the host's namespace. Returns what was
+        removed."""
         if not self.root.is_dir():
             return []
-        removed = [f"mount {target}" for target in unmount_all_under(self.root)]
+        removed: list[str] = []
         candidates = [(p, p.parent / f"{p.name.split('.')[0]}.lock")
                       for kind in KINDS for p in (self.root / kind).glob("*.partial")]
         candidates += [(p, p.parent / f"{p.name.split('.')[0]}.lock")
@@ -294,12 +295,16 @@ class Cache:
                            if p.is_dir()]
         for leftover, lock in candidates:
             with locked(lock, wait=False) as free:
-                if free:
-                    remove_tree(leftover)
-                    removed.append(str(leftover))
-            if lock.parent == work:
-                with contextlib.suppress(OSError):
-                    lock.unlink()
+                if not free:
+                    continue  # a live process is building there
+                removed += [f"mount {target}" for target in unmount_all_under(leftover)]
+                remove_tree(leftover)
+                removed.append(str(leftover))
+                if lock.parent == work:
+                    # Only now, and only its own: a scratch lock is never reused, and
+                    # unlinking one a live process holds would let the next sweep take
+                    # a fresh one and delete the folder under it.
+                    lock.unlink(missing_ok=True)
         return removed
 
     def prune(self, *, keep: set[str], older_than_days: float | None = None,

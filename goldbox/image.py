@@ -41,6 +41,7 @@ from goldbox.files import remove_tree, sha256_file, swap_in, tree_sha256, write_
 from goldbox.keys import insecure_private_key
 from goldbox.manifest import Manifest, read_manifest, write_manifest
 from goldbox.plan import SYSTEM_STEPS, Prebuilt, StagedFile, tarball_name
+from goldbox.plan_model import read_plan
 from goldbox.render import Rendered, RenderOptions, packer_source_name, render_platform
 from goldbox.stage import check_app_tree, golden_stage, system_stage
 from goldbox.validate import declared_variables
@@ -155,7 +156,7 @@ def prepare_wheelhouse(config: Config, platform: Platform, dest: Path,
 def _system_identity(ctx: Context, rendered: Rendered, base: Entry) -> dict:
     """What the system image is made from: its template, the base disk, provision/ and
     the plan's system sections (which carry the CPython bundle's or tarball's sha256)."""
-    plan = json.loads(rendered.plan.read_text())
+    plan = read_plan(rendered.plan).model_dump(exclude_unset=True)
     assert rendered.system_template
     return {
         "recipe": _SYSTEM_RECIPE,

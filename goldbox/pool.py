@@ -8,12 +8,12 @@ those are ever deleted. Another user's VAGRANT_HOME is not seen: run it as that 
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from goldbox import proc
 from goldbox.errors import GoldboxError
 
 VIRSH = ["virsh", "-c", "qemu:///system"]
@@ -32,10 +32,9 @@ class Volume:
 
 
 def _virsh(*args: str) -> str:
-    try:
-        result = subprocess.run([*VIRSH, *args], capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise GoldboxError("virsh not found: apt-get install libvirt-clients") from None
+    if shutil.which(VIRSH[0]) is None:
+        raise GoldboxError("virsh not found: apt-get install libvirt-clients")
+    result = proc.capture([*VIRSH, *args], check=False)
     if result.returncode != 0:
         raise GoldboxError(f"`virsh {' '.join(args)}` failed: "
                            f"{(result.stderr or result.stdout).strip()}")
@@ -61,8 +60,7 @@ def box_volumes(pool: str = "default") -> list[Volume]:
 
 def installed_boxes(env: dict[str, str] | None = None) -> set[tuple[str, str]]:
     """(box, version) of every libvirt box in Vagrant's box list."""
-    result = subprocess.run(["vagrant", "box", "list"], capture_output=True, text=True,
-                            check=False, env=env or os.environ.copy())
+    result = proc.capture(["vagrant", "box", "list"], check=False, env=env)
     if result.returncode != 0:
         raise GoldboxError(f"`vagrant box list` failed: {result.stderr.strip()}")
     installed = set()
@@ -123,9 +121,8 @@ def remove_box(box: str, version: str) -> None:
     """`vagrant box remove` of one libvirt box version; nothing to do when absent."""
     if (box, version) not in installed_boxes():
         return
-    result = subprocess.run(["vagrant", "box", "remove", box, "--box-version", version,
-                             "--provider", "libvirt", "--force"], capture_output=True,
-                            text=True, check=False)
+    result = proc.capture(["vagrant", "box", "remove", box, "--box-version", version,
+                           "--provider", "libvirt", "--force"], check=False)
     if result.returncode != 0:
         raise GoldboxError(f"`vagrant box remove {box} --box-version {version}` failed: "
                            f"{(result.stderr or result.stdout).strip()}")
@@ -153,7 +150,6 @@ def pool_check(pool: str = "default", env: dict[str, str] | None = None):
 
 def libvirt_reachable() -> bool:
     try:
-        return subprocess.run([*VIRSH, "version"], capture_output=True,
-                              check=False).returncode == 0
-    except FileNotFoundError:
+        return proc.capture([*VIRSH, "version"], check=False).returncode == 0
+    except GoldboxError:  # virsh not installed
         return False

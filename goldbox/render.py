@@ -27,6 +27,7 @@ from goldbox.plan import (
     python_binary,
     uwsgi_socket,
 )
+from goldbox.plan_model import check_plan
 
 PACKER_TEMPLATES = {"debootstrap": "packer/debootstrap.pkr.hcl.j2", "iso": "packer/iso.pkr.hcl.j2"}
 UWSGI_UNIT_TEMPLATES = {"systemd": "configs/uwsgi.service.j2", "sysv": "configs/uwsgi.sysv.j2"}
@@ -140,6 +141,7 @@ def render_platform(
     if platform.service_manager == "systemd":
         guest["nginx_dropin"] = _render(env, "configs/nginx-hardening.conf.j2", context)
     plan = build_plan(config, platform, guest, options.prebuilt, cleanup=options.cleanup)
+    check_plan(plan, f"plan.json of {platform.name}")  # the contract provision/ relies on
     outputs: dict[str, tuple[str, str, int]] = {
         "packer_template": (f"{platform.name}.pkr.hcl",
                             _render(env, PACKER_TEMPLATES[platform.source.kind], context), 0o644),

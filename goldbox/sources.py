@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import lzma
 import re
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import requests
 
+from goldbox import proc
 from goldbox.artifacts import DEBIAN_MIRROR, ArtifactCache, sha256_file
 from goldbox.config import DebootstrapSource, Platform
 from goldbox.errors import GoldboxError
@@ -146,8 +146,8 @@ def verified_inrelease(mirror: str, suite: str, scratch: Path) -> str:
     signed = scratch / f"{suite}.InRelease"
     signed.write_bytes(_get(f"{mirror.rstrip('/')}/dists/{suite}/InRelease").content)
     text = scratch / f"{suite}.Release"
-    result = subprocess.run(["gpgv", "--keyring", str(DEBIAN_KEYRING), "--output", str(text),
-                             str(signed)], capture_output=True, text=True, check=False)
+    result = proc.capture(["gpgv", "--keyring", DEBIAN_KEYRING, "--output", text, signed],
+                          check=False)
     if result.returncode != 0:
         raise GoldboxError(f"{mirror}/dists/{suite}/InRelease: bad signature "
                            f"(gpgv against {DEBIAN_KEYRING}): {result.stderr.strip()}")

@@ -7,13 +7,13 @@ that key in the box, served by nginx."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 from pathlib import Path
 
 from goldbox.errors import GoldboxError
 from goldbox.files import remove_tree
+from goldbox.plan_model import read_plan
 
 _BYTECODE = shutil.ignore_patterns("__pycache__", "*.pyc")
 
@@ -69,6 +69,6 @@ def system_stage(root: Path, stage: Path, plan: Path, extra: list[Path],
     """What the system image's build uploads: the plan, provision/ and the CPython bundle
     or tarball (and the wheelhouse when the python step bootstraps pip from it)."""
     fresh_stage(root, stage, plan, extra)
-    if json.loads(plan.read_text())["python"].get("pip_bootstrap"):
+    if read_plan(plan).python.pip_bootstrap:
         shutil.copytree(wheelhouse, stage / "wheelhouse")
     return stage

@@ -28,7 +28,7 @@ from pathlib import Path
 import requests
 import testinfra
 
-from goldbox import PROJECT_ROOT
+from goldbox import PROJECT_ROOT, proc
 from goldbox.config import Config, Platform
 from goldbox.errors import GoldboxError
 from goldbox.files import sha256_file, write_atomically
@@ -74,8 +74,8 @@ def ssh_session(config: Config, platform: Platform) -> Iterator[Path]:
         try:
             yield ssh_config
         finally:
-            subprocess.run(["ssh", "-F", str(ssh_config), "-O", "exit", "default"],
-                           capture_output=True, check=False, timeout=30)
+            proc.capture(["ssh", "-F", ssh_config, "-O", "exit", "default"], check=False,
+                         timeout=30)
 
 
 def run_infra_suite(ssh_config: Path, plan: Path) -> list[Result]:
@@ -183,15 +183,13 @@ def read_box_contents(box: Path) -> list[Result]:
     with tempfile.TemporaryDirectory(dir=box.parent) as scratch:
         work = Path(scratch)
         # -x finds out itself whether the tar is compressed (older boxes are gzipped).
-        subprocess.run(["tar", "-xf", str(box), "-C", str(work), "box.img"], check=True)
+        proc.capture(["tar", "-xf", box, "-C", work, "box.img"])
         raw = work / "box.raw"
-        subprocess.run(["qemu-img", "convert", "-O", "raw", str(work / "box.img"), str(raw)],
-                       check=True)
+        proc.capture(["qemu-img", "convert", "-O", "raw", work / "box.img", raw])
         image = f"{raw}?offset={1024 * 1024}"
-        listing = subprocess.run(["debugfs", "-R", "ls -l /etc/ssh", image],
-                                 capture_output=True, text=True, check=False).stdout
-        machine_id = subprocess.run(["debugfs", "-R", "cat /etc/machine-id", image],
-                                    capture_output=True, text=True, check=False).stdout
+        listing = proc.capture(["debugfs", "-R", "ls -l /etc/ssh", image], check=False).stdout
+        machine_id = proc.capture(["debugfs", "-R", "cat /etc/machine-id", image],
+                                  check=False).stdout
     baked = [word for word in listing.split() if word.startswith("ssh_host_")]
     return [
         Result("box: no SSH host keys baked in", "sshd_config" in listing and not baked,

@@ -199,3 +199,34 @@ def test_prune_keeps_what_is_used_and_evicts_by_age_then_size(tmp_path):
     evicted = cache.prune(keep={entries["kept"].key}, max_bytes=300, now=now)
     assert [e.summary for e in evicted] == ["big"], "'new' was used within the hour"
     assert sorted(e.summary for e in cache.entries()) == ["kept", "new"]
+
+
+SCRATCH_USER = """
+import sys, time
+from pathlib import Path
+from goldbox.cache import Cache
+with Cache(Path(sys.argv[1])).scratch("chroot") as folder:
+    (folder / "in-use").write_text("yes")
+    print(folder, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_sweeps_never_take_a_scratch_folder_a_live_process_uses(tmp_path):
+    """Found for real: a sweep that unlinked a busy folder's lock file let the next
+    sweep lock a fresh file of that name and delete the folder under a running build."""
+    child = subprocess.Popen([sys.executable, "-c", SCRATCH_USER, str(tmp_path)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        folder = Path(child.stdout.readline().strip())
+        cache = Cache(tmp_path, note=Notes())
+        for _ in range(3):
+            assert cache.sweep() == []
+        assert (folder / "in-use").read_text() == "yes"
+        assert folder.with_name(folder.name + ".lock").exists()
+    finally:
+        child.kill()
+        child.wait()
+    assert cache.sweep() == [str(folder)]
+    assert not folder.exists() and not folder.with_name(folder.name + ".lock").exists()

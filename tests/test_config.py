@@ -25,7 +25,7 @@ BAD_INPUTS = [
      "goldbox.toml: app.uwsgi_processes = 'two': Input should be a valid integer"),
     ("out of range", "goldbox.toml", "host_http = 8088", "host_http = 70000",
      "goldbox.toml: ports.host_http = 70000: Input should be less than or equal to 65535"),
-    ("unknown platform", "goldbox.toml", 'default_platform = "debian-12"',
+    ("unknown platform", "goldbox.toml", 'default_platform = "debian-13"',
      'default_platform = "ubuntu-24.04"',
      "goldbox.toml: box.default_platform = 'ubuntu-24.04': unknown platform (known: "),
     ("malformed version", "goldbox.toml", 'version = "0.1.0"', 'version = "0.1"',
@@ -138,6 +138,6 @@ def test_unknown_platform_option(project_copy):
 
 def test_shipped_config_loads():
     config = load_config()
-    assert config.project.box.default_platform == "debian-12"
-    assert {"debian-12", "centos-6.4"} <= set(config.platforms)
+    assert config.project.box.default_platform == "debian-13"
+    assert {"debian-13", "debian-12", "centos-6.4"} <= set(config.platforms)
     assert config.platforms["debian-12"].python.version == "3.13.15"

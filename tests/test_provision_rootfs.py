@@ -262,7 +262,8 @@ def test_booted_services_start_at_boot_restart_on_change_and_on_failure(rootfs, 
             deadline = time.monotonic() + 30
             while main_pid(uwsgi) in (0, killed) and time.monotonic() < deadline:
                 time.sleep(0.5)
-            assert main_pid(uwsgi) not in (0, killed)
+            assert main_pid(uwsgi) not in (0, killed), container.run(
+                "journalctl", "--no-pager", "-n", "30", "-u", uwsgi, check=False).stdout
             wait_for_hello()
 
             # Back to the planned configuration, as the chroot test left it.

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import jinja2
 
+from goldbox import proc
 from goldbox.catalog.layout import require_catalog_dir
 from goldbox.catalog.store import Progress, write_file_atomically
 from goldbox.catalog.tokens import load_tokens
@@ -172,8 +173,7 @@ def serve(catalog_dir: Path, build_dir: Path, port: int = 8099,
     _render_runtime(catalog_dir, runtime, port)
     if shutil.which("nginx") is None:
         raise GoldboxError("catalog-serve: nginx not found on PATH: apt-get install nginx")
-    checked = subprocess.run(runtime.nginx("-t", "-q"), capture_output=True, text=True,
-                             check=False)
+    checked = proc.capture(runtime.nginx("-t", "-q"), check=False)
     if checked.returncode != 0:
         raise _nginx_failure(f"-t {runtime.conf}", checked)
     nginx = subprocess.Popen(runtime.nginx(), preexec_fn=_die_with_parent,
@@ -217,8 +217,7 @@ def reload_if_serving(catalog_dir: Path, build_dir: Path, progress: Progress = p
     if runtime.running_pid() is None:
         return False
     _render_runtime(catalog_dir, runtime, int(runtime.port_file.read_text()))
-    result = subprocess.run(runtime.nginx("-s", "reload"), capture_output=True, text=True,
-                            check=False)
+    result = proc.capture(runtime.nginx("-s", "reload"), check=False)
     if result.returncode != 0:
         raise _nginx_failure("-s reload", result)
     progress(f"reloaded the nginx serving {catalog_dir}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from goldbox import proc
 from goldbox.catalog.layout import is_url, semver_key
 from goldbox.catalog.metadata import parse_metadata
 from goldbox.config import SEMVER, Config, Platform
@@ -144,8 +144,7 @@ def trial_config(config: Config, candidate: Candidate) -> Config:
 
 
 def run_vagrant(args: list[str], cwd: Path, env: dict[str, str]) -> str:
-    result = subprocess.run(["vagrant", *args], cwd=cwd, env=env, capture_output=True,
-                            text=True, check=False)
+    result = proc.capture(["vagrant", *args], cwd=cwd, env=env, check=False)
     if result.returncode != 0:
         raise GoldboxError(f"`vagrant {' '.join(args)}` (in {cwd}) failed: "
                            f"{(result.stderr or result.stdout).strip().splitlines()[-1:]}")

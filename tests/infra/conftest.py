@@ -8,7 +8,6 @@ Against a VM:      pytest tests/infra --hosts=ssh://default --ssh-config=FILE --
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from goldbox import PROJECT_ROOT
+from goldbox.plan_model import read_plan
 
 
 def pytest_addoption(parser):
@@ -28,7 +28,7 @@ def plan(pytestconfig) -> dict:
     path = pytestconfig.getoption("--plan")
     if not path:
         pytest.fail("tests/infra needs the plan: set GOLDBOX_PLAN or pass --plan")
-    return json.loads(Path(path).read_text())
+    return read_plan(Path(path)).model_dump(exclude_unset=True)  # checked first
 
 
 def pytest_configure(config):
