@@ -135,4 +135,8 @@ def remove_tree(path: Path) -> None:
     if mounts_under(path):
         raise OSError(errno.EBUSY, f"{path} still has mounts below it; not deleting it",
                       str(path))
-    shutil.rmtree(path)
+    try:
+        shutil.rmtree(path)
+    except OSError as exc:  # rmtree names only the entry, relative to its folder
+        raise OSError(exc.errno, f"cannot delete {path}: {exc.strerror} ({exc.filename})"
+                      ) from None
