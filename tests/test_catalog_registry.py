@@ -213,8 +213,9 @@ def test_tokens_per_teammate_with_vagrant_add_outdated_update(project_copy, cata
         assert check.returncode == 1 and "HTTP 401" in check.stderr
 
 
-def _wait_for_status(url: str, status: int, timeout: float = 10) -> None:
-    """nginx -s reload swaps workers asynchronously: wait until the new rules answer."""
+def _wait_for_status(url: str, status: int, timeout: float = 60) -> None:
+    """nginx -s reload swaps workers asynchronously (slowly on a loaded machine): wait
+    until the new rules answer."""
     deadline = time.monotonic() + timeout
     while requests.get(url, timeout=10).status_code != status:
         assert time.monotonic() < deadline, f"{url} never answered {status}"
