@@ -275,8 +275,9 @@ def test_packer_failure_names_phase_and_log_and_keeps_the_previous_box(project_c
 
 
 def _box_metadata(box: Path) -> dict:
-    with tarfile.open(box) as archive:  # gzip'd or not
-        (member,) = [m for m in archive.getmembers() if m.name.lstrip("./") == "metadata.json"]
+    with tarfile.open(box) as archive:  # gzip'd or not; packer may nest it in one folder
+        (member,) = [m for m in archive.getmembers()
+                     if m.name.rsplit("/", 1)[-1] == "metadata.json"]
         return json.loads(archive.extractfile(member).read())
 
 
