@@ -103,6 +103,9 @@ def _fake_mirror(root: Path, *, signed_by_a_stranger: bool) -> str:
                         "sign", "never"], check=True, capture_output=True)
         subprocess.run([*gpg, "--detach-sign", "--armor", "-o", str(dists / "Release.gpg"),
                         str(dists / "Release")], check=True, capture_output=True)
+        # gpg started an agent for that home: it must not outlive the test.
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"],
+                       check=False, capture_output=True)
     return f"file://{root / 'mirror'}"
 
 
