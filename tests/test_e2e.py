@@ -96,8 +96,8 @@ def _cmdline(pid: int) -> str:
     return ""
 
 
-def _kill_in_chroot(project: Path, how: str,
-                    platform: str) -> tuple[subprocess.CompletedProcess, set[int]]:
+def _kill_in_chroot(project: Path, how: str, platform: str,
+                    settle: float) -> tuple[subprocess.CompletedProcess, set[int]]:
     """Start `invoke image` in `project`, wait until it runs a command in a chroot, then
     kill it `how`: "SIGKILL" (goldbox's own process only, as the OOM killer or `kill -9`
     would) or "SIGHUP" (its whole session, as a dropped SSH connection does). Returns
@@ -107,13 +107,21 @@ def _kill_in_chroot(project: Path, how: str,
                              start_new_session=True)
     deadline = time.monotonic() + 900  # on a cold cache, debootstrap comes first
     below: set[int] = set()
+    past_it = False
     while time.monotonic() < deadline and image.poll() is None:
         below = _descendants(image.pid)
-        if any("goldbox-chroot" in _cmdline(pid) for pid in below):
+        commands = [_cmdline(pid) for pid in below]
+        if any("goldbox-chroot" in command for command in commands):
             break
-        time.sleep(0.5)
-    assert image.poll() is None, "invoke image ended before it reached a chroot"
-    time.sleep(3)  # well inside the chroot command
+        if any("packer build" in command for command in commands):
+            past_it = True  # the chroot phases are behind it: this run cannot test them
+            break
+        time.sleep(0.05)
+    if past_it or image.poll() is not None:
+        os.killpg(image.pid, signal.SIGKILL)
+        image.wait()
+        pytest.fail("invoke image reached packer, or ended, without a chroot command seen")
+    time.sleep(settle)  # inside the chroot command (a long one) or just after it
     below = _descendants(image.pid)
     if how == "SIGKILL":
         image.send_signal(signal.SIGKILL)
@@ -159,7 +167,7 @@ def test_sigkill_during_the_native_build_leaves_no_mount_or_process(tarball_in_c
     platform.write_text(text.replace(
         flags, 'configure_flags = ["--prefix=/usr/local", "--without-doc-strings"]'))
     dev_before = sorted(os.listdir("/dev"))
-    result, below = _kill_in_chroot(project_copy, "SIGKILL", "debian-12")
+    result, below = _kill_in_chroot(project_copy, "SIGKILL", "debian-12", settle=3)
     assert result.returncode == -signal.SIGKILL
     assert "==> native build" in result.stdout
     _assert_nothing_survives(below)
@@ -170,11 +178,15 @@ def test_sighup_during_the_base_disk_leaves_no_mount_or_process(tarball_in_cache
                                                                project_copy):
     """A platform file of its own (a copy of debian-12 without the native build) gives
     this run a base disk no one has built, and reaches it first."""
+    # A name of its own on every run: the base disk's identity holds the platform's name,
+    # and a run whose kill came late would otherwise leave a cached one for the next.
+    name = f"debian-12-hup-{time.time_ns()}"
     source = project_copy / "platforms" / "debian-12.toml"
-    copy = project_copy / "platforms" / "debian-12-hup.toml"
+    copy = project_copy / "platforms" / f"{name}.toml"
     copy.write_text(source.read_text().replace("native_bundle = true", "native_bundle = false"))
     dev_before = sorted(os.listdir("/dev"))
-    result, below = _kill_in_chroot(project_copy, "SIGHUP", "debian-12-hup")
+    # The base disk's chroot commands take a second: kill at once.
+    result, below = _kill_in_chroot(project_copy, "SIGHUP", name, settle=0)
     assert result.returncode != 0
     assert "==> base disk" in result.stdout and "==> native build" not in result.stdout
     _assert_nothing_survives(below)
