@@ -85,13 +85,17 @@ def add_box(config: Config, platform: Platform, built: Built) -> None:
     """Add the built box to Vagrant under its name and version; replace an older build
     of the same version (and the image vagrant-libvirt uploaded from it)."""
     name, version = built.manifest.box_name, built.manifest.version
-    marker = vm_dir(config, platform) / ".box-added"
+    # Which build is installed under this name and version is a fact of Vagrant's box
+    # store, which every platform's boxes share (same name and version): so the record
+    # lives beside that store, not in build/<platform>/.
+    home = Path(os.environ.get("VAGRANT_HOME") or "~/.vagrant.d").expanduser()
+    marker = home / "goldbox-added" / f"{name.replace('/', '-')}-{version}-{PROVIDER}.sha256"
     listed = _run_vagrant(config, platform, "box", "list").splitlines()
     present = any(line.split() == [name, f"({PROVIDER},", f"{version})"] for line in listed)
     if present and marker.is_file() and marker.read_text().strip() == built.manifest.box_sha256:
         return
     if present:
-        print(f"replacing box {name} {version}: the build in dist/ is newer")
+        print(f"replacing box {name} {version} with the build in dist/{platform.name}/")
         _run_vagrant(config, platform, "box", "remove", name, "--box-version", version,
                      "--provider", PROVIDER, "--force")
     # A copy uploaded from an earlier build of this version would be booted instead.
