@@ -35,7 +35,7 @@ from goldbox.artifacts import ArtifactCache, build_wheelhouse
 from goldbox.cache import Cache, Entry
 from goldbox.cache_task import record_used
 from goldbox.config import Config, DebootstrapSource, Platform
-from goldbox.context import PROVIDER, Context, dist_dir
+from goldbox.context import Context
 from goldbox.errors import GoldboxError, describe_os_error
 from goldbox.files import remove_tree, sha256_file, swap_in, tree_sha256, write_atomically
 from goldbox.keys import insecure_private_key
@@ -45,8 +45,6 @@ from goldbox.plan_model import read_plan
 from goldbox.render import Rendered, RenderOptions, packer_source_name, render_platform
 from goldbox.stage import check_app_tree, golden_stage, system_stage
 from goldbox.validate import declared_variables
-
-__all__ = ["PROVIDER", "build_image", "dist_dir"]
 
 # Bumped when the way a system image is made changes, so old ones are not reused.
 _SYSTEM_RECIPE = 1

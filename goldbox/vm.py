@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -20,7 +19,7 @@ from goldbox import accel, libvirtd, proc
 from goldbox.config import Config, Platform
 from goldbox.context import PROVIDER, dist_dir
 from goldbox.errors import GoldboxError
-from goldbox.files import write_atomically
+from goldbox.files import remove_tree, write_atomically
 from goldbox.manifest import Manifest, read_manifest
 from goldbox.render import RenderOptions, render_vagrantfile
 
@@ -168,9 +167,7 @@ def destroy(config: Config, platform: Platform) -> None:
         except subprocess.CalledProcessError as exc:
             raise GoldboxError(f"`vagrant destroy` failed with exit code {exc.returncode} "
                                f"(in {directory})") from None
+    # ssh-config: what verify wrote here before it kept its config in a private folder.
     for leftover in (directory / ".vagrant", directory / "ssh-config"):
-        if leftover.is_dir():
-            shutil.rmtree(leftover)
-        elif leftover.exists():
-            leftover.unlink()
+        remove_tree(leftover)
     print(f"{platform.name}: destroyed")
