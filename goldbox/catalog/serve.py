@@ -217,8 +217,51 @@ def reload_if_serving(catalog_dir: Path, build_dir: Path, progress: Progress = p
     if runtime.running_pid() is None:
         return False
     _render_runtime(catalog_dir, runtime, int(runtime.port_file.read_text()))
+    master = runtime.running_pid()
+    old_workers = _children(master)
     result = proc.capture(runtime.nginx("-s", "reload"), check=False)
     if result.returncode != 0:
         raise _nginx_failure("-s reload", result)
+    _wait_reloaded(master, old_workers, runtime)
     progress(f"reloaded the nginx serving {catalog_dir}")
     return True
+
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (nginx's master: its workers)."""
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            # Field 4 of /proc/PID/stat, after the ")" that ends the command name.
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.add(int(entry.name))
+    return children
+
+
+def _wait_reloaded(master: int, old_workers: set[int], runtime: Runtime,
+                   timeout: float = 60) -> None:
+    """`nginx -s reload` only signals the master, which parses the new config, starts new
+    workers and tells the old ones to stop accepting: wait until that has happened (old
+    workers may still finish downloads), so a token added or revoked counts from the moment
+    the command returns."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = _children(master)
+        if current - old_workers and all(_shutting_down(pid) for pid in current & old_workers):
+            return
+        time.sleep(0.05)
+    log = runtime.directory / "error.log"
+    accepting = sorted(p for p in _children(master) & old_workers if not _shutting_down(p))
+    raise GoldboxError(f"nginx (pid {master}): the reload did not replace its workers within "
+                       f"{timeout:g} s (old workers still accepting: {accepting}); see {log}")
+
+
+def _shutting_down(pid: int) -> bool:
+    """An old worker that has closed its listening sockets and only finishes running
+    requests (a download in progress) retitles itself so."""
+    try:
+        return b"is shutting down" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # gone
