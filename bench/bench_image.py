@@ -1,7 +1,8 @@
-"""Benchmark of the main job on one platform (default debian-12), printing its figures:
+"""Benchmark of the main job on one platform (default: box.default_platform), printing
+its figures:
 
-  cold `invoke image` by phase (empty cache but for the CPython tarball, imported
-  because python.org is not reachable from every host), no-change rebuild,
+  cold `invoke image` by phase (empty cache: the CPython tarball too comes from its first
+  verified source that serves it), no-change rebuild,
   app-only-change rebuild, box size, and `up` + `verify` (in a libvirt netns); then one
   JSON line: cold_s, app_only_s, no_change_s, up_s, verify_s, box_bytes.
 
@@ -49,7 +50,8 @@ def timed(argv: list[str], cwd: Path, env: dict, netns: str | None = None) -> fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--platform", default="debian-12")
+    parser.add_argument("--platform", default=None,
+                        help="platform name (default: box.default_platform)")
     parser.add_argument("--warm-cache", action="store_true",
                         help="use the user's goldbox cache instead of an empty one")
     args = parser.parse_args()

@@ -17,10 +17,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from goldbox import proc
+from goldbox import PROJECT_ROOT, proc
 from goldbox.cache import Cache, Entry, as_cache, identity_key
+from goldbox.chroot_provision import plan_head, provision_in_chroot
 from goldbox.errors import GoldboxError
+from goldbox.files import tree_sha256
 from goldbox.keys import insecure_public_key
+from goldbox.plan import python_section, repositories_section
 from goldbox.rootfs import chroot_run, debootstrap_rootfs
 
 # What the base needs to boot under qemu, get an address by DHCP and let Vagrant and
@@ -50,14 +53,52 @@ GROW_ROOT_SCRIPT = textwrap.dedent("""\
 
 def base_disk_identity(platform: Any, size_gib: int = DISK_SIZE_GIB) -> dict:
     """What goes into the base disk of `platform`: suite, mirror, packages, size, the
-    Vagrant public key and this module's own source (the recipe)."""
+    Vagrant public key, the runtime packages provision installs natively (with the
+    repositories it installs them from, and provision/ itself) and this module's own
+    source (the recipe)."""
     source = platform.source
     return {
         "platform": platform.name, "suite": source.suite, "mirror": source.mirror,
         "packages": sorted({*BASE_PACKAGES, source.kernel_package}), "size_gib": size_gib,
         "authorized_key": insecure_public_key(),
+        "runtime": runtime_plan(platform),
+        "provision": tree_sha256(PROJECT_ROOT / "provision"),
         "recipe": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
     }
+
+
+def runtime_plan(platform: Any) -> dict:
+    """The plan whose repositories and packages steps the base disk runs natively: the
+    platform's runtime packages, from its repositories (updates and security included),
+    so the guest's packages step finds them installed instead of running apt under TCG."""
+    return {
+        **plan_head(platform.name),
+        "repositories": repositories_section(platform),
+        "packages": {"groups": [], "build": [], "runtime": list(platform.packages.runtime)},
+        "python": python_section(platform, None),
+    }
+
+
+def install_runtime_packages(root: Path, plan: dict, log: Path | None = None) -> None:
+    """provision's repositories and packages steps in the rootfs, with the build host's
+    resolver for apt and no service started by a package's scripts; apt's downloads and
+    lists are removed afterwards (the guest needs them no more)."""
+    resolv = root / "etc/resolv.conf"
+    policy = root / "usr/sbin/policy-rc.d"
+    resolv.unlink(missing_ok=True)
+    shutil.copyfile("/etc/resolv.conf", resolv)
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    try:
+        provision_in_chroot(root, plan, ["repositories", "packages"],
+                            label="the base disk's runtime plan", prefix="base disk", log=log)
+        chroot_run(root, ["apt-get", "clean"], prefix="base disk", log=log)
+    finally:
+        policy.unlink(missing_ok=True)
+        resolv.unlink(missing_ok=True)
+    for listed in (root / "var/lib/apt/lists").glob("*"):
+        if listed.is_file() and listed.name != "lock":
+            listed.unlink()
 
 
 def build_base_disk(cache: Cache | Path, platform: Any, *, log: Path | None = None,
@@ -75,6 +116,7 @@ def build_base_disk(cache: Cache | Path, platform: Any, *, log: Path | None = No
                                       mirror=identity["mirror"],
                                       packages=identity["packages"], dest=work / "rootfs",
                                       log=log)
+            install_runtime_packages(root, identity["runtime"], log=log)
             # Stable across rebuilds of the same identity; the guest mounts / by it.
             key = identity_key("basedisk", identity)
             fs_uuid = str(uuid.UUID(bytes=bytes.fromhex(key[:32]), version=4))

@@ -24,13 +24,12 @@ from pathlib import Path
 from goldbox import PROJECT_ROOT, proc
 from goldbox.artifacts import ArtifactCache
 from goldbox.cache import Cache, as_cache
+from goldbox.chroot_provision import STAGE, plan_head, provision_in_chroot
 from goldbox.errors import GoldboxError
 from goldbox.files import remove_tree, sha256_file, tree_sha256
-from goldbox.plan_model import check_plan
 from goldbox.rootfs import chroot_run, debootstrap_rootfs
 
-_RECIPE = 3
-STAGE = "/tmp/goldbox-stage"
+_RECIPE = 4
 # Where provision's python step unpacks and builds the source: not part of the bundle.
 _PROVISION_SOURCE_DIR = "usr/local/src/goldbox-python"
 PROVENANCE = "share/goldbox/cpython-build.json"
@@ -111,6 +110,7 @@ def build_cpython_bundle(cache: Cache | Path, *, platform: str, release: Release
                              configure_flags=configure_flags, log=log)
             prefix = prefix_of(configure_flags)
             _prune(root / prefix.lstrip("/"), python_version)
+            _strip_debug(root, prefix, python_version, log)
             _write_provenance(root / prefix.lstrip("/") / PROVENANCE, {
                 "python_version": python_version,
                 "tarball": tarball.name,
@@ -121,6 +121,7 @@ def build_cpython_bundle(cache: Cache | Path, *, platform: str, release: Release
                 "built_with": "python3 -m provision plan.json --only python",
                 "build_date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "pruned": [p.format(xy=_xy(python_version)) for p in _PRUNED],
+                "stripped": "debug sections (strip --strip-debug)",
             })
             proc.run(["tar", "--numeric-owner", "-czf", folder / name, "-C", root,
                       prefix.lstrip("/")], prefix="bundle", log=log)
@@ -174,6 +175,46 @@ def build_native_wheel(cache: Cache | Path, *, release: ReleaseChroot, bundle: B
     return BuiltFile(entry.file(), entry.sha256())
 
 
+def build_app_env(cache: Cache | Path, *, platform: str, release: ReleaseChroot,
+                  bundle: BuiltFile, python: dict, app: dict, app_dir: Path,
+                  wheelhouse: Path, log: Path | None = None) -> BuiltFile:
+    """Return a cached tarball of the app's virtualenv (`<app root>/env`), made by
+    provision's own app step in a chroot of `release` with the bundle's CPython, from the
+    hash-pinned wheelhouse: the guest then unpacks it instead of running pip under TCG.
+    `python` and `app` are the plan's sections; the app's code is not in the tarball."""
+    cache = as_cache(cache)
+    app = {**app, "env_bundle": None}
+    requirements = app_dir / Path(app["requirements"]).relative_to(app["source"])
+    identity = {
+        "recipe": _RECIPE, "platform": platform, "bundle": bundle.sha256,
+        "suite": release.suite, "packages": sorted(set(release.packages)),
+        "requirements": sha256_file(requirements),
+        "wheelhouse": {path.name: sha256_file(path)
+                       for path in sorted(wheelhouse.iterdir()) if path.is_file()},
+        "app": {key: value for key, value in app.items() if key != "source"},
+        # provision's app step is the recipe: a change to it rebuilds.
+        "provision": tree_sha256(PROJECT_ROOT / "provision"),
+    }
+    name = f"app-env-{platform}.tar.gz"
+
+    def make(folder: Path) -> None:
+        _verify(bundle.path, bundle.sha256)
+        with _scratch_rootfs(cache, release, log) as root:
+            proc.run(["tar", "--numeric-owner", "-xzf", bundle.path, "-C", root],
+                     prefix="app env", log=log)
+            provision_in_chroot(root, {**plan_head(platform), "python": python, "app": app},
+                                ["app"], label="the native app env's plan", prefix="app env",
+                                files={app["source"]: app_dir, app["wheelhouse"]: wheelhouse},
+                                log=log)
+            env = Path(app["root"].lstrip("/")) / "env"
+            proc.run(["tar", "--numeric-owner", "-czf", folder / name, "-C", root, env],
+                     prefix="app env", log=log)
+
+    entry = cache.ensure("app-env", identity, make, name=platform,
+                         summary=f"the app's virtualenv for {platform} ({release.suite})")
+    return BuiltFile(entry.file(name), entry.sha256(name))
+
+
 def _xy(python_version: str) -> str:
     return ".".join(python_version.split(".")[:2])
 
@@ -199,18 +240,9 @@ def _compile_cpython(root: Path, *, platform: str, tarball: Path, tarball_sha256
                      log: Path | None) -> None:
     """Build and install CPython in the chroot the way a guest does: provision's own
     python step (configure, make, make altinstall), from a plan that has only it."""
-    stage = root / STAGE.lstrip("/")
-    stage.mkdir(parents=True)
-    shutil.copyfile(tarball, stage / tarball.name)
-    shutil.copytree(PROJECT_ROOT / "provision", stage / "provision",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     prefix = prefix_of(configure_flags)
     plan = {
-        "format": 1,
-        "platform": platform,
-        "family": "debian",  # a ReleaseChroot is debootstrapped
-        "adapters": {"packages": "apt", "services": "systemd"},
-        "stage_dir": STAGE,
+        **plan_head(platform),
         "python": {
             "version": python_version,
             "prefix": prefix,
@@ -222,10 +254,8 @@ def _compile_cpython(root: Path, *, platform: str, tarball: Path, tarball_sha256
             "pip_bootstrap": None,
         },
     }
-    check_plan(plan, "the native build's plan")
-    (stage / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
-    chroot_run(root, ["python3", "-m", "provision", "plan.json", "--only", "python"],
-               prefix="cpython", log=log, cwd=STAGE)
+    provision_in_chroot(root, plan, ["python"], label="the native build's plan",
+                        prefix="cpython", files={tarball.name: tarball}, log=log)
     remove_tree(root / _PROVISION_SOURCE_DIR)
 
 
@@ -239,6 +269,19 @@ def _prune(prefix_dir: Path, python_version: str) -> None:
     for copy in prefix_dir.glob(f"lib/python{xy}/config-{xy}-*/libpython{xy}.a"):
         copy.unlink()
         copy.symlink_to(f"../../libpython{xy}.a")
+
+
+def _strip_debug(root: Path, prefix: str, python_version: str, log: Path | None) -> None:
+    """Drop the DWARF debug sections `make altinstall` leaves in the interpreter, the
+    static libpython and the extension modules (~100 MB of the box's 600), keeping their
+    symbols: uWSGI still links the static library. The chroot's own binutils do it."""
+    xy = _xy(python_version)
+    tree = root / prefix.lstrip("/")
+    files = [tree / f"bin/python{xy}", tree / f"lib/libpython{xy}.a",
+             *sorted((tree / f"lib/python{xy}/lib-dynload").glob("*.so"))]
+    chroot_run(root, ["strip", "--strip-debug",
+                      *(f"/{path.relative_to(root)}" for path in files if path.is_file())],
+               prefix="cpython", log=log)
 
 
 def _write_provenance(path: Path, record: dict) -> None:

@@ -47,7 +47,7 @@ from goldbox.files import (
 # Bumped when the layout of entries changes: every key changes with it.
 FORMAT = 1
 RECORD = "identity.json"
-KINDS = ("artifact", "wheelhouse", "rootfs", "bundle", "native-wheel", "basedisk",
+KINDS = ("artifact", "wheelhouse", "rootfs", "bundle", "native-wheel", "app-env", "basedisk",
          "system-image")
 SCRATCH = "work"
 # `prune` never evicts what was used more recently than this: a build may be using it.

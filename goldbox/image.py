@@ -40,7 +40,14 @@ from goldbox.errors import GoldboxError, describe_os_error
 from goldbox.files import remove_tree, sha256_file, swap_in, tree_sha256, write_atomically
 from goldbox.keys import insecure_private_key
 from goldbox.manifest import Manifest, read_manifest, write_manifest
-from goldbox.plan import SYSTEM_STEPS, Prebuilt, StagedFile, tarball_name
+from goldbox.plan import (
+    SYSTEM_STEPS,
+    Prebuilt,
+    StagedFile,
+    app_section,
+    python_section,
+    tarball_name,
+)
 from goldbox.plan_model import read_plan
 from goldbox.render import Rendered, RenderOptions, packer_source_name, render_platform
 from goldbox.stage import check_app_tree, golden_stage, system_stage
@@ -168,13 +175,13 @@ def _system_identity(ctx: Context, rendered: Rendered, base: Entry) -> dict:
 
 
 def _system_image(ctx: Context, rendered: Rendered, identity: dict, base: Entry,
-                  extra: list[Path], accelerator: str) -> Entry:
+                  files: list[Path], accelerator: str) -> Entry:
     """The base disk with provision's system steps done, built by packer once and kept
     as a cache entry of kind "system-image"."""
     image = f"{ctx.platform.name}-system.qcow2"
 
     def make(folder: Path) -> None:
-        stage = system_stage(ctx.root, ctx.system_stage, rendered.plan, extra, ctx.wheelhouse)
+        stage = system_stage(ctx.root, ctx.system_stage, rendered.plan, files, ctx.wheelhouse)
         output = folder / "packer-output"
         assert rendered.system_template
         _packer_build(rendered.system_template, {
@@ -263,7 +270,10 @@ def _build_image(ctx: Context, force: bool) -> ImageResult:
         if failed:
             proc.stop_all()
             raise failed[0]
-        prebuilt, extra = native.result() if native else (Prebuilt(), [tarball])
+        # What the system steps install (CPython's bundle or tarball) and what only the
+        # golden build needs (the app's virtualenv).
+        prebuilt, system_files, golden_files = (native.result() if native
+                                                else (Prebuilt(), [tarball], []))
         base = based.result() if based else None
 
     with phases.phase("render") as note:
@@ -272,10 +282,12 @@ def _build_image(ctx: Context, force: bool) -> ImageResult:
                                 libvirt_driver=acceleration.libvirt_driver, prebuilt=prebuilt)
         rendered = render_platform(config, platform, ctx.build, options)
         _record_prebuilt(ctx, prebuilt)
-        stage = golden_stage(ctx.root, config.app_dir, ctx.stage, ctx.wheelhouse,
-                             rendered.plan, extra)
         system = (_system_identity(ctx, rendered, base)
                   if rendered.system_template and base else None)
+        # From a system image, the golden build finds CPython installed: no need to
+        # upload its bundle again.
+        stage = golden_stage(ctx.root, config.app_dir, ctx.stage, ctx.wheelhouse,
+                             rendered.plan, golden_files + ([] if system else system_files))
         if system:
             ctx.cache.mark_used("system-image", system)
         digest = hashlib.sha256(json.dumps({
@@ -300,7 +312,8 @@ def _build_image(ctx: Context, force: bool) -> ImageResult:
         with phases.phase("system image") as note:
             # Built from the base disk, so all of the base disk's bytes are checked first.
             image = (ctx.cache.lookup("system-image", system)
-                     or _system_image(ctx, rendered, system, _base_disk(ctx, "full"), extra,
+                     or _system_image(ctx, rendered, system, _base_disk(ctx, "full"),
+                                      system_files,
                                       acceleration.accelerator))
             image_vars = {"base_image": str(image.file()), "base_image_sha256": image.sha256()}
             note.append(f"{'cached' if image.cached else 'built'} {image.file().name} "
@@ -410,12 +423,13 @@ def render_as_image_would(config: Config, platform: Platform) -> tuple[Rendered,
             recorded = record["prebuilt"]
             prebuilt = Prebuilt(
                 python_bundle=StagedFile(**recorded["python_bundle"]),
-                wheels=[StagedFile(**wheel) for wheel in recorded["wheels"]])
+                wheels=[StagedFile(**wheel) for wheel in recorded["wheels"]],
+                app_env=StagedFile(**recorded["app_env"]))
         except (OSError, ValueError, KeyError, TypeError):
             differences.append(
-                "plan.json names no prebuilt CPython bundle or uWSGI wheel: `invoke image` "
-                "compiles them natively first and puts their sha256 in the plan (run it, "
-                "then render again for its exact plan)")
+                "plan.json names no prebuilt CPython bundle, uWSGI wheel or app virtualenv: "
+                "`invoke image` makes them natively first and puts their sha256 in the plan "
+                "(run it, then render again for its exact plan)")
     options = RenderOptions(packer_version=packer_version(),
                             libvirt_driver=accel.detect(config.cache_dir).libvirt_driver,
                             prebuilt=prebuilt)
@@ -431,16 +445,24 @@ def _base_disk_phase(ctx: Context, phases: Phases) -> Entry:
 
 
 def _native_build_phase(ctx: Context, phases: Phases,
-                        tarball: Path) -> tuple[Prebuilt, list[Path]]:
+                        tarball: Path) -> tuple[Prebuilt, list[Path], list[Path]]:
     with phases.phase("native build") as note:
-        prebuilt, extra = _native_build(ctx, tarball)
-        note.append(f"{extra[0].name} + {len(prebuilt.wheels)} wheel(s)")
-    return prebuilt, extra
+        prebuilt, system_files, golden_files = _native_build(ctx, tarball)
+        note.append(f"{system_files[0].name} + {len(prebuilt.wheels)} wheel(s) + "
+                    f"{golden_files[0].name}")
+    return prebuilt, system_files, golden_files
 
 
-def _native_build(ctx: Context, tarball: Path) -> tuple[Prebuilt, list[Path]]:
-    """CPython and uWSGI compiled natively in a chroot of the release (see bundle.py)."""
-    from goldbox.bundle import ReleaseChroot, build_cpython_bundle, build_native_wheel
+def _native_build(ctx: Context, tarball: Path) -> tuple[Prebuilt, list[Path], list[Path]]:
+    """CPython and uWSGI compiled natively in a chroot of the release, and the app's
+    virtualenv made there (see bundle.py); returns the plan's prebuilt files, the ones the
+    system steps use and the ones the golden build uses."""
+    from goldbox.bundle import (
+        ReleaseChroot,
+        build_app_env,
+        build_cpython_bundle,
+        build_native_wheel,
+    )
     from goldbox.requirements import check_sdist
 
     platform = ctx.platform
@@ -461,8 +483,15 @@ def _native_build(ctx: Context, tarball: Path) -> tuple[Prebuilt, list[Path]]:
                                    sdist_sha256=check_sdist(requirements, sdist), log=ctx.log)
         shutil.copy2(built.path, ctx.wheelhouse / built.path.name)
         wheels.append(StagedFile(f"wheelhouse/{built.path.name}", built.sha256))
-    prebuilt = Prebuilt(python_bundle=StagedFile(bundle.path.name, bundle.sha256), wheels=wheels)
-    return prebuilt, [bundle.path]
+    staged_bundle = StagedFile(bundle.path.name, bundle.sha256)
+    env = build_app_env(
+        ctx.cache, platform=platform.name, release=release, bundle=bundle,
+        python=python_section(platform, None),
+        app=app_section(ctx.config, platform, Prebuilt(wheels=wheels)),
+        app_dir=ctx.config.app_dir, wheelhouse=ctx.wheelhouse, log=ctx.log)
+    prebuilt = Prebuilt(python_bundle=staged_bundle, wheels=wheels,
+                        app_env=StagedFile(env.path.name, env.sha256))
+    return prebuilt, [bundle.path], [env.path]
 
 
 def _manifest(ctx: Context, box: Path, digest: str, phases: Phases) -> Manifest:

@@ -33,6 +33,8 @@ class Prebuilt:
 
     python_bundle: StagedFile | None = None
     wheels: list[StagedFile] = field(default_factory=list)
+    # The app's virtualenv, built in the chroot at the guest's path (app.env_bundle).
+    app_env: StagedFile | None = None
 
 
 def uwsgi_unit_path(platform: Platform) -> tuple[str, str]:
@@ -62,6 +64,47 @@ def tarball_name(platform: Platform) -> str:
     return PurePosixPath(platform.python.url).name
 
 
+def repositories_section(platform: Platform) -> dict:
+    """The plan's `repositories`: where the package manager installs from."""
+    repos = platform.repositories
+    return {
+        "apt_sources": repos.apt_sources.lstrip("\n") if repos.apt_sources else None,
+        "yum_repos": [repo.model_dump() for repo in repos.yum_repos],
+        "disable_repo_files": list(repos.disable_repo_files),
+    }
+
+
+def python_section(platform: Platform, bundle: StagedFile | None) -> dict:
+    """The plan's `python`: the CPython to build, or the bundle of it to unpack."""
+    python = platform.python
+    return {
+        "version": python.version,
+        "prefix": "/usr/local",
+        "binary": python_binary(platform),
+        "tarball": tarball_name(platform),
+        "sha256": python.sha256,
+        "configure_flags": list(python.configure_flags),
+        "bundle": {"file": bundle.file, "sha256": bundle.sha256} if bundle else None,
+        "pip_bootstrap": python.pip_bootstrap,
+    }
+
+
+def app_section(config: Config, platform: Platform, prebuilt: Prebuilt) -> dict:
+    """The plan's `app`: who runs it, where, and the virtualenv it runs in."""
+    env = prebuilt.app_env
+    return {
+        "user": config.project.app.user,
+        "group": config.project.app.user,
+        "root": config.project.app.root,
+        "source": "app",
+        "requirements": f"app/{platform.python.requirements}",
+        "wheelhouse": "wheelhouse",
+        "local_wheels": [{"file": w.file, "sha256": w.sha256} for w in prebuilt.wheels],
+        "env_bundle": {"file": env.file, "sha256": env.sha256} if env else None,
+        "venv": platform.python.venv,
+    }
+
+
 def build_plan(
     config: Config,
     platform: Platform,
@@ -72,12 +115,10 @@ def build_plan(
     """The plan for `platform`. `guest_files` maps the rendered config names
     (nginx, uwsgi_ini, uwsgi_unit, and nginx_dropin under systemd) to their text."""
     project = config.project
-    python = platform.python
     prebuilt = prebuilt or Prebuilt()
     bundle = prebuilt.python_bundle
     compiles_nothing = bundle is not None and bool(prebuilt.wheels)
     unit_path, unit_mode = uwsgi_unit_path(platform)
-    repos = platform.repositories
     nginx_files = [{"path": platform.nginx.conf_path, "content": guest_files["nginx"],
                     "mode": "0644"}]
     if "nginx_dropin" in guest_files:
@@ -89,36 +130,14 @@ def build_plan(
         "family": platform.family,
         "adapters": {"packages": platform.package_manager, "services": platform.service_manager},
         "stage_dir": STAGE_DIR,
-        "repositories": {
-            "apt_sources": repos.apt_sources.lstrip("\n") if repos.apt_sources else None,
-            "yum_repos": [repo.model_dump() for repo in repos.yum_repos],
-            "disable_repo_files": list(repos.disable_repo_files),
-        },
+        "repositories": repositories_section(platform),
         "packages": {
             "groups": [] if compiles_nothing else list(platform.packages.groups),
             "build": [] if compiles_nothing else list(platform.packages.build),
             "runtime": list(platform.packages.runtime),
         },
-        "python": {
-            "version": python.version,
-            "prefix": "/usr/local",
-            "binary": python_binary(platform),
-            "tarball": tarball_name(platform),
-            "sha256": python.sha256,
-            "configure_flags": list(python.configure_flags),
-            "bundle": {"file": bundle.file, "sha256": bundle.sha256} if bundle else None,
-            "pip_bootstrap": python.pip_bootstrap,
-        },
-        "app": {
-            "user": project.app.user,
-            "group": project.app.user,
-            "root": project.app.root,
-            "source": "app",
-            "requirements": f"app/{python.requirements}",
-            "wheelhouse": "wheelhouse",
-            "local_wheels": [{"file": w.file, "sha256": w.sha256} for w in prebuilt.wheels],
-            "venv": python.venv,
-        },
+        "python": python_section(platform, bundle),
+        "app": app_section(config, platform, prebuilt),
         "uwsgi": {
             "service": UWSGI_SERVICE,
             "socket": uwsgi_socket(config, platform),

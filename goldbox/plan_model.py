@@ -74,6 +74,7 @@ class App(_Section):
     requirements: str
     wheelhouse: str
     local_wheels: list[StagedFileSpec]
+    env_bundle: StagedFileSpec | None = None
     venv: Literal["venv", "virtualenv"]
 
 

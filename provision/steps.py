@@ -204,8 +204,16 @@ def app(ctx):
                                    os.path.join(root, "WSGI.py")) or changed
     env = os.path.join(root, "env")
     python = ctx.plan["python"]["binary"]
+    how = ""
     if not ctx.runner.exists(os.path.join(env, "bin", "python")):
-        if spec["venv"] == "virtualenv":
+        if spec.get("env_bundle"):
+            # Made natively by this same step in a chroot of the release (goldbox/bundle.py):
+            # unpacked here, then checked below like any other venv.
+            bundle = ctx.staged(spec["env_bundle"]["file"])
+            ctx.verify_sha256(bundle, spec["env_bundle"]["sha256"])
+            ctx.runner.run(["tar", "--no-same-owner", "-xzf", bundle, "-C", "/"])
+            how = "; venv unpacked from the native build"
+        elif spec["venv"] == "virtualenv":
             ctx.runner.run([python, "-m", "virtualenv", "--no-download", env])
         else:
             ctx.runner.run([python, "-m", "venv", env])
@@ -227,8 +235,9 @@ def app(ctx):
         ctx.runner.run([pip, "install", "--no-index", "--find-links", wheelhouse,
                         "--require-hashes", "-r", requirements])
         changed = True
-    note = "%s in %s; %d pinned packages%s" % (
-        spec["user"], root, len(pins), (" installed: " + ", ".join(missing)) if missing else "")
+    note = "%s in %s; %d pinned packages%s%s" % (
+        spec["user"], root, len(pins), (" installed: " + ", ".join(missing)) if missing else "",
+        how)
     return changed, note
 
 

@@ -59,9 +59,27 @@ def test_no_identity_is_baked_in(raw_image):
     assert "ExecStartPre=/usr/bin/ssh-keygen -A" in debugfs(
         raw_image, "cat /etc/systemd/system/ssh.service.d/goldbox-host-keys.conf")
     assert 'net.ifnames=0' in debugfs(raw_image, "cat /etc/default/grub")
-    assert "File not found" in subprocess.run(
-        ["debugfs", "-R", "stat /etc/resolv.conf", f"{raw_image}{PARTITION}"],
-        capture_output=True, text=True).stderr
+    for absent in ("/etc/resolv.conf", "/usr/sbin/policy-rc.d"):
+        assert "File not found" in subprocess.run(
+            ["debugfs", "-R", f"stat {absent}", f"{raw_image}{PARTITION}"],
+            capture_output=True, text=True).stderr, absent
+
+
+def test_runtime_packages_are_installed_natively_from_the_plans_repositories(raw_image):
+    """provision's repositories and packages steps ran in the rootfs, so the guest's
+    packages step finds nginx and the libraries installed; apt's lists and downloads
+    are gone again."""
+    platform = load_config().platform("debian-12")
+    status = debugfs(raw_image, "cat /var/lib/dpkg/status")
+    installed = {block.split("\n", 1)[0].removeprefix("Package: ")
+                 for block in status.split("\n\n") if "Status: install ok installed" in block}
+    assert set(platform.packages.runtime) <= installed
+    assert debugfs(raw_image, "cat /etc/apt/sources.list") == \
+        platform.repositories.apt_sources.lstrip("\n")
+    for folder in ("/var/lib/apt/lists", "/var/cache/apt/archives"):
+        names = {line.split()[-1] for line in debugfs(raw_image, f"ls -l {folder}").splitlines()
+                 if line.strip()}
+        assert names <= {".", "..", "lock", "partial", "auxfiles"}, (folder, names)
 
 
 def free_port() -> int:
