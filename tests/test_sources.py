@@ -137,3 +137,38 @@ def test_pin_python_names_the_sources_tried_when_none_serves(project_copy):
     assert line.startswith("goldbox: error: no verified source serves CPython 3.99.1; tried: ")
     assert "python.org digest" in line and "no voucher lists a release 3.99.1" in line
     assert path.read_text() == before
+
+
+def test_pin_python_takes_python_orgs_digest_from_a_fake_python_org(project_copy, tmp_path,
+                                                                     monkeypatch):
+    """python.org cannot be reached from here, so a local server with python.org's layout
+    stands in for it: its downloads API (release, then release_file with sha256_sum) and
+    /ftp/python/. The pin's sha256 must come from there, and so must the bytes."""
+    from goldbox import pin, sources
+
+    version, name = "3.13.5", "Python-3.13.5.tar.xz"
+    tarball = ArtifactCache(CONFIG.cache_dir).ensure(
+        sources.debian_pool_url(DEBIAN_MIRROR, version), PY3135_SHA256, name)
+    site = tmp_path / "python.org"
+    (site / "ftp/python" / version).mkdir(parents=True)
+    (site / "ftp/python" / version / name).write_bytes(tarball.read_bytes())
+    with serving(site) as base:
+        # SimpleHTTPRequestHandler ignores the query string: each API answer is an index.
+        for endpoint, answer in (
+                ("release", f'[{{"resource_uri": "{base}/api/v2/downloads/release/987/"}}]'),
+                ("release_file", f'[{{"url": "{base}/ftp/python/{version}/{name}.asc"}}, '
+                                 f'{{"url": "{base}/ftp/python/{version}/{name}", '
+                                 f'"sha256_sum": "{PY3135_SHA256.upper()}"}}]')):
+            (site / "api/v2/downloads" / endpoint).mkdir(parents=True)
+            (site / "api/v2/downloads" / endpoint / "index.html").write_text(answer)
+        monkeypatch.setattr(sources, "PYTHON_ORG", base)
+        monkeypatch.setenv("GOLDBOX_CACHE", str(tmp_path / "cache"))  # nothing cached yet
+        config = load_config(project_copy)
+        pinned = pin.pin_python(config, config.platform("debian-13"), version)
+    assert pinned.release.voucher == "python.org"
+    assert pinned.served_by == "python.org"
+    assert sha256_file(pinned.tarball) == PY3135_SHA256
+    assert pinned.tarball.is_relative_to(tmp_path / "cache")
+    text = (project_copy / "platforms/debian-13.toml").read_text()
+    assert f'url = "{base}/ftp/python/{version}/{name}"' in text
+    assert f'sha256 = "{PY3135_SHA256}"' in text
