@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from goldbox import accel, faults, proc
 from goldbox.artifacts import ArtifactCache, build_wheelhouse
@@ -52,6 +53,9 @@ from goldbox.plan_model import read_plan
 from goldbox.render import Rendered, RenderOptions, packer_source_name, render_platform
 from goldbox.stage import check_app_tree, golden_stage, system_stage
 from goldbox.validate import declared_variables
+
+if TYPE_CHECKING:
+    from goldbox.bundle import BuiltFile
 
 # Bumped when the way a system image is made changes, so old ones are not reused.
 _SYSTEM_RECIPE = 1
@@ -255,15 +259,23 @@ def _build_image(ctx: Context, force: bool) -> ImageResult:
         note.append(f"{tarball.name} verified (from {served_by}); "
                     f"{len(wheels)} files in wheelhouse")
 
+    acceleration = accel.detect(config.cache_dir)
+    packer = packer_version()
     # The native build (CPU: compiling in a chroot) and the base disk (mostly network and
-    # disk: debootstrap, mkfs) need nothing of each other: they run side by side, and when
-    # one fails the other is stopped at once.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        native = (pool.submit(_native_build_phase, ctx, phases, tarball)
+    # disk: debootstrap, mkfs) need nothing of each other: they run side by side. The
+    # system image needs only the base disk and CPython's bundle, so a missing one is
+    # built while the native build goes on with uWSGI and the app's virtualenv. When one
+    # fails, the others are stopped at once.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        bundled: concurrent.futures.Future[BuiltFile] = concurrent.futures.Future()
+        native = (pool.submit(_native_build_phase, ctx, phases, tarball, bundled)
                   if platform.python.native_bundle else None)
         based = (pool.submit(_base_disk_phase, ctx, phases)
                  if isinstance(platform.source, DebootstrapSource) else None)
-        running = [future for future in (native, based) if future]
+        early = (pool.submit(_early_system_image, ctx, phases, bundled, based, acceleration,
+                             packer)
+                 if native and based else None)
+        running = [future for future in (native, based, early) if future]
         done, _ = concurrent.futures.wait(running,
                                           return_when=concurrent.futures.FIRST_EXCEPTION)
         failed = [future.exception() for future in done if future.exception()]
@@ -277,8 +289,7 @@ def _build_image(ctx: Context, force: bool) -> ImageResult:
         base = based.result() if based else None
 
     with phases.phase("render") as note:
-        acceleration = accel.detect(config.cache_dir)
-        options = RenderOptions(packer_version=packer_version(),
+        options = RenderOptions(packer_version=packer,
                                 libvirt_driver=acceleration.libvirt_driver, prebuilt=prebuilt)
         rendered = render_platform(config, platform, ctx.build, options)
         _record_prebuilt(ctx, prebuilt)
@@ -444,16 +455,51 @@ def _base_disk_phase(ctx: Context, phases: Phases) -> Entry:
     return base
 
 
-def _native_build_phase(ctx: Context, phases: Phases,
-                        tarball: Path) -> tuple[Prebuilt, list[Path], list[Path]]:
-    with phases.phase("native build") as note:
-        prebuilt, system_files, golden_files = _native_build(ctx, tarball)
-        note.append(f"{system_files[0].name} + {len(prebuilt.wheels)} wheel(s) + "
-                    f"{golden_files[0].name}")
+def _early_system_image(ctx: Context, phases: Phases,
+                        bundled: concurrent.futures.Future[BuiltFile],
+                        based: concurrent.futures.Future[Entry],
+                        acceleration: accel.Acceleration,
+                        packer: tuple[int, int, int]) -> None:
+    """Build the system image, if it is missing, as soon as the base disk and CPython's
+    bundle are there: its inputs (the system template, the base disk, provision/ and the
+    plan's system sections) do not depend on what the native build makes after the
+    bundle. It renders into a folder of its own; the render phase later computes the
+    same identity from the final plan and finds the image cached."""
+    bundle, base = bundled.result(), based.result()
+    options = RenderOptions(packer_version=packer, libvirt_driver=acceleration.libvirt_driver,
+                            prebuilt=Prebuilt(python_bundle=StagedFile(bundle.path.name,
+                                                                       bundle.sha256)))
+    rendered = render_platform(ctx.config, ctx.platform, ctx.work / "system-render", options)
+    if not rendered.system_template:
+        return
+    identity = _system_identity(ctx, rendered, base)
+    if ctx.cache.lookup("system-image", identity, check="size"):
+        return
+    with phases.phase("system image") as note:
+        image = _system_image(ctx, rendered, identity, _base_disk(ctx, "full"),
+                              [bundle.path], acceleration.accelerator)
+        note.append(f"built {image.file().name} ({image.size / 2**20:.0f} MiB, "
+                    f"key {image.key[:12]}), beside the native build")
+
+
+def _native_build_phase(ctx: Context, phases: Phases, tarball: Path,
+                        bundled: concurrent.futures.Future[BuiltFile]
+                        ) -> tuple[Prebuilt, list[Path], list[Path]]:
+    try:
+        with phases.phase("native build") as note:
+            prebuilt, system_files, golden_files = _native_build(ctx, tarball, bundled)
+            note.append(f"{system_files[0].name} + {len(prebuilt.wheels)} wheel(s) + "
+                        f"{golden_files[0].name}")
+    except BaseException as exc:
+        if not bundled.done():  # the system image's thread waits for it: let it go
+            bundled.set_exception(exc)
+        raise
     return prebuilt, system_files, golden_files
 
 
-def _native_build(ctx: Context, tarball: Path) -> tuple[Prebuilt, list[Path], list[Path]]:
+def _native_build(ctx: Context, tarball: Path,
+                  bundled: concurrent.futures.Future[BuiltFile] | None = None
+                  ) -> tuple[Prebuilt, list[Path], list[Path]]:
     """CPython and uWSGI compiled natively in a chroot of the release, and the app's
     virtualenv made there (see bundle.py); returns the plan's prebuilt files, the ones the
     system steps use and the ones the golden build uses."""
@@ -475,6 +521,9 @@ def _native_build(ctx: Context, tarball: Path) -> tuple[Prebuilt, list[Path], li
         python_version=platform.python.version, tarball=tarball,
         tarball_sha256=platform.python.sha256,
         configure_flags=list(platform.python.configure_flags), log=ctx.log)
+    staged_bundle = StagedFile(bundle.path.name, bundle.sha256)
+    if bundled is not None:
+        bundled.set_result(bundle)
     wheels = []
     requirements = ctx.config.app_dir / platform.python.requirements
     for sdist in sorted(ctx.wheelhouse.glob("*.tar.gz")):
@@ -483,7 +532,6 @@ def _native_build(ctx: Context, tarball: Path) -> tuple[Prebuilt, list[Path], li
                                    sdist_sha256=check_sdist(requirements, sdist), log=ctx.log)
         shutil.copy2(built.path, ctx.wheelhouse / built.path.name)
         wheels.append(StagedFile(f"wheelhouse/{built.path.name}", built.sha256))
-    staged_bundle = StagedFile(bundle.path.name, bundle.sha256)
     env = build_app_env(
         ctx.cache, platform=platform.name, release=release, bundle=bundle,
         python=python_section(platform, None),

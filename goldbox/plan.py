@@ -117,7 +117,9 @@ def build_plan(
     project = config.project
     prebuilt = prebuilt or Prebuilt()
     bundle = prebuilt.python_bundle
-    compiles_nothing = bundle is not None and bool(prebuilt.wheels)
+    # A native build compiles CPython and every sdist of the wheelhouse (uWSGI's): the
+    # guest then needs no compiler.
+    compiles_nothing = bundle is not None
     unit_path, unit_mode = uwsgi_unit_path(platform)
     nginx_files = [{"path": platform.nginx.conf_path, "content": guest_files["nginx"],
                     "mode": "0644"}]
