@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from goldbox import accel, faults, proc
 from goldbox.artifacts import ArtifactCache, build_wheelhouse
-from goldbox.cache import Cache, Entry
+from goldbox.cache import Cache, Entry, identity_key
 from goldbox.cache_task import record_used
 from goldbox.config import Config, DebootstrapSource, Platform
 from goldbox.context import Context
@@ -319,7 +319,13 @@ def _build_image(ctx: Context, force: bool) -> ImageResult:
         return ImageResult(ctx.box, ctx.manifest, True, phases)
 
     image_vars: dict[str, str] = {}
-    if system and base:
+    built_early = early.result() if early else None
+    if system and base and built_early and built_early.key == identity_key("system-image",
+                                                                            system):
+        # Built by this run beside the native build (its row is in the table already).
+        image_vars = {"base_image": str(built_early.file()),
+                      "base_image_sha256": built_early.sha256()}
+    elif system and base:
         with phases.phase("system image") as note:
             # Built from the base disk, so all of the base disk's bytes are checked first.
             image = (ctx.cache.lookup("system-image", system)
@@ -459,7 +465,7 @@ def _early_system_image(ctx: Context, phases: Phases,
                         bundled: concurrent.futures.Future[BuiltFile],
                         based: concurrent.futures.Future[Entry],
                         acceleration: accel.Acceleration,
-                        packer: tuple[int, int, int]) -> None:
+                        packer: tuple[int, int, int]) -> Entry | None:
     """Build the system image, if it is missing, as soon as the base disk and CPython's
     bundle are there: its inputs (the system template, the base disk, provision/ and the
     plan's system sections) do not depend on what the native build makes after the
@@ -471,15 +477,16 @@ def _early_system_image(ctx: Context, phases: Phases,
                                                                        bundle.sha256)))
     rendered = render_platform(ctx.config, ctx.platform, ctx.work / "system-render", options)
     if not rendered.system_template:
-        return
+        return None
     identity = _system_identity(ctx, rendered, base)
     if ctx.cache.lookup("system-image", identity, check="size"):
-        return
+        return None  # the render phase's lookup finds it
     with phases.phase("system image") as note:
         image = _system_image(ctx, rendered, identity, _base_disk(ctx, "full"),
                               [bundle.path], acceleration.accelerator)
         note.append(f"built {image.file().name} ({image.size / 2**20:.0f} MiB, "
                     f"key {image.key[:12]}), beside the native build")
+    return image
 
 
 def _native_build_phase(ctx: Context, phases: Phases, tarball: Path,
