@@ -1,5 +1,5 @@
-"""`invoke image`: artifacts -> native build -> base disk -> render + stage -> system
-image -> packer -> box.
+"""`invoke image`: artifacts -> native build ∥ base disk (∥ system image, as soon as
+both have what it needs) -> render + stage -> packer -> box.
 
 For debootstrap platforms the packer work comes in two builds: the system image (the
 base disk with provision's system steps: repositories, packages, CPython), cached by a
