@@ -128,16 +128,22 @@ def image(c, platform=None, builder="qemu", force=False):
     build_image(config, config.platform(platform), builder=builder, force=force)
 
 
-@task(help={"platform": "platform name (default: box.default_platform)"})
+@task(help={"platform": "platform name (default: box.default_platform)",
+            "disk-gib": "the VM's disk in GiB, at least the box's (default: vm.disk_gib, "
+                        "else the box's size); the root filesystem grows to it at boot"})
 @reports_errors
-def up(c, platform=None):
+def up(c, platform=None, disk_gib=None):
     """Add the built box to Vagrant and boot it with vagrant-libvirt.
 
-    Guest port 80 is forwarded to 127.0.0.1:<ports.host_http>."""
+    Guest port 80 is forwarded to 127.0.0.1:<ports.host_http>. A disk larger than the
+    box's (--disk-gib, vm.disk_gib) is given to the VM with vagrant-libvirt's
+    machine_virtual_size when the VM is created; its root partition and ext4 grow to it."""
     from goldbox.vm import up as boot
+    from goldbox.vm import with_disk
 
     config = load_config(ROOT)
-    boot(config, config.platform(platform))
+    chosen = config.platform(platform)
+    boot(with_disk(config, chosen, disk_gib), chosen)
 
 
 @task(help={"platform": "platform name (default: box.default_platform)",

@@ -20,6 +20,7 @@ from typing import Any
 from goldbox import PROJECT_ROOT, proc
 from goldbox.cache import Cache, Entry, as_cache, identity_key
 from goldbox.chroot_provision import plan_head, provision_in_chroot
+from goldbox.config import BOX_DISK_GIB
 from goldbox.errors import GoldboxError
 from goldbox.files import tree_sha256
 from goldbox.keys import insecure_public_key
@@ -31,7 +32,7 @@ from goldbox.rootfs import chroot_run, debootstrap_rootfs
 # synced folder; growpart (cloud-guest-utils) and resize2fs (e2fsprogs) grow / at boot.
 BASE_PACKAGES = ["systemd-sysv", "openssh-server", "python3", "grub-pc", "sudo", "ifupdown",
                  "isc-dhcp-client", "iproute2", "rsync", "cloud-guest-utils", "e2fsprogs"]
-DISK_SIZE_GIB = 4
+DISK_SIZE_GIB = BOX_DISK_GIB
 HOSTNAME = "goldbox"
 KERNEL_ARGS = "console=tty0 console=ttyS0 net.ifnames=0"
 _PARTITION_OFFSET = 1 << 20  # the partition starts at sector 2048

@@ -148,9 +148,16 @@ class CacheSection(Strict):
     dir: str = "~/.cache/goldbox"
 
 
+# The disk of a debootstrap platform's box (its base disk), in GiB.
+BOX_DISK_GIB = 4
+
+
 class VmSection(Strict):
     memory: Annotated[int, Field(ge=256, le=65536)] = 1024
     cpus: Annotated[int, Field(ge=1, le=64)] = 2
+    # The VM's disk (vagrant-libvirt's machine_virtual_size); the root filesystem grows
+    # to it at boot. None: the box's own size.
+    disk_gib: Annotated[int, Field(ge=1, le=4096)] | None = None
 
 
 class ProjectConfig(Strict):
@@ -427,6 +434,18 @@ SSH_PORT = 22  # the guest's sshd: packer and vagrant reach the guest through it
 BUILDERS_OF_SOURCE = {"debootstrap": {"qemu"}, "iso": {"qemu", "virtualbox"}}
 
 
+def check_disk(disk_gib: int | None, platform: Platform, key: str) -> None:
+    """A VM's disk cannot be smaller than its box's: vagrant-libvirt only grows it."""
+    if disk_gib is None:
+        return
+    box_gib = (BOX_DISK_GIB if platform.source.kind == "debootstrap"
+               else -(-platform.source.disk_size_mb // 1024))
+    if disk_gib < box_gib:
+        raise GoldboxError(f"{key} = {disk_gib} and platforms/{platform.name}.toml: its box's "
+                           f"disk is {box_gib} GiB, and a VM's disk can only be as large or "
+                           "larger")
+
+
 def check_inputs(project: ProjectConfig, platforms: dict[str, Platform],
                  config_file: str = "goldbox.toml") -> None:
     """Every rule that spans two settings, in one place: each valid alone, they
@@ -448,6 +467,7 @@ def check_inputs(project: ProjectConfig, platforms: dict[str, Platform],
     for platform in platforms.values():
         label = f"platforms/{platform.name}.toml"
         kind = platform.source.kind
+        check_disk(project.vm.disk_gib, platform, f"{config_file}: vm.disk_gib")
         if platform.python.native_bundle and kind != "debootstrap":
             raise GoldboxError(
                 f"{label}: python.native_bundle = true and source.kind = {kind!r}: the native "

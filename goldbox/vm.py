@@ -16,7 +16,7 @@ from pathlib import Path
 
 import vagrant
 from goldbox import accel, libvirtd, proc
-from goldbox.config import Config, Platform
+from goldbox.config import Config, Platform, check_disk
 from goldbox.context import PROVIDER, dist_dir
 from goldbox.errors import GoldboxError
 from goldbox.files import remove_tree, write_atomically
@@ -117,6 +117,22 @@ def _delete_libvirt_volume(name: str, version: str) -> None:
     volume = f"{name.replace('/', '-VAGRANTSLASH-')}_vagrant_box_image_{version}_box.img"
     proc.capture(["virsh", "-c", "qemu:///system", "vol-delete", "--pool", "default", volume],
                  check=False)
+
+
+def with_disk(config: Config, platform: Platform, disk_gib: str | int | None) -> Config:
+    """`config` with vm.disk_gib set from `invoke up --disk-gib`, checked as the config's
+    own value is."""
+    if disk_gib is None:
+        return config
+    try:
+        value = int(disk_gib)
+    except ValueError:
+        raise GoldboxError(f"up --disk-gib {disk_gib!r}: expected a whole number of GiB") from None
+    if value < 1:
+        raise GoldboxError(f"up --disk-gib {value}: expected a whole number of GiB, 1 or more")
+    check_disk(value, platform, "up --disk-gib")
+    vm = config.project.vm.model_copy(update={"disk_gib": value})
+    return config.model_copy(update={"project": config.project.model_copy(update={"vm": vm})})
 
 
 def up(config: Config, platform: Platform) -> None:

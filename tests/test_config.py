@@ -91,6 +91,9 @@ BAD_INPUTS = [
      'builders = ["qemu", "virtualbox"]',
      f"{DEBIAN}: builders = ['qemu', 'virtualbox'] and source.kind = 'debootstrap': "
      "virtualbox cannot build from a debootstrap source (usable: qemu)"),
+    ("VM disk smaller than the box's", "goldbox.toml", "cpus = 2", "cpus = 2\ndisk_gib = 3",
+     "goldbox.toml: vm.disk_gib = 3 and platforms/centos-6.4.toml: its box's disk is 10 GiB, "
+     "and a VM's disk can only be as large or larger"),
     ("unix socket under SysV", "platforms/centos-6.4.toml", 'uwsgi_socket = "tcp"', "",
      "platforms/centos-6.4.toml: service_manager = 'sysv' and goldbox.toml "
      "ports.uwsgi_socket = 'unix': goldbox serves uWSGI on TCP under SysV init"),
@@ -141,3 +144,14 @@ def test_shipped_config_loads():
     assert config.project.box.default_platform == "debian-13"
     assert {"debian-13", "debian-12", "centos-6.4"} <= set(config.platforms)
     assert config.platforms["debian-12"].python.version == "3.13.15"
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("3", "goldbox: error: up --disk-gib = 3 and platforms/debian-13.toml: its box's disk is "
+          "4 GiB, and a VM's disk can only be as large or larger"),
+    ("big", "goldbox: error: up --disk-gib 'big': expected a whole number of GiB"),
+])
+def test_up_refuses_a_disk_it_cannot_give(project_copy, value, expected):
+    result = run_invoke(project_copy, "up", "--platform", "debian-13", "--disk-gib", value)
+    assert result.returncode == 1
+    assert result.stderr.strip() == expected, result.stderr

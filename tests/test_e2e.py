@@ -317,8 +317,9 @@ def _box_metadata(box: Path) -> dict:
 
 def test_debian_13_image_up_verify_destroy(libvirt_netns, vagrant_home):
     """Debian 13 (trixie), the current stable release: CPython from source built natively
-    in a trixie chroot, the box, booted and verified (the testinfra suite includes the
-    root filesystem having grown to the disk); the box says the disk's real size."""
+    in a trixie chroot, the box, booted with a disk larger than the box's and verified
+    (the testinfra suite includes the root filesystem having grown to the disk); the box
+    says the disk's real size."""
     platform = CONFIG.platform("debian-13")
     on_13 = ["--platform", "debian-13"]
     figures = {}
@@ -328,13 +329,23 @@ def test_debian_13_image_up_verify_destroy(libvirt_netns, vagrant_home):
     box = CONFIG.dist_dir / "debian-13" / manifest["box_file"]
     assert manifest["components"]["cpython"] == platform.python.version
     assert _box_metadata(box)["virtual_size"] == DISK_SIZE_GIB
+    # A disk 2 GiB larger than the box's (vagrant-libvirt's machine_virtual_size): verify's
+    # "root filesystem fills its disk" then proves the partition and ext4 grew at boot.
+    disk_gib = DISK_SIZE_GIB + 2
     try:
-        up, figures["up"] = run([INVOKE, "up", *on_13], netns=libvirt_netns, env=vagrant_home)
+        up, figures["up"] = run([INVOKE, "up", *on_13, "--disk-gib", str(disk_gib)],
+                                netns=libvirt_netns, env=vagrant_home)
         assert up.returncode == 0, "invoke up --platform debian-13 failed"
+        disk = json.loads(subprocess.run(
+            ["qemu-img", "info", "--force-share", "--output=json",
+             "/var/lib/libvirt/images/debian-13_default.img"],
+            capture_output=True, text=True, check=True).stdout)
+        assert disk["virtual-size"] == disk_gib << 30, disk
         verify, figures["verify"] = run([INVOKE, "verify", *on_13], netns=libvirt_netns,
                                         env=vagrant_home)
         assert verify.returncode == 0, "invoke verify --platform debian-13 failed"
         assert "PASS  http: GET / is exactly Hello!" in verify.stdout
+        assert "PASS  infra: test_root_filesystem_fills_its_disk" in verify.stdout
         assert " 0 failed" in verify.stdout
     finally:
         destroy, figures["destroy"] = run([INVOKE, "destroy", *on_13], netns=libvirt_netns,

@@ -64,6 +64,21 @@ def test_vagrant_validate(rendered):
     assert "validated successfully" in vagrant_validate(rendered.vagrantfile)
 
 
+def test_a_bigger_vm_disk_is_asked_of_vagrant_libvirt(tmp_path):
+    from goldbox.render import render_vagrantfile
+    from goldbox.vm import with_disk
+
+    platform = CONFIG.platform("debian-13")
+    for name in ("default", "bigger"):
+        (tmp_path / name).mkdir()
+    assert "machine_virtual_size" not in render_vagrantfile(
+        CONFIG, platform, tmp_path / "default").read_text()
+    vagrantfile = render_vagrantfile(with_disk(CONFIG, platform, "8"), platform,
+                                     tmp_path / "bigger")
+    assert "libvirt.machine_virtual_size = 8\n" in vagrantfile.read_text()
+    assert "validated successfully" in vagrant_validate(vagrantfile)
+
+
 def test_nginx_accepts_the_site_config(rendered):
     assert "test is successful" in nginx_test(rendered.nginx_conf)
 
