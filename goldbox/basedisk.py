@@ -32,7 +32,6 @@ from goldbox.rootfs import chroot_run, debootstrap_rootfs
 # synced folder; growpart (cloud-guest-utils) and resize2fs (e2fsprogs) grow / at boot.
 BASE_PACKAGES = ["systemd-sysv", "openssh-server", "python3", "grub-pc", "sudo", "ifupdown",
                  "isc-dhcp-client", "iproute2", "rsync", "cloud-guest-utils", "e2fsprogs"]
-DISK_SIZE_GIB = BOX_DISK_GIB
 HOSTNAME = "goldbox"
 KERNEL_ARGS = "console=tty0 console=ttyS0 net.ifnames=0"
 _PARTITION_OFFSET = 1 << 20  # the partition starts at sector 2048
@@ -52,7 +51,7 @@ GROW_ROOT_SCRIPT = textwrap.dedent("""\
     """)
 
 
-def base_disk_identity(platform: Any, size_gib: int = DISK_SIZE_GIB) -> dict:
+def base_disk_identity(platform: Any, size_gib: int = BOX_DISK_GIB) -> dict:
     """What goes into the base disk of `platform`: suite, mirror, packages, size, the
     Vagrant public key, the runtime packages provision installs natively (with the
     repositories it installs them from, and provision/ itself) and this module's own
@@ -103,7 +102,7 @@ def install_runtime_packages(root: Path, plan: dict, log: Path | None = None) ->
 
 
 def build_base_disk(cache: Cache | Path, platform: Any, *, log: Path | None = None,
-                    size_gib: int = DISK_SIZE_GIB, check: str = "full") -> Entry:
+                    size_gib: int = BOX_DISK_GIB, check: str = "full") -> Entry:
     """Return the cache entry of the base qcow2 of `platform` (a config.Platform whose
     source is debootstrap: suite, mirror, kernel_package), building it first if needed.
     `check="size"` trusts the recorded sha256 of a found entry (the no-change path)."""

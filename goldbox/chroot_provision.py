@@ -4,6 +4,7 @@ guest would run, done ~11x faster on the host, so that the guest later finds the
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def plan_head(platform: str) -> dict:
     }
 
 
-def stage_in(root: Path, files: dict[str, Path]) -> Path:
+def _stage_in(root: Path, files: dict[str, Path]) -> Path:
     """The chroot's stage folder with provision/ and `files` (stage name -> host file or
     folder) in it."""
     stage = root / STAGE.lstrip("/")
@@ -42,18 +43,14 @@ def stage_in(root: Path, files: dict[str, Path]) -> Path:
 
 
 def provision_in_chroot(root: Path, plan: dict, steps: list[str], *, label: str, prefix: str,
-                        files: dict[str, Path] | None = None, log: Path | None = None,
-                        keep_stage: bool = False) -> None:
+                        files: dict[str, Path] | None = None, log: Path | None = None) -> None:
     """`python3 -m provision plan.json --only STEP...` in `root` with `plan` (checked
     first, named `label` in errors) and `files` staged beside it; the stage is removed
-    afterwards unless `keep_stage`."""
-    import json
-
+    afterwards."""
     check_plan(plan, label)
-    stage = stage_in(root, files or {})
+    stage = _stage_in(root, files or {})
     (stage / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
     only = [arg for step in steps for arg in ("--only", step)]
     chroot_run(root, ["python3", "-m", "provision", "plan.json", *only], prefix=prefix,
                log=log, cwd=STAGE)
-    if not keep_stage:
-        remove_tree(stage)
+    remove_tree(stage)

@@ -504,8 +504,7 @@ def _native_build_phase(ctx: Context, phases: Phases, tarball: Path,
     return prebuilt, system_files, golden_files
 
 
-def _native_build(ctx: Context, tarball: Path,
-                  bundled: concurrent.futures.Future[BuiltFile] | None = None
+def _native_build(ctx: Context, tarball: Path, bundled: concurrent.futures.Future[BuiltFile]
                   ) -> tuple[Prebuilt, list[Path], list[Path]]:
     """CPython and uWSGI compiled natively in a chroot of the release, and the app's
     virtualenv made there (see bundle.py); returns the plan's prebuilt files, the ones the
@@ -528,9 +527,7 @@ def _native_build(ctx: Context, tarball: Path,
         python_version=platform.python.version, tarball=tarball,
         tarball_sha256=platform.python.sha256,
         configure_flags=list(platform.python.configure_flags), log=ctx.log)
-    staged_bundle = StagedFile(bundle.path.name, bundle.sha256)
-    if bundled is not None:
-        bundled.set_result(bundle)
+    bundled.set_result(bundle)  # the system image can be built now
     wheels = []
     requirements = ctx.config.app_dir / platform.python.requirements
     for sdist in sorted(ctx.wheelhouse.glob("*.tar.gz")):
@@ -544,7 +541,7 @@ def _native_build(ctx: Context, tarball: Path,
         python=python_section(platform, None),
         app=app_section(ctx.config, platform, Prebuilt(wheels=wheels)),
         app_dir=ctx.config.app_dir, wheelhouse=ctx.wheelhouse, log=ctx.log)
-    prebuilt = Prebuilt(python_bundle=staged_bundle, wheels=wheels,
+    prebuilt = Prebuilt(python_bundle=StagedFile(bundle.path.name, bundle.sha256), wheels=wheels,
                         app_env=StagedFile(env.path.name, env.sha256))
     return prebuilt, [bundle.path], [env.path]
 

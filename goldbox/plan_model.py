@@ -117,8 +117,8 @@ class Cleanup(_Section):
 
 
 class Plan(_Section):
-    """A whole plan; the sections after `python` are absent from the python-only plan
-    the native build runs in its chroot (goldbox/bundle.py)."""
+    """A whole plan; the plans provision runs natively in a chroot have only the
+    sections of their steps (goldbox/chroot_provision.py)."""
 
     format: Literal[1]
     platform: str

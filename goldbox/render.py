@@ -12,8 +12,7 @@ from pathlib import Path, PurePosixPath
 
 import jinja2
 
-from goldbox.basedisk import DISK_SIZE_GIB
-from goldbox.config import Config, DebootstrapSource, IsoSource, Platform
+from goldbox.config import BOX_DISK_GIB, Config, DebootstrapSource, IsoSource, Platform
 from goldbox.errors import GoldboxError
 from goldbox.files import write_atomically
 from goldbox.keys import insecure_public_key
@@ -103,7 +102,7 @@ def _context(config: Config, platform: Platform, options: RenderOptions) -> dict
         "source_name": packer_source_name(platform),
         "stage": "golden",
         "system_steps": SYSTEM_STEPS,
-        "base_disk_mb": DISK_SIZE_GIB * 1024,
+        "base_disk_mb": BOX_DISK_GIB * 1024,
         "libvirt_driver": options.libvirt_driver,
         "packer": {
             "version": ".".join(map(str, options.packer_version)),

@@ -128,9 +128,7 @@ def with_disk(config: Config, platform: Platform, disk_gib: str | int | None) ->
         value = int(disk_gib)
     except ValueError:
         raise GoldboxError(f"up --disk-gib {disk_gib!r}: expected a whole number of GiB") from None
-    if value < 1:
-        raise GoldboxError(f"up --disk-gib {value}: expected a whole number of GiB, 1 or more")
-    check_disk(value, platform, "up --disk-gib")
+    check_disk(value, platform, "up --disk-gib")  # at least the box's size
     vm = config.project.vm.model_copy(update={"disk_gib": value})
     return config.model_copy(update={"project": config.project.model_copy(update={"vm": vm})})
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from goldbox.basedisk import DISK_SIZE_GIB, base_disk_identity, build_base_disk
+from goldbox.basedisk import base_disk_identity, build_base_disk
 from goldbox.cache import Cache
-from goldbox.config import load_config
+from goldbox.config import BOX_DISK_GIB, load_config
 from goldbox.keys import insecure_private_key
 from goldbox.rootfs import cached_rootfs
 
@@ -91,7 +91,7 @@ def free_port() -> int:
 def test_boots_under_tcg_and_vagrant_logs_in(base_disk, tmp_path):
     """Booted from an overlay 2 GiB larger than the base disk, as a VM given a bigger
     disk (vagrant-libvirt's machine_virtual_size) is: / grows to fill it at boot."""
-    grown_gib = DISK_SIZE_GIB + 2
+    grown_gib = BOX_DISK_GIB + 2
     disk = tmp_path / "vm.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base_disk),
                     "-F", "qcow2", str(disk), f"{grown_gib}G"], check=True)

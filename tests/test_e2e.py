@@ -27,9 +27,8 @@ from pathlib import Path
 import pytest
 
 from goldbox import PROJECT_ROOT
-from goldbox.basedisk import DISK_SIZE_GIB
 from goldbox.cache import Cache
-from goldbox.config import load_config
+from goldbox.config import BOX_DISK_GIB, load_config
 from goldbox.files import mounts_under, remove_tree
 from goldbox.image import ensure_tarball
 from tests import harness
@@ -328,10 +327,10 @@ def test_debian_13_image_up_verify_destroy(libvirt_netns, vagrant_home):
     manifest = json.loads((CONFIG.dist_dir / "debian-13" / "manifest.json").read_text())
     box = CONFIG.dist_dir / "debian-13" / manifest["box_file"]
     assert manifest["components"]["cpython"] == platform.python.version
-    assert _box_metadata(box)["virtual_size"] == DISK_SIZE_GIB
+    assert _box_metadata(box)["virtual_size"] == BOX_DISK_GIB
     # A disk 2 GiB larger than the box's (vagrant-libvirt's machine_virtual_size): verify's
     # "root filesystem fills its disk" then proves the partition and ext4 grew at boot.
-    disk_gib = DISK_SIZE_GIB + 2
+    disk_gib = BOX_DISK_GIB + 2
     try:
         up, figures["up"] = run([INVOKE, "up", *on_13, "--disk-gib", str(disk_gib)],
                                 netns=libvirt_netns, env=vagrant_home)
