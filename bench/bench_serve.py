@@ -8,7 +8,11 @@ loopback), wrk (Debian's package) loads:
              1 process, no master) behind the tutorial's nginx.conf, 64 connections;
   golden     the golden configuration as rendered and started by its units, 64 and 16
              connections;
-  static     a static file from the golden nginx, 64 connections.
+  static     a static file from the golden nginx, 64 connections;
+  ceiling    nginx's cheapest response (`return 200`, no file, no log) from a minimal
+             server of its own, 64 connections: the most any nginx location can give
+             here, with wrk on the same cores, so the static figure can be read against
+             it.
 
 It prints req/s, p50/p99 latency, socket errors and non-2xx/3xx responses of each run,
 the ratios against the goals, and ends with one JSON line of the figures.
@@ -84,6 +88,25 @@ http {
     }
 }
 """
+CEILING_PORT = 8081
+CEILING_NGINX = "/etc/nginx/ceiling-nginx.conf"
+CEILING_NGINX_CONF = """worker_processes auto;
+pid /run/ceiling-nginx.pid;
+
+events {
+    worker_connections 1024;
+}
+
+http {
+    access_log off;
+    server {
+        listen %(port)d;
+        location / {
+            return 200 "x";
+        }
+    }
+}
+"""
 WRK_THREADS = 2  # this machine's cores; wrk, nginx and uWSGI share them
 
 
@@ -129,8 +152,9 @@ def parse_wrk(name: str, output: str) -> Run:
                non_2xx=int(non_2xx.group(1)) if non_2xx else 0)
 
 
-def wrk(container: Container, name: str, path: str, connections: int, seconds: int) -> Run:
-    url = f"http://127.0.0.1{path}"
+def wrk(container: Container, name: str, path: str, connections: int, seconds: int,
+        port: int = 80) -> Run:
+    url = f"http://127.0.0.1:{port}{path}"
     warm = [*container.in_network, "wrk", f"-t{WRK_THREADS}", f"-c{connections}", "-d3s", url]
     subprocess.run(warm, capture_output=True, check=True)  # imports, caches, first forks
     result = subprocess.run([*container.in_network, "wrk", f"-t{WRK_THREADS}",
@@ -171,6 +195,13 @@ def tutorial_stack(container: Container, root: Path, plan: dict) -> None:
     wait_for_hello(container)
 
 
+def ceiling_run(container: Container, root: Path, seconds: int) -> Run:
+    """nginx's cheapest response, from a minimal server beside the others."""
+    (root / CEILING_NGINX.lstrip("/")).write_text(CEILING_NGINX_CONF % {"port": CEILING_PORT})
+    container.start("/usr/sbin/nginx", "-c", CEILING_NGINX)
+    return wrk(container, "nginx ceiling", "/", 64, seconds, port=CEILING_PORT)
+
+
 def ratio(a: float, b: float) -> float:
     return a / b if b else float("inf")
 
@@ -209,9 +240,10 @@ def main() -> None:
             golden = wrk(container, "golden, 64 conn", "/", 64, args.seconds)
             golden_16 = wrk(container, "golden, 16 conn", "/", 16, args.seconds)
             static_run = wrk(container, f"static {static}", static, 64, args.seconds)
+            ceiling = ceiling_run(container, root, args.seconds)
             tutorial_stack(container, root, plan)
             tutorial = wrk(container, "tutorial, 64 conn", "/", 64, args.seconds)
-    runs = [golden, golden_16, static_run, tutorial]
+    runs = [golden, golden_16, static_run, ceiling, tutorial]
     errors = sum(run.errors for run in runs)
     goals = [
         (f"golden req/s = {ratio(golden.rps, tutorial.rps):.2f}x the tutorial's", ">= 1.2x",
@@ -226,11 +258,13 @@ def main() -> None:
     print()
     for figure, goal, met in goals:
         print(f"{'met   ' if met else 'MISSED'}  {figure} (goal {goal})")
+    print(f"        static = {ratio(static_run.rps, ceiling.rps):.0%} of nginx's ceiling here "
+          f"({ceiling.rps:.0f} req/s = {ratio(ceiling.rps, golden.rps):.1f}x golden's dynamic)")
     print(json.dumps({
         "tutorial_rps": round(tutorial.rps), "golden_rps": round(golden.rps),
         "tutorial_p99_ms": tutorial.p99_ms, "golden_p99_ms": golden.p99_ms,
         "golden_p99_16_ms": golden_16.p99_ms, "errors": errors,
-        "static_rps": round(static_run.rps)}))
+        "static_rps": round(static_run.rps), "nginx_ceiling_rps": round(ceiling.rps)}))
 
 
 if __name__ == "__main__":
