@@ -53,6 +53,8 @@ class Packages(_Section):
     groups: list[str]
     build: list[str]
     runtime: list[str]
+    # Take the repositories' updates (security, point release) of what is installed.
+    update: bool = False
 
 
 class Python(_Section):

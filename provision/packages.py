@@ -1,10 +1,13 @@
 """Package managers behind one interface: which packages are missing, install them,
-point the system at its repositories."""
+which installed ones have updates and take them, point the system at its repositories."""
 
 from __future__ import print_function
 
 import glob
 import os
+import re
+
+from provision.runner import StepFailed, quote
 
 
 class Apt(object):
@@ -34,15 +37,36 @@ class Apt(object):
     def missing_groups(self, groups):
         return list(groups)  # apt has no groups; the plan lists none for Debian
 
-    def install(self, packages, groups=()):
-        # Only reached when something is missing, so updating costs nothing on a run that
-        # changes nothing; the lists on disk may be gone (cleanup) or older than the
-        # mirror (a cached rootfs, an old box), and then install would fail.
+    def _update_lists(self):
+        # The lists on disk may be gone (cleanup) or older than the mirror (a cached
+        # rootfs, an old box): install and upgrade would then fail or miss updates.
         if not self.lists_updated:
             self.runner.run(["apt-get", "update", "-q"], env=self.env)
             self.lists_updated = True
+
+    def install(self, packages, groups=()):
+        # Only reached when something is missing, so updating costs nothing on a run that
+        # changes nothing.
+        self._update_lists()
         self.runner.run(["apt-get", "install", "-y", "-q", "--no-install-recommends"]
                         + list(packages), env=self.env)
+
+    # Updates that need a new package (a kernel of a new ABI, which its metapackage then
+    # depends on) are taken too; nothing is removed (the superseded kernel stays).
+    _UPGRADE = ["apt-get", "upgrade", "--with-new-pkgs", "--no-install-recommends", "-q"]
+
+    def pending_updates(self):
+        """The installed packages the repositories hold newer versions of (and the new
+        packages those updates need), as (name, version), from fresh lists."""
+        self._update_lists()
+        output = self.runner.run(self._UPGRADE + ["--simulate"], env=self.env)
+        # "Inst libc6 [2.36-9+deb12u9] (2.36-9+deb12u10 Debian-Security:12/... [amd64])"
+        return sorted(set(re.findall(r"^Inst (\S+) (?:\[\S+\] )?\((\S+)", output, re.M)))
+
+    def update(self):
+        # A changed configuration file keeps the version on disk (the plan writes its own).
+        self.runner.run(self._UPGRADE + ["-y", "-o", "Dpkg::Options::=--force-confdef",
+                                         "-o", "Dpkg::Options::=--force-confold"], env=self.env)
 
     def cached_files(self):
         """What `clean` would remove: downloaded packages and the package lists."""
@@ -106,6 +130,22 @@ class Yum(object):
             self.runner.run(["yum", "groupinstall", "-y", group])
         if packages:
             self.runner.run(["yum", "install", "-y"] + list(packages))
+
+    def pending_updates(self):
+        """(name, new version) of each installed package with an update: `yum
+        check-update` exits 100 and lists them, 0 when there is none."""
+        argv = ["yum", "-q", "check-update"]
+        if self.runner.dry_run:
+            self.runner.run(argv)
+            return []
+        code, output = self.runner.query(argv)
+        if code not in (0, 100):
+            raise StepFailed(quote(argv), code, output.splitlines()[-20:])
+        found = re.findall(r"^(\S+)\.\w+\s+(\S+)\s+\S+\s*$", output, re.M) if code else []
+        return sorted(set(found))
+
+    def update(self):
+        self.runner.run(["yum", "update", "-y"])
 
     def cached_files(self):
         """What `clean` would remove: yum's cache of packages and metadata."""

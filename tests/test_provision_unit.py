@@ -424,3 +424,47 @@ def test_discard_support_is_read_from_the_disks_queue(tmp_path):
     (disk / "queue" / "discard_max_bytes").write_text("2147483136\n")
     assert takes_discards(str(tmp_path), str(sys_root)) is True
     assert takes_discards("/") in (True, False)  # this host's own /sys: read, not raised
+
+
+class RecordedYum:
+    """Stands in for yum, which cannot run here (no CentOS guest boots on this machine):
+    answers `yum check-update` with a recorded exit code and output."""
+    dry_run = False
+
+    def __init__(self, code: int, output: str):
+        self.code, self.output, self.ran = code, output, []
+
+    def query(self, argv, cwd=None):
+        self.ran.append(argv)
+        return self.code, self.output
+
+    def run(self, argv, cwd=None, env=None):
+        self.ran.append(argv)
+        return ""
+
+
+# `yum -q check-update` on CentOS 6 with two updates; the obsoletes section's indented
+# lines name what is replaced, not an update.
+CHECK_UPDATE = """
+kernel.x86_64                         2.6.32-358.6.1.el6                  updates
+openssh-server.x86_64                 5.3p1-84.1.el6                      updates
+Obsoleting Packages
+    foo.x86_64                        0.9-1                               @base
+"""
+
+
+def test_yum_pending_updates_from_recorded_check_update_outputs_fake_yum():
+    from provision.packages import Yum
+    from provision.runner import StepFailed
+
+    assert Yum(RecordedYum(100, CHECK_UPDATE)).pending_updates() == [
+        ("kernel", "2.6.32-358.6.1.el6"), ("openssh-server", "5.3p1-84.1.el6")]
+    assert Yum(RecordedYum(0, "\n")).pending_updates() == []
+    runner = RecordedYum(1, "Error: Cannot retrieve repository metadata (repomd.xml)\n")
+    with pytest.raises(StepFailed) as failed:
+        Yum(runner).pending_updates()
+    assert failed.value.code == 1 and "yum -q check-update" in failed.value.command
+    assert failed.value.tail == ["Error: Cannot retrieve repository metadata (repomd.xml)"]
+    updating = RecordedYum(0, "")
+    Yum(updating).update()
+    assert updating.ran == [["yum", "update", "-y"]]
