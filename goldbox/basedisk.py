@@ -10,10 +10,13 @@ at first boot), an empty /etc/machine-id, no resolv.conf of the build host."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import re
 import shutil
 import textwrap
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,19 +73,22 @@ def base_disk_identity(platform: Any, size_gib: int = BOX_DISK_GIB) -> dict:
 def runtime_plan(platform: Any) -> dict:
     """The plan whose repositories and packages steps the base disk runs natively: the
     platform's runtime packages, from its repositories (updates and security included),
-    so the guest's packages step finds them installed instead of running apt under TCG."""
+    so the guest's packages step finds them installed instead of running apt under TCG;
+    and the updates of everything debootstrap installed from the release alone (sshd,
+    libc, ...), so the box leaves with what was published when its base disk was made."""
     return {
         **plan_head(platform.name),
         "repositories": repositories_section(platform),
-        "packages": {"groups": [], "build": [], "runtime": list(platform.packages.runtime)},
+        "packages": {"groups": [], "build": [], "runtime": list(platform.packages.runtime),
+                     "update": True},
         "python": python_section(platform, None),
     }
 
 
-def install_runtime_packages(root: Path, plan: dict, log: Path | None = None) -> None:
-    """provision's repositories and packages steps in the rootfs, with the build host's
-    resolver for apt and no service started by a package's scripts; apt's downloads and
-    lists are removed afterwards (the guest needs them no more)."""
+@contextlib.contextmanager
+def apt_from_the_host(root: Path) -> Iterator[None]:
+    """The rootfs with the build host's resolver for apt and a policy-rc.d that lets no
+    package's scripts start a service; both gone again afterwards."""
     resolv = root / "etc/resolv.conf"
     policy = root / "usr/sbin/policy-rc.d"
     resolv.unlink(missing_ok=True)
@@ -90,22 +96,51 @@ def install_runtime_packages(root: Path, plan: dict, log: Path | None = None) ->
     policy.write_text("#!/bin/sh\nexit 101\n")
     policy.chmod(0o755)
     try:
-        provision_in_chroot(root, plan, ["repositories", "packages"],
-                            label="the base disk's runtime plan", prefix="base disk", log=log)
-        chroot_run(root, ["apt-get", "clean"], prefix="base disk", log=log)
+        yield
     finally:
         policy.unlink(missing_ok=True)
         resolv.unlink(missing_ok=True)
+
+
+def install_runtime_packages(root: Path, plan: dict, log: Path | None = None) -> None:
+    """provision's repositories and packages steps in the rootfs (see runtime_plan);
+    apt's downloads and lists are removed afterwards (the guest needs them no more)."""
+    with apt_from_the_host(root):
+        provision_in_chroot(root, plan, ["repositories", "packages"],
+                            label="the base disk's runtime plan", prefix="base disk", log=log)
+        superseded = superseded_kernels(root)
+        if superseded:
+            chroot_run(root, ["apt-get", "purge", "-y", "-q", *superseded], prefix="base disk",
+                       log=log)
+        chroot_run(root, ["apt-get", "clean"], prefix="base disk", log=log)
     for listed in (root / "var/lib/apt/lists").glob("*"):
         if listed.is_file() and listed.name != "lock":
             listed.unlink()
 
 
+def superseded_kernels(root: Path) -> list[str]:
+    """The installed kernel packages (linux-image-<abi>-<flavour>) that no kernel
+    metapackage (linux-image-<flavour>) depends on: what an update to a new kernel ABI
+    left behind. Read from dpkg's status in `root`."""
+    status = (root / "var/lib/dpkg/status").read_text()
+    installed = {}
+    for block in status.split("\n\n"):
+        fields = dict(re.findall(r"^([\w-]+): (.*)$", block, re.M))
+        if fields.get("Status") == "install ok installed":
+            installed[fields["Package"]] = fields.get("Depends", "")
+    kernels = {name for name in installed if re.fullmatch(r"linux-image-\d\S*", name)}
+    wanted = {dependency for name, depends in installed.items() if name not in kernels
+              for dependency in re.findall(r"(linux-image-\d[^\s,(|]*)", depends)}
+    return sorted(kernels - wanted) if wanted & kernels else []
+
+
 def build_base_disk(cache: Cache | Path, platform: Any, *, log: Path | None = None,
-                    size_gib: int = BOX_DISK_GIB, check: str = "full") -> Entry:
+                    size_gib: int = BOX_DISK_GIB, check: str = "full",
+                    refresh: bool = False) -> Entry:
     """Return the cache entry of the base qcow2 of `platform` (a config.Platform whose
     source is debootstrap: suite, mirror, kernel_package), building it first if needed.
-    `check="size"` trusts the recorded sha256 of a found entry (the no-change path)."""
+    `check="size"` trusts the recorded sha256 of a found entry (the no-change path).
+    `refresh` builds it again even when cached, to take the updates published since."""
     cache = as_cache(cache)
     identity = base_disk_identity(platform, size_gib)
     name = f"{platform.name}-base.qcow2"
@@ -128,6 +163,8 @@ def build_base_disk(cache: Cache | Path, platform: Any, *, log: Path | None = No
                      prefix="base disk", log=log)
 
     return cache.ensure("basedisk", identity, make, name=platform.name, check=check,
+                        rebuild="asked to take the repositories' updates now (--refresh)"
+                        if refresh else None,
                         summary=f"{platform.name} base disk ({identity['suite']}, "
                                 f"{size_gib} GiB)")
 

@@ -11,11 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from goldbox.basedisk import base_disk_identity, build_base_disk
+from goldbox.basedisk import (
+    apt_from_the_host,
+    base_disk_identity,
+    build_base_disk,
+    install_runtime_packages,
+    superseded_kernels,
+)
 from goldbox.cache import Cache
+from goldbox.chroot_provision import provision_in_chroot
 from goldbox.config import BOX_DISK_GIB, load_config
 from goldbox.keys import insecure_private_key
-from goldbox.rootfs import cached_rootfs
+from goldbox.rootfs import cached_rootfs, chroot_run, debootstrap_rootfs
 
 CACHE = Path(os.environ.get("GOLDBOX_CACHE", "~/.cache/goldbox")).expanduser()
 PARTITION = "?offset=1048576"
@@ -80,6 +87,42 @@ def test_runtime_packages_are_installed_natively_from_the_plans_repositories(raw
         names = {line.split()[-1] for line in debugfs(raw_image, f"ls -l {folder}").splitlines()
                  if line.strip()}
         assert names <= {".", "..", "lock", "partial", "auxfiles"}, (folder, names)
+
+
+def provision_log(path: Path) -> str:
+    """The `packages` row of provision's closing table in `path` (a log it ran into)."""
+    rows = [line for line in path.read_text().splitlines() if line.startswith("packages ")]
+    assert rows, path.read_text()[-3000:]
+    return rows[-1]
+
+
+@pytest.mark.parametrize("name", ["debian-12", "debian-13"])
+def test_the_base_disks_packages_leave_no_update_pending(name, tmp_path):
+    """install_runtime_packages, as the base disk runs it, on a fresh copy of the same
+    debootstrapped rootfs (the release alone: no security or point updates). Afterwards
+    apt, with fresh lists, has nothing left to upgrade, kernel included, and one kernel
+    remains; provision's packages step then finds nothing to do."""
+    platform = load_config().platform(name)
+    identity = base_disk_identity(platform)
+    root = debootstrap_rootfs(CACHE, suite=identity["suite"], mirror=identity["mirror"],
+                              packages=identity["packages"], dest=tmp_path / "rootfs")
+    first, second, check = (tmp_path / name for name in ("first.log", "second.log", "check.log"))
+    install_runtime_packages(root, identity["runtime"], log=first)
+    print(provision_log(first))
+    # What there is to take depends on the archive today (debian-12 had 18 updates on
+    # 2026-11-26, a new kernel ABI among them); the state afterwards does not.
+    assert "; updated " in provision_log(first) or "; no updates pending" in provision_log(first)
+    assert len(list((root / "boot").glob("vmlinuz-*"))) == 1
+    assert superseded_kernels(root) == []
+    with apt_from_the_host(root):
+        provision_in_chroot(root, identity["runtime"], ["repositories", "packages"],
+                            label="test plan", prefix="test", log=second)
+        chroot_run(root, ["apt-get", "upgrade", "--with-new-pkgs", "--simulate", "-q"],
+                   prefix="test", log=check)
+    assert "unchanged" in provision_log(second)
+    assert "no updates pending" in provision_log(second)
+    assert "0 upgraded, 0 newly installed, 0 to remove and 0 not upgraded" in check.read_text(), \
+        check.read_text()[-2000:]
 
 
 def free_port() -> int:
