@@ -115,17 +115,21 @@ def artifacts(c, platform=None, import_=None):
 
 @task(help={"platform": "platform name (default: box.default_platform)",
             "builder": "packer builder: qemu (a libvirt box) or virtualbox (ISO platforms)",
-            "force": "rebuild even when no input changed"})
+            "force": "rebuild even when no input changed",
+            "refresh": "rebuild the base disk though cached, to take the security and point "
+                       "updates published since it was made (and so the box)"})
 @reports_errors
-def image(c, platform=None, builder="qemu", force=False):
+def image(c, platform=None, builder="qemu", force=False, refresh=False):
     """Build the golden box: artifacts, native build, base disk, packer, box + manifest.
 
     Output: dist/<platform>/<box>-<version>-libvirt.box and manifest.json. With no
-    input changed since the last build it only confirms the box is up to date."""
+    input changed since the last build it only confirms the box is up to date. The base
+    disk holds the updates published when it was made; --refresh takes today's."""
     from goldbox.image import build_image
 
     config = load_config(ROOT)
-    build_image(config, config.platform(platform), builder=builder, force=force)
+    build_image(config, config.platform(platform), builder=builder, force=force,
+                refresh=refresh)
 
 
 @task(help={"platform": "platform name (default: box.default_platform)",

@@ -124,10 +124,14 @@ class Cache:
     # ---- one entry ---------------------------------------------------------------------
 
     def ensure(self, kind: str, identity: dict[str, Any], make: Callable[[Path], None], *,
-               name: str, summary: str, check: Check = "full") -> Entry:
+               name: str, summary: str, check: Check = "full", rebuild: str | None = None
+               ) -> Entry:
         """The entry of `kind` for `identity`, built by `make(folder)` if it is missing or
         corrupt. `name` groups entries for the "what changed" note (a platform, a
-        requirements file); `summary` is what `invoke cache` shows it was made from."""
+        requirements file); `summary` is what `invoke cache` shows it was made from.
+        `rebuild` (why) builds it again even when a sound one is cached, for inputs an
+        identity cannot see (a repository's updates); the cached one stays in place until
+        the new one is complete."""
         if kind not in KINDS:
             raise ValueError(f"unknown cache kind {kind!r}")
         key = identity_key(kind, identity)
@@ -135,6 +139,12 @@ class Cache:
         final = store / key
         with locked(store / f"{key}.lock"):
             problem = self._problem(final, identity, check) if final.exists() else None
+            if rebuild and final.exists() and problem is None:
+                self.note(f"cache: rebuilding {kind} for {name}: {rebuild}")
+                record = self._build(store, key, kind, identity, make, name=name,
+                                     summary=summary)
+                self.used.add(key)
+                return Entry(kind, key, final, record, cached=False, note=rebuild)
             if final.exists() and problem is None:
                 os.utime(final / RECORD)
                 self._remember(store, name, identity)
@@ -191,8 +201,13 @@ class Cache:
             }
             (partial / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
             fsync_tree(partial)
+            replaced = store / f"{key}.replaced"
+            if (store / key).exists():  # a rebuild: the old entry goes only now
+                remove_tree(replaced)
+                os.rename(store / key, replaced)
             os.rename(partial, store / key)
             fsync_path(store)
+            remove_tree(replaced)
             return record
         finally:
             remove_tree(partial)
@@ -278,17 +293,18 @@ class Cache:
         return found
 
     def sweep(self) -> list[str]:
-        """Remove what killed builds left behind: `*.partial` and `*.corrupt` folders and
-        scratch folders whose lock no live process holds, after unmounting whatever an
-        older goldbox mounted below them in the host's namespace. Returns what was
-        removed."""
+        """Remove what killed builds left behind: `*.partial`, `*.corrupt` and `*.replaced`
+        folders and scratch folders whose lock no live process holds, after unmounting
+        whatever an older goldbox mounted below them in the host's namespace. Returns
+        what was removed."""
         if not self.root.is_dir():
             return []
         removed: list[str] = []
         candidates = [(p, p.parent / f"{p.name.split('.')[0]}.lock")
                       for kind in KINDS for p in (self.root / kind).glob("*.partial")]
         candidates += [(p, p.parent / f"{p.name.split('.')[0]}.lock")
-                       for kind in KINDS for p in (self.root / kind).glob("*.corrupt")]
+                       for kind in KINDS for suffix in ("corrupt", "replaced")
+                       for p in (self.root / kind).glob(f"*.{suffix}")]
         work = self.root / SCRATCH
         if work.is_dir():
             candidates += [(p, p.with_name(p.name + ".lock")) for p in work.iterdir()

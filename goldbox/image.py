@@ -236,15 +236,21 @@ def _sweep(ctx: Context) -> None:
 
 
 def build_image(config: Config, platform: Platform, *, builder: str = "qemu",
-                force: bool = False) -> ImageResult:
-    """Build (or confirm up to date) the golden box of `platform`; see the module doc."""
+                force: bool = False, refresh: bool = False) -> ImageResult:
+    """Build (or confirm up to date) the golden box of `platform`; see the module doc.
+    `refresh` rebuilds the base disk even when cached, to take the repositories'
+    updates published since (and so everything built on it)."""
+    if refresh and not isinstance(platform.source, DebootstrapSource):
+        raise GoldboxError(f"--refresh: {platform.name} has no base disk to refresh (its "
+                           f"source is {platform.source.kind}; only debootstrap platforms "
+                           "have one)")
     ctx = Context(config, platform, builder)
     check_app_tree(config.app_dir, config.root)
     with ctx.exclusive():
-        return _build_image(ctx, force)
+        return _build_image(ctx, force, refresh)
 
 
-def _build_image(ctx: Context, force: bool) -> ImageResult:
+def _build_image(ctx: Context, force: bool, refresh: bool = False) -> ImageResult:
     config, platform = ctx.config, ctx.platform
     ctx.log.parent.mkdir(parents=True, exist_ok=True)
     phases, started = Phases(log=ctx.log), time.monotonic()
@@ -270,7 +276,7 @@ def _build_image(ctx: Context, force: bool) -> ImageResult:
         bundled: concurrent.futures.Future[BuiltFile] = concurrent.futures.Future()
         native = (pool.submit(_native_build_phase, ctx, phases, tarball, bundled)
                   if platform.python.native_bundle else None)
-        based = (pool.submit(_base_disk_phase, ctx, phases)
+        based = (pool.submit(_base_disk_phase, ctx, phases, refresh)
                  if isinstance(platform.source, DebootstrapSource) else None)
         early = (pool.submit(_early_system_image, ctx, phases, bundled, based, acceleration,
                              packer)
@@ -360,13 +366,14 @@ def _build_image(ctx: Context, force: bool) -> ImageResult:
     return ImageResult(ctx.box, ctx.manifest, False, phases)
 
 
-def _base_disk(ctx: Context, check: str) -> Entry:
-    """The platform's base disk (goldbox/basedisk.py), built if missing. check="size"
-    trusts the recorded sha256 (enough to key the build: the no-change path stays fast);
-    "full" reads every byte, for when the disk feeds a packer build."""
+def _base_disk(ctx: Context, check: str, refresh: bool = False) -> Entry:
+    """The platform's base disk (goldbox/basedisk.py), built if missing (or `refresh`).
+    check="size" trusts the recorded sha256 (enough to key the build: the no-change path
+    stays fast); "full" reads every byte, for when the disk feeds a packer build."""
     from goldbox.basedisk import build_base_disk
 
-    return build_base_disk(ctx.cache, ctx.platform, log=ctx.log, check=check)
+    return build_base_disk(ctx.cache, ctx.platform, log=ctx.log, check=check,
+                           refresh=refresh)
 
 
 def _install_box(ctx: Context, digest: str, phases: Phases) -> Manifest:
@@ -453,9 +460,9 @@ def render_as_image_would(config: Config, platform: Platform) -> tuple[Rendered,
     return render_platform(config, platform, ctx.build, options), differences
 
 
-def _base_disk_phase(ctx: Context, phases: Phases) -> Entry:
+def _base_disk_phase(ctx: Context, phases: Phases, refresh: bool) -> Entry:
     with phases.phase("base disk") as note:
-        base = _base_disk(ctx, "size")
+        base = _base_disk(ctx, "size", refresh)
         note.append(f"{'cached' if base.cached else 'built'} {base.file().name} "
                     f"({base.size / 2**20:.0f} MiB)")
     return base

@@ -112,6 +112,34 @@ def test_a_failed_build_leaves_nothing(tmp_path):
         [f"{identity_key('bundle', {'v': 1})}.lock"]
 
 
+def test_a_rebuild_replaces_a_sound_entry_only_once_the_new_one_is_complete(tmp_path):
+    """What `invoke image --refresh` asks of the base disk: built again though cached; a
+    rebuild that fails keeps the old entry; one whose swap was cut short leaves a
+    `.replaced` folder that the sweep removes."""
+    notes = Notes()
+    cache = Cache(tmp_path, note=notes)
+    key = identity_key("basedisk", {"v": 1})
+    cache.ensure("basedisk", {"v": 1}, writer(b"old"), name="p", summary="s")
+
+    def fail(folder: Path) -> None:
+        (folder / "payload.bin").write_bytes(b"half")
+        raise GoldboxError("the mirror went away")
+
+    with pytest.raises(GoldboxError, match="the mirror went away"):
+        cache.ensure("basedisk", {"v": 1}, fail, name="p", summary="s", rebuild="asked to")
+    assert cache.ensure("basedisk", {"v": 1}, writer(b"unused"), name="p",
+                        summary="s").file().read_bytes() == b"old"
+    entry = cache.ensure("basedisk", {"v": 1}, writer(b"new"), name="p", summary="s",
+                         rebuild="asked to")
+    assert not entry.cached and entry.file().read_bytes() == b"new"
+    assert notes[-1] == "cache: rebuilding basedisk for p: asked to"
+    assert sorted(p.name for p in (tmp_path / "basedisk").iterdir()
+                  if not p.name.startswith("last-")) == [key, f"{key}.lock"]
+    # A kill between the two renames of the swap: the old entry under `.replaced`.
+    (tmp_path / "basedisk" / key).rename(tmp_path / "basedisk" / f"{key}.replaced")
+    assert cache.sweep() == [str(tmp_path / "basedisk" / f"{key}.replaced")]
+
+
 BUILDER = """
 import sys, time
 from pathlib import Path

@@ -107,6 +107,18 @@ def test_image_without_the_tarball_names_the_import_command(project_copy, tmp_pa
     assert not (project_copy / "dist").exists()
 
 
+def test_refresh_is_refused_where_there_is_no_base_disk(project_copy, tmp_path, monkeypatch):
+    from tests.conftest import run_invoke
+
+    monkeypatch.setenv("GOLDBOX_CACHE", str(tmp_path / "cache"))
+    result = run_invoke(project_copy, "image", "--platform", "centos-6.4", "--refresh")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "goldbox: error: --refresh: centos-6.4 has no base disk to refresh (its source is "
+        "iso; only debootstrap platforms have one)"]
+    assert not (project_copy / "dist").exists() and not (tmp_path / "cache").exists()
+
+
 def test_import_refuses_a_file_that_is_not_the_tarball(project_copy, tmp_path):
     from tests.conftest import run_invoke
 
