@@ -463,8 +463,10 @@ def render_as_image_would(config: Config, platform: Platform) -> tuple[Rendered,
 def _base_disk_phase(ctx: Context, phases: Phases, refresh: bool) -> Entry:
     with phases.phase("base disk") as note:
         base = _base_disk(ctx, "size", refresh)
+        # Its packages carry the updates published when it was made (--refresh: today's).
         note.append(f"{'cached' if base.cached else 'built'} {base.file().name} "
-                    f"({base.size / 2**20:.0f} MiB)")
+                    f"({base.size / 2**20:.0f} MiB, updates as of "
+                    f"{base.record['created'][:10]})")
     return base
 
 

@@ -13,6 +13,7 @@ next `invoke image` on the same cache is the chain's own, which must then comple
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -278,6 +279,8 @@ def test_image_up_verify_destroy_and_rebuild(libvirt_netns, vagrant_home, projec
     rows = {line.split("  ")[0]: line for line in refreshed.stdout.splitlines()
             if line.startswith(("base disk ", "system image "))}
     assert " built debian-12-base.qcow2 " in rows["base disk"], rows
+    today = datetime.datetime.now(datetime.UTC).date().isoformat()
+    assert f"updates as of {today})" in rows["base disk"], rows
     assert " built debian-12-system.qcow2 " in rows["system image"], rows
     assert "cache: building bundle" not in refreshed.stdout
     after = json.loads((project_copy / "dist/debian-12/manifest.json").read_text())
