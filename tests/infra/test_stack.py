@@ -143,3 +143,12 @@ def test_root_filesystem_fills_its_disk(host):
     fs_bytes = int(host.check_output("df --block-size=1 --output=size / | tail -n 1"))
     # ext4's own metadata and the 1 MiB before the partition take a few percent.
     assert fs_bytes >= 0.9 * disk_bytes, (part, fs_bytes, disk, disk_bytes)
+
+
+@pytest.mark.live
+def test_one_kernel_and_it_is_the_running_one(host):
+    """The box keeps one kernel (the base disk's update to a new kernel ABI purged the one
+    it superseded) and boots that one."""
+    kernels = sorted(name for name in host.file("/boot").listdir()
+                     if name.startswith("vmlinuz-"))
+    assert kernels == [f"vmlinuz-{host.check_output('uname -r')}"], kernels
