@@ -354,7 +354,7 @@ def _build_image(ctx: Context, force: bool, refresh: bool = False) -> ImageResul
             note.append(f"{ctx.builder}" + (f", accelerator {acceleration.accelerator}"
                                             if ctx.builder == "qemu" else ""))
         with phases.phase("box") as note:
-            manifest = _install_box(ctx, digest, phases)
+            manifest = _install_box(ctx, digest, phases, base)
             note.append(f"{ctx.box_file} {manifest.box_size / 2**20:.0f} MiB")
     finally:
         remove_tree(ctx.packer_output)
@@ -376,7 +376,7 @@ def _base_disk(ctx: Context, check: str, refresh: bool = False) -> Entry:
                            refresh=refresh)
 
 
-def _install_box(ctx: Context, digest: str, phases: Phases) -> Manifest:
+def _install_box(ctx: Context, digest: str, phases: Phases, base: Entry | None) -> Manifest:
     """Assemble the new dist/<p>/ (box, manifest.json, the plan baked into the box) under
     a partial name, then swap it in with one atomic rename: the previous box stays in
     place until the new one is complete, and a kill at any point leaves one of them."""
@@ -391,7 +391,7 @@ def _install_box(ctx: Context, digest: str, phases: Phases) -> Manifest:
             os.rename(ctx.packer_box, box)
         except OSError:  # dist/ on another filesystem
             shutil.copyfile(ctx.packer_box, box)
-        manifest = _manifest(ctx, box, digest, phases)
+        manifest = _manifest(ctx, box, digest, phases, base)
         # The plan baked into this box: `invoke verify` checks the VM against it.
         shutil.copy2(ctx.stage / "plan.json", partial / "plan.json")
         write_manifest(partial / "manifest.json", manifest)
@@ -555,10 +555,13 @@ def _native_build(ctx: Context, tarball: Path, bundled: concurrent.futures.Futur
     return prebuilt, [bundle.path], [env.path]
 
 
-def _manifest(ctx: Context, box: Path, digest: str, phases: Phases) -> Manifest:
+def _manifest(ctx: Context, box: Path, digest: str, phases: Phases,
+              base: Entry | None) -> Manifest:
     components = dict(VERSION_LINE.findall(ctx.log.read_text(errors="replace")))
     components.setdefault("cpython", ctx.platform.python.version)
     components["packer"] = ".".join(map(str, packer_version()))
+    if base is not None:  # the day of the security and point updates the box carries
+        components["os-updates"] = base.record["created"][:10]
     return Manifest(
         box_name=ctx.config.project.box.name,
         version=ctx.config.project.box.version,

@@ -56,7 +56,7 @@ def make_box(dest_dir: Path, version: str, *, box_name: str = BOX_NAME,
         "box_sha256": sha256_file(box), "box_size": box.stat().st_size,
         "created": "2026-11-25T02:00:00Z",
         "components": {"cpython": "3.13.5", "nginx": "1.22.1", "uwsgi": "2.0.28",
-                       "flask": "3.1.1", "packer": "1.6.6"},
+                       "flask": "3.1.1", "packer": "1.6.6", "os-updates": "2026-11-24"},
         "git_commit": "0" * 40, "phases": {},
     }
     path = dest_dir / "manifest.json"

@@ -285,6 +285,7 @@ def test_image_up_verify_destroy_and_rebuild(libvirt_netns, vagrant_home, projec
     assert "cache: building bundle" not in refreshed.stdout
     after = json.loads((project_copy / "dist/debian-12/manifest.json").read_text())
     assert after["input_hash"] != rebuilt["input_hash"]
+    assert after["components"]["os-updates"] == today  # what `invoke boxes` shows
     print("\n".join(f"e2e {name:<18} {seconds:7.1f} s" for name, seconds in figures.items()))
 
 

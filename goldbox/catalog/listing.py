@@ -24,6 +24,7 @@ class BoxRow:
     created: str
     platform: str
     cpython: str
+    updates: str  # the day of the OS updates the box carries (its base disk's)
 
 
 def where(location: Path | str, relative: str) -> str:
@@ -94,7 +95,8 @@ def list_boxes(location: Path | str, box: str | None = None) -> list[BoxRow]:
                     box=name, version=entry["version"], provider=provider["name"],
                     size=manifest.get("box_size"), created=manifest.get("created", "?"),
                     platform=manifest.get("platform", "?"),
-                    cpython=manifest.get("components", {}).get("cpython", "?")))
+                    cpython=manifest.get("components", {}).get("cpython", "?"),
+                    updates=manifest.get("components", {}).get("os-updates", "?")))
     return rows
 
 
@@ -110,9 +112,10 @@ def _size(size: int | None) -> str:
 def format_table(rows: list[BoxRow]) -> str:
     if not rows:
         return "no boxes in this catalog"
-    header = ("BOX", "VERSION", "PROVIDER", "SIZE", "CREATED", "PLATFORM", "CPYTHON")
+    header = ("BOX", "VERSION", "PROVIDER", "SIZE", "CREATED", "PLATFORM", "CPYTHON",
+              "OS-UPDATES")
     table = [header] + [(r.box, r.version, r.provider, _size(r.size), r.created, r.platform,
-                         r.cpython) for r in rows]
+                         r.cpython, r.updates) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
                      .rstrip() for row in table)
