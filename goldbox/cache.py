@@ -139,13 +139,7 @@ class Cache:
         final = store / key
         with locked(store / f"{key}.lock"):
             problem = self._problem(final, identity, check) if final.exists() else None
-            if rebuild and final.exists() and problem is None:
-                self.note(f"cache: rebuilding {kind} for {name}: {rebuild}")
-                record = self._build(store, key, kind, identity, make, name=name,
-                                     summary=summary)
-                self.used.add(key)
-                return Entry(kind, key, final, record, cached=False, note=rebuild)
-            if final.exists() and problem is None:
+            if final.exists() and problem is None and not rebuild:
                 os.utime(final / RECORD)
                 self._remember(store, name, identity)
                 self.used.add(key)
@@ -155,6 +149,9 @@ class Cache:
                 self.note(f"cache: {kind} {key[:12]} ({summary}) is corrupt: {problem}; "
                           "rebuilding it")
                 self._discard(final)
+            elif rebuild and final.exists():
+                reason = rebuild
+                self.note(f"cache: rebuilding {kind} for {name}: {reason}")
             else:
                 reason = self._what_changed(store, name, identity)
                 self.note(f"cache: building {kind} for {name}: {reason}")

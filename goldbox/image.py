@@ -250,7 +250,7 @@ def build_image(config: Config, platform: Platform, *, builder: str = "qemu",
         return _build_image(ctx, force, refresh)
 
 
-def _build_image(ctx: Context, force: bool, refresh: bool = False) -> ImageResult:
+def _build_image(ctx: Context, force: bool, refresh: bool) -> ImageResult:
     config, platform = ctx.config, ctx.platform
     ctx.log.parent.mkdir(parents=True, exist_ok=True)
     phases, started = Phases(log=ctx.log), time.monotonic()
@@ -354,7 +354,10 @@ def _build_image(ctx: Context, force: bool, refresh: bool = False) -> ImageResul
             note.append(f"{ctx.builder}" + (f", accelerator {acceleration.accelerator}"
                                             if ctx.builder == "qemu" else ""))
         with phases.phase("box") as note:
-            manifest = _install_box(ctx, digest, phases, base)
+            components = {"packer": ".".join(map(str, packer))}
+            if base is not None:
+                components["os-updates"] = _updates_day(base)
+            manifest = _install_box(ctx, digest, phases, components)
             note.append(f"{ctx.box_file} {manifest.box_size / 2**20:.0f} MiB")
     finally:
         remove_tree(ctx.packer_output)
@@ -376,10 +379,12 @@ def _base_disk(ctx: Context, check: str, refresh: bool = False) -> Entry:
                            refresh=refresh)
 
 
-def _install_box(ctx: Context, digest: str, phases: Phases, base: Entry | None) -> Manifest:
+def _install_box(ctx: Context, digest: str, phases: Phases,
+                 components: dict[str, str]) -> Manifest:
     """Assemble the new dist/<p>/ (box, manifest.json, the plan baked into the box) under
     a partial name, then swap it in with one atomic rename: the previous box stays in
-    place until the new one is complete, and a kill at any point leaves one of them."""
+    place until the new one is complete, and a kill at any point leaves one of them.
+    `components` adds to the versions the build log names (packer, os-updates)."""
     if not ctx.packer_box.is_file():
         raise GoldboxError(f"packer finished but wrote no box at {ctx.packer_box}")
     partial = ctx.dist_partial
@@ -391,7 +396,7 @@ def _install_box(ctx: Context, digest: str, phases: Phases, base: Entry | None) 
             os.rename(ctx.packer_box, box)
         except OSError:  # dist/ on another filesystem
             shutil.copyfile(ctx.packer_box, box)
-        manifest = _manifest(ctx, box, digest, phases, base)
+        manifest = _manifest(ctx, box, digest, phases, components)
         # The plan baked into this box: `invoke verify` checks the VM against it.
         shutil.copy2(ctx.stage / "plan.json", partial / "plan.json")
         write_manifest(partial / "manifest.json", manifest)
@@ -463,11 +468,15 @@ def render_as_image_would(config: Config, platform: Platform) -> tuple[Rendered,
 def _base_disk_phase(ctx: Context, phases: Phases, refresh: bool) -> Entry:
     with phases.phase("base disk") as note:
         base = _base_disk(ctx, "size", refresh)
-        # Its packages carry the updates published when it was made (--refresh: today's).
         note.append(f"{'cached' if base.cached else 'built'} {base.file().name} "
-                    f"({base.size / 2**20:.0f} MiB, updates as of "
-                    f"{base.record['created'][:10]})")
+                    f"({base.size / 2**20:.0f} MiB, updates as of {_updates_day(base)})")
     return base
+
+
+def _updates_day(base: Entry) -> str:
+    """The day of the security and point updates a base disk's packages carry: the day
+    it was made (--refresh makes it again)."""
+    return base.record["created"][:10]
 
 
 def _early_system_image(ctx: Context, phases: Phases,
@@ -556,12 +565,10 @@ def _native_build(ctx: Context, tarball: Path, bundled: concurrent.futures.Futur
 
 
 def _manifest(ctx: Context, box: Path, digest: str, phases: Phases,
-              base: Entry | None) -> Manifest:
+              extra: dict[str, str]) -> Manifest:
     components = dict(VERSION_LINE.findall(ctx.log.read_text(errors="replace")))
     components.setdefault("cpython", ctx.platform.python.version)
-    components["packer"] = ".".join(map(str, packer_version()))
-    if base is not None:  # the day of the security and point updates the box carries
-        components["os-updates"] = base.record["created"][:10]
+    components.update(extra)
     return Manifest(
         box_name=ctx.config.project.box.name,
         version=ctx.config.project.box.version,

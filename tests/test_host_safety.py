@@ -44,7 +44,7 @@ ctx.log.write_text("goldbox-version nginx=1.22.1\\n")
 phases = Phases(log=ctx.log)
 try:
     with phases.phase("box"):
-        _install_box(ctx, "f" * 64, phases, None)  # no base disk here: no os-updates
+        _install_box(ctx, "f" * 64, phases, {})
 except GoldboxError as exc:
     print(f"goldbox: error: {exc}", file=sys.stderr)
     sys.exit(1)

@@ -91,12 +91,13 @@ def list_boxes(location: Path | str, box: str | None = None) -> list[BoxRow]:
             for provider in entry["providers"]:
                 manifest = _read_json(read, f"{name}/{entry['version']}/"
                                             f"{provider['name']}/{MANIFEST}", location)
+                components = manifest.get("components", {})
                 rows.append(BoxRow(
                     box=name, version=entry["version"], provider=provider["name"],
                     size=manifest.get("box_size"), created=manifest.get("created", "?"),
                     platform=manifest.get("platform", "?"),
-                    cpython=manifest.get("components", {}).get("cpython", "?"),
-                    updates=manifest.get("components", {}).get("os-updates", "?")))
+                    cpython=components.get("cpython", "?"),
+                    updates=components.get("os-updates", "?")))
     return rows
 
 
