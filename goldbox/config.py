@@ -17,25 +17,66 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from goldbox import PROJECT_ROOT
 from goldbox.errors import GoldboxError
 
-SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
-NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-# Paths and URLs are rendered unquoted into nginx's config, the systemd unit, the init
-# script and packer's inline shell: none of these may end a word, a directive or a command.
-UNSAFE_CHARACTERS = re.compile(r"[\s'\"`;$\\]")
+# Allow-lists. Each is anchored with ^...\Z, so `.match` and `.fullmatch` agree (Python's
+# `$` also matches before a final newline), and spells digits [0-9] (`\d` takes every
+# script's digits).
+SEMVER = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\Z")
+SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
+NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*\Z")
+UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
+# Guest paths, URLs and names are rendered into nginx's config, the systemd unit, the init
+# script, packer's HCL and inline shell, yum's repo files: their characters are ones that
+# end no word, string, directive or command in any of these.
+_PATH_COMPONENT = r"[A-Za-z0-9._-]+"
+GUEST_PATH = re.compile(rf"^(/{_PATH_COMPONENT})+\Z")
+RELATIVE_PATH = re.compile(rf"^{_PATH_COMPONENT}(/{_PATH_COMPONENT})*\Z")
+HOST_PATH = re.compile(rf"^/?{_PATH_COMPONENT}(/{_PATH_COMPONENT})*/?\Z")
+_URL_PATH_CHARACTERS = r"A-Za-z0-9._~%+,=:@/"
+_URL = (r"^(?P<scheme>[a-z]+)://(?P<host>[A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])(:[0-9]{{1,5}})?"
+        r"(/[{path}-]*)?\Z")
+URL = re.compile(_URL.format(path=_URL_PATH_CHARACTERS))
+# yum expands $basearch, $releasever in its repo files' URLs (no shell sees them).
+YUM_URL = re.compile(_URL.format(path=_URL_PATH_CHARACTERS + "$"))
+# apt's and yum's package names; never an option (a leading '-').
+PACKAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
+PACKAGE_GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+-]*\Z")  # "Development tools"
+RELEASE = re.compile(r"^[0-9]+(\.[0-9]+)*\Z")
+IDENTIFIER = re.compile(r"^[a-z0-9_]+\Z")  # wheel platform tags, SELinux booleans
+# `./configure` options (--name or --name=value) and VAR=value settings.
+CONFIGURE_FLAG = re.compile(r"^(--[a-z0-9][a-z0-9-]*(=[A-Za-z0-9._/,:+=@-]*)?"
+                            r"|[A-Z][A-Z0-9_]*=[A-Za-z0-9._/,:+=@ -]*)\Z")
+# A sources.list line: deb or deb-src, an optional [arch=... signed-by=...], URL, suite,
+# components.
+_APT_OPTION = r"(arch|signed-by)=[A-Za-z0-9._/,-]+"
+APT_SOURCE = re.compile(rf"^deb(-src)? +(\[{_APT_OPTION}( +{_APT_OPTION})*\] +)?(?P<url>\S+)"
+                        r" +[a-z0-9][a-z0-9._/-]*( +[a-z0-9-]+)+ *\Z")
+# HCL's string templates: packer would evaluate them.
+HCL_TEMPLATE = re.compile(r"[$%]\{")
 
 
-def _semver(value: str) -> str:
-    if not SEMVER.match(value):
-        raise ValueError("expected a semantic version MAJOR.MINOR.PATCH, e.g. 1.2.0")
-    return value
+def _matching(pattern: re.Pattern, expected: str):
+    """A validator: the whole value matches `pattern`, else ValueError(expected)."""
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"expected {expected}")
+        return value
+    return check
 
 
-def _sha256(value: str) -> str:
-    if not SHA256.match(value):
-        raise ValueError("expected a sha256: 64 lowercase hex characters")
-    return value
+_semver = _matching(SEMVER, "a semantic version MAJOR.MINOR.PATCH, e.g. 1.2.0")
+_sha256 = _matching(SHA256, "a sha256: 64 lowercase hex characters")
+_name = _matching(NAME, "lowercase letters, digits, '.', '_' or '-'")
+_unix_name = _matching(UNIX_NAME,
+                       "a Unix user name: [a-z_][a-z0-9_-]*, at most 32 characters")
+_package = _matching(PACKAGE, "a package name: letters, digits, '.', '_', '+' or '-', "
+                              "starting with a letter or digit")
+_package_group = _matching(PACKAGE_GROUP, "a package group name: letters, digits, spaces, "
+                                          "'.', '_', '+' or '-', starting with a letter or digit")
+_release = _matching(RELEASE, "a release number: digits and dots, e.g. 12 or 6.4")
+_identifier = _matching(IDENTIFIER, "lowercase letters, digits or '_'")
+_configure_flag = _matching(
+    CONFIGURE_FLAG, "a ./configure option --name or --name=value, or VAR=value (values of "
+                    "letters, digits and . _ / , : + = @ -)")
 
 
 def _checksum(value: str) -> str:
@@ -48,35 +89,89 @@ def _checksum(value: str) -> str:
     return value
 
 
-def _name(value: str) -> str:
-    if not NAME.match(value):
-        raise ValueError("expected lowercase letters, digits, '.', '_' or '-'")
+def _one_line(value: str) -> str:
+    """Free text (descriptions, a yum repo's name) lands in comments of packer's HCL and
+    the kickstart, and in key=value lines of a repo file: one line of printable
+    characters ends none of them."""
+    if not value.isprintable():
+        raise ValueError("expected one line of printable text (no newlines or control "
+                         "characters)")
     return value
 
 
-def _unix_name(value: str) -> str:
-    if not UNIX_NAME.match(value):
-        raise ValueError("expected a Unix user name: [a-z_][a-z0-9_-]*, at most 32 characters")
+def _path(pattern: re.Pattern, kind: str):
+    """A validator of paths whose components match `pattern`; no '.' or '..' component
+    (a guest path names one place, and a relative one stays below its folder)."""
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value) or {".", ".."} & set(value.split("/")):
+            raise ValueError(f"expected {kind}: '/'-separated components of letters, "
+                             "digits, '.', '_' or '-' (no '.' or '..' component, no '//')")
+        return value
+    return check
+
+
+_guest_path = _path(GUEST_PATH, "an absolute path in the guest")
+_relative_path = _path(RELATIVE_PATH, "a relative path")
+
+
+def _is_url(value: str, schemes: tuple[str, ...], pattern: re.Pattern = URL) -> bool:
+    """`value` is a URL with one of `schemes` (a host unless file://) and characters that
+    end no word or string in shell, HCL, nginx or a repo file."""
+    match = pattern.fullmatch(value)
+    return bool(match and match.group("scheme") in schemes
+                and (match.group("host") or match.group("scheme") == "file"))
+
+
+def _url_of(schemes: tuple[str, ...], pattern: re.Pattern = URL, extra: str = ""):
+    """A validator: `value` is a URL (see _is_url), else ValueError naming what is allowed."""
+    names = ", ".join(f"{scheme}://" for scheme in schemes[:-1]) + f" or {schemes[-1]}://"
+
+    def check(value: str) -> str:
+        if not _is_url(value, schemes, pattern):
+            raise ValueError(f"expected an {names} URL of letters, digits and . _ ~ % + , = : "
+                             f"@ / -{extra} (no whitespace, quotes, backslashes or shell "
+                             "characters)")
+        return value
+    return check
+
+
+_url = _url_of(("http", "https", "ftp", "file"))
+_http_url = _url_of(("http", "https"))
+_yum_url = _url_of(("http", "https", "ftp", "file"), YUM_URL, " $")
+
+
+def _optional(check):
+    """`check`, but the empty string (unset) passes."""
+    return lambda value: value and check(value)
+
+
+def _catalog_location(value: str) -> str:
+    """A directory (relative to the project) or an http(s) URL; the directory's path is
+    rendered into `catalog-serve`'s nginx site."""
+    if "://" in value:
+        return _http_url(value)
+    if not HOST_PATH.fullmatch(value):
+        raise ValueError("expected a directory of '/'-separated components of letters, "
+                         "digits, '.', '_' or '-', or an http(s):// URL")
     return value
 
 
-def _renders_safely(value: str) -> str:
-    if UNSAFE_CHARACTERS.search(value):
-        raise ValueError("expected no whitespace, quotes, backticks, backslashes, ';' or '$' "
-                         "(it is rendered unquoted into configs and shell commands)")
+def _boot_command(value: str) -> str:
+    """Keystrokes for the installer, rendered into an HCL string: no HCL template."""
+    _one_line(value)
+    if HCL_TEMPLATE.search(value):
+        raise ValueError("expected no '${' or '%{' (packer would evaluate it as HCL)")
     return value
 
 
-def _absolute_path(value: str) -> str:
-    if not value.startswith("/"):
-        raise ValueError("expected an absolute path in the guest")
-    return _renders_safely(value)
-
-
-def _url(value: str) -> str:
-    if not re.match(r"^(https?|ftp|file)://\S+$", value):
-        raise ValueError("expected an http(s)://, ftp:// or file:// URL")
-    return _renders_safely(value)
+def _apt_sources(value: str) -> str:
+    """sources.list: each line deb or deb-src, a URL, a suite and components."""
+    for line in value.split("\n"):
+        match = APT_SOURCE.fullmatch(line)
+        if line and not (match and _is_url(match.group("url"), ("http", "https"))):
+            raise ValueError(f"line {line!r}: expected 'deb[-src] [arch=... signed-by=...] "
+                             "URL SUITE COMPONENT...' with an http(s):// URL")
+    return value
 
 
 SemVer = Annotated[str, AfterValidator(_semver)]
@@ -84,8 +179,14 @@ Sha256 = Annotated[str, AfterValidator(_sha256)]
 Checksum = Annotated[str, AfterValidator(_checksum)]
 Name = Annotated[str, AfterValidator(_name)]
 UnixName = Annotated[str, AfterValidator(_unix_name)]
-GuestPath = Annotated[str, AfterValidator(_absolute_path)]
+GuestPath = Annotated[str, AfterValidator(_guest_path)]
+RelativePath = Annotated[str, AfterValidator(_relative_path)]
 Url = Annotated[str, AfterValidator(_url)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+YumUrl = Annotated[str, AfterValidator(_yum_url)]
+Text = Annotated[str, AfterValidator(_one_line)]
+Package = Annotated[str, AfterValidator(_package)]
+Identifier = Annotated[str, AfterValidator(_identifier)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -99,12 +200,12 @@ class Strict(BaseModel):
 class BoxSection(Strict):
     name: Name
     version: SemVer
-    description: str
-    default_platform: str
+    description: Text
+    default_platform: Name
 
 
 class AppSection(Strict):
-    path: str = "app"
+    path: RelativePath = "app"
     user: UnixName = "goldbox"
     root: GuestPath = "/srv/goldbox/MyApplication"
     uwsgi_processes: Annotated[int, Field(ge=1, le=64)] = 2
@@ -122,18 +223,11 @@ class PortsSection(Strict):
     host_http: Port = 8088
 
 
-def _http_url(value: str) -> str:
-    if not re.match(r"^https?://\S+$", value):
-        raise ValueError("expected the http:// or https:// URL the catalog directory is "
-                         "served under")
-    return _renders_safely(value)
-
-
 class CatalogSection(Strict):
-    location: str = "dist/catalog"
+    location: Annotated[str, AfterValidator(_catalog_location)] = "dist/catalog"
     # Where the published directory is served; metadata.json's box URLs start with it.
     # Unset: file:// URLs of the directory. `invoke publish --base-url` overrides it.
-    base_url: Annotated[str, AfterValidator(_http_url)] | None = None
+    base_url: HttpUrl | None = None
     # A revoked version is hidden at once; its files stay this long for clients
     # mid-download, then the next publish, prune or revoke deletes them.
     revoke_grace_hours: Annotated[float, Field(ge=0)] = 24
@@ -178,7 +272,7 @@ class DebootstrapSource(Strict):
     kind: Literal["debootstrap"]
     suite: Name
     mirror: Url
-    kernel_package: str = "linux-image-cloud-amd64"
+    kernel_package: Package = "linux-image-cloud-amd64"
 
 
 class IsoSource(Strict):
@@ -187,8 +281,8 @@ class IsoSource(Strict):
     kind: Literal["iso"]
     url: Url
     checksum: Checksum  # "sha256:...", or what the release published (packer checks it)
-    answer_file: str  # template path relative to the repository
-    boot_command: list[str]
+    answer_file: RelativePath  # template path relative to the repository
+    boot_command: list[Annotated[str, AfterValidator(_boot_command)]]
     disk_size_mb: Annotated[int, Field(ge=2048)] = 10240
 
 
@@ -199,35 +293,36 @@ class PythonSection(Strict):
     # More places serving the same tarball, tried after python.org and the Debian archive
     # (goldbox.sources); whatever serves it must match sha256.
     mirrors: list[Url] = []
-    configure_flags: list[str] = ["--prefix=/usr/local"]
-    requirements: str  # relative to the app folder, pinned with hashes
+    configure_flags: list[Annotated[str, AfterValidator(_configure_flag)]] = [
+        "--prefix=/usr/local"]
+    requirements: RelativePath  # relative to the app folder, pinned with hashes
     # Tools for the system Python (pip, setuptools, virtualenv) where it has no ensurepip.
-    tools_requirements: str | None = None
+    tools_requirements: RelativePath | None = None
     venv: Literal["venv", "virtualenv"] = "venv"
     # Platform tags `pip download` fetches wheels for (the guest's libc and arch).
-    wheel_platforms: list[str] = ["manylinux_2_17_x86_64", "manylinux2014_x86_64"]
+    wheel_platforms: list[Identifier] = ["manylinux_2_17_x86_64", "manylinux2014_x86_64"]
     # A pip wheel (stage-relative) to bootstrap pip with, for a Python without ensurepip.
-    pip_bootstrap: str | None = None
+    pip_bootstrap: RelativePath | None = None
     # Build CPython natively in a chroot of the release and ship the installed tree.
     native_bundle: bool = False
 
 
 class PackagesSection(Strict):
-    groups: list[str] = []
-    build: list[str]
-    runtime: list[str]
+    groups: list[Annotated[str, AfterValidator(_package_group)]] = []
+    build: list[Package]
+    runtime: list[Package]
 
 
 class YumRepo(Strict):
     id: Name
-    name: str
-    baseurl: str
+    name: Text
+    baseurl: YumUrl
     gpgcheck: bool = True
-    gpgkey: str = ""
+    gpgkey: Annotated[str, AfterValidator(_optional(_yum_url))] = ""
 
 
 class RepositoriesSection(Strict):
-    apt_sources: str | None = None
+    apt_sources: Annotated[str, AfterValidator(_apt_sources)] | None = None
     yum_repos: list[YumRepo] = []
     disable_repo_files: list[GuestPath] = []
 
@@ -243,14 +338,14 @@ class FirewallSection(Strict):
 
 
 class SelinuxSection(Strict):
-    booleans: dict[str, bool] = {}
+    booleans: dict[Identifier, bool] = {}
 
 
 class Platform(Strict):
     name: Name
-    description: str
+    description: Text
     family: Literal["debian", "el"]
-    release: str
+    release: Annotated[str, AfterValidator(_release)]
     arch: Literal["amd64"] = "amd64"
     package_manager: Literal["apt", "yum"]
     service_manager: Literal["systemd", "sysv"]
@@ -258,7 +353,7 @@ class Platform(Strict):
     builders: list[Literal["qemu", "virtualbox"]] = ["qemu"]
     # Set: this platform serves uWSGI on this kind of socket, whatever ports.uwsgi_socket says.
     uwsgi_socket: UwsgiSocket | None = None
-    status: str
+    status: Text
     source: Annotated[DebootstrapSource | IsoSource, Field(discriminator="kind")]
     python: PythonSection
     packages: PackagesSection

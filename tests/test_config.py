@@ -12,6 +12,12 @@ from tests.conftest import run_invoke
 
 DEBIAN = "platforms/debian-12.toml"
 SHA = load_config().platforms["debian-12"].python.sha256  # whatever the pin is
+GUEST_PATH_EXPECTED = ("expected an absolute path in the guest: '/'-separated components "
+                       "of letters, digits, '.', '_' or '-' (no '.' or '..' component, no "
+                       "'//')")
+URL_EXPECTED = ("expected an http://, https://, ftp:// or file:// URL of letters, digits and "
+                ". _ ~ % + , = : @ / - (no whitespace, quotes, backslashes or shell "
+                "characters)")
 
 # (case, file, text to replace, replacement, expected error line)
 BAD_INPUTS = [
@@ -51,29 +57,114 @@ BAD_INPUTS = [
      f"{DEBIAN}: family = 'arch': Input should be 'debian' or 'el'"),
     ("catalog base_url not http", "goldbox.toml", 'location = "dist/catalog"',
      'location = "dist/catalog"\nbase_url = "boxes.example.org"',
-     "goldbox.toml: catalog.base_url = 'boxes.example.org': expected the http:// or https:// "
-     "URL the catalog directory is served under"),
+     "goldbox.toml: catalog.base_url = 'boxes.example.org': expected an http:// or https:// "
+     "URL of letters, digits and . _ ~ % + , = : @ / - (no whitespace, quotes, backslashes "
+     "or shell characters)"),
     ("invalid TOML", "goldbox.toml", "[box]", "[box",
      "goldbox.toml: invalid TOML: "),
-    # Paths and URLs are rendered unquoted into nginx, the unit, the init script, packer.
+    # Names, paths and URLs are rendered into nginx, the unit, the init script, packer's
+    # HCL and inline shell, repo files: each is an allow-list matched in full.
     ("shell in a guest path", "goldbox.toml", 'root = "/srv/goldbox/MyApplication"',
      'root = "/srv/my app; echo pwned"',
-     "goldbox.toml: app.root = '/srv/my app; echo pwned': expected no whitespace, quotes, "
-     "backticks, backslashes, ';' or '$' (it is rendered unquoted into configs and shell "
-     "commands)"),
+     "goldbox.toml: app.root = '/srv/my app; echo pwned': " + GUEST_PATH_EXPECTED),
+    ("shell operator in a guest path", "goldbox.toml", 'root = "/srv/goldbox/MyApplication"',
+     'root = "/srv/x&&reboot"',
+     "goldbox.toml: app.root = '/srv/x&&reboot': " + GUEST_PATH_EXPECTED),
     ("newline in a guest path", "goldbox.toml", 'root = "/srv/goldbox/MyApplication"',
      'root = "/srv/app\\n}\\nserver {"',
-     "goldbox.toml: app.root = '/srv/app\\n}\\nserver {': expected no whitespace"),
+     "goldbox.toml: app.root = '/srv/app\\n}\\nserver {': " + GUEST_PATH_EXPECTED),
+    ("trailing newline in a guest path", "goldbox.toml", 'root = "/srv/goldbox/MyApplication"',
+     'root = "/srv/app\\n"', "goldbox.toml: app.root = '/srv/app\\n': " + GUEST_PATH_EXPECTED),
+    ("dot-dot in a guest path", "goldbox.toml", 'root = "/srv/goldbox/MyApplication"',
+     'root = "/srv/../etc"', "goldbox.toml: app.root = '/srv/../etc': " + GUEST_PATH_EXPECTED),
+    ("double slash in a guest path", "goldbox.toml", 'root = "/srv/goldbox/MyApplication"',
+     'root = "/srv//app"', "goldbox.toml: app.root = '/srv//app': " + GUEST_PATH_EXPECTED),
+    ("relative guest path", DEBIAN, 'guest_python = "/usr/bin/python3"',
+     'guest_python = "usr/bin/python3"',
+     f"{DEBIAN}: guest_python = 'usr/bin/python3': " + GUEST_PATH_EXPECTED),
     ("quote in a platform path", DEBIAN, 'conf_path = "/etc/nginx/conf.d/goldbox.conf"',
      'conf_path = "/etc/nginx/conf.d/it\'s.conf"',
-     f"{DEBIAN}: nginx.conf_path = \"/etc/nginx/conf.d/it's.conf\": expected no whitespace"),
+     f"{DEBIAN}: nginx.conf_path = \"/etc/nginx/conf.d/it's.conf\": " + GUEST_PATH_EXPECTED),
+    ("shell in a path to remove", DEBIAN, 'remove = ["/etc/nginx/sites-enabled/default"]',
+     'remove = ["/etc/nginx/sites-enabled/*"]',
+     f"{DEBIAN}: nginx.remove.0 = '/etc/nginx/sites-enabled/*': " + GUEST_PATH_EXPECTED),
+    ("trailing newline in a box name", "goldbox.toml", 'name = "goldbox-flask"',
+     'name = "goldbox-flask\\n"',
+     "goldbox.toml: box.name = 'goldbox-flask\\n': expected lowercase letters, digits, '.', "
+     "'_' or '-'"),
+    ("trailing newline in a version", "goldbox.toml", 'version = "0.1.0"',
+     'version = "0.1.0\\n"',
+     "goldbox.toml: box.version = '0.1.0\\n': expected a semantic version"),
+    ("other script's digits in a version", "goldbox.toml", 'version = "0.1.0"',
+     'version = "0.1.1\u0661"',
+     "goldbox.toml: box.version = '0.1.1\u0661': expected a semantic version"),
+    ("trailing newline in a sha256", DEBIAN, f'sha256 = "{SHA}"', f'sha256 = "{SHA}\\n"',
+     f"{DEBIAN}: python.sha256 = '{SHA}\\n': expected a sha256"),
+    ("trailing newline in a user", "goldbox.toml", 'user = "goldbox"', 'user = "goldbox\\n"',
+     "goldbox.toml: app.user = 'goldbox\\n': expected a Unix user name"),
+    ("trailing newline in a suite", DEBIAN, 'suite = "bookworm"', 'suite = "bookworm\\n"',
+     f"{DEBIAN}: source.suite = 'bookworm\\n': expected lowercase letters"),
     ("dollar in a URL", DEBIAN, 'mirror = "http://deb.debian.org/debian"',
      'mirror = "http://deb.debian.org/$(id)"',
-     f"{DEBIAN}: source.mirror = 'http://deb.debian.org/$(id)': expected no whitespace"),
+     f"{DEBIAN}: source.mirror = 'http://deb.debian.org/$(id)': " + URL_EXPECTED),
+    ("shell operator in a URL", DEBIAN, 'mirror = "http://deb.debian.org/debian"',
+     'mirror = "http://deb.debian.org/debian&&reboot"',
+     f"{DEBIAN}: source.mirror = 'http://deb.debian.org/debian&&reboot': " + URL_EXPECTED),
+    ("trailing newline in a URL", DEBIAN, 'mirror = "http://deb.debian.org/debian"',
+     'mirror = "http://deb.debian.org/debian\\n"',
+     f"{DEBIAN}: source.mirror = 'http://deb.debian.org/debian\\n': " + URL_EXPECTED),
+    ("URL scheme not allowed", DEBIAN, 'mirror = "http://deb.debian.org/debian"',
+     'mirror = "gopher://deb.debian.org/debian"',
+     f"{DEBIAN}: source.mirror = 'gopher://deb.debian.org/debian': " + URL_EXPECTED),
     ("backtick in a URL", "goldbox.toml", 'location = "dist/catalog"',
      'location = "dist/catalog"\nbase_url = "https://boxes.example.org/`id`"',
-     "goldbox.toml: catalog.base_url = 'https://boxes.example.org/`id`': expected no "
-     "whitespace"),
+     "goldbox.toml: catalog.base_url = 'https://boxes.example.org/`id`': expected an "
+     "http:// or https:// URL"),
+    ("nginx directive in the catalog location", "goldbox.toml", 'location = "dist/catalog"',
+     'location = "dist/x\\";alias /etc/;#"',
+     "goldbox.toml: catalog.location = 'dist/x\";alias /etc/;#': expected a directory of "
+     "'/'-separated components"),
+    ("an option as a package", DEBIAN, '"build-essential", ',
+     '"-oAPT::Update::Pre-Invoke::=reboot", ',
+     f"{DEBIAN}: packages.build.0 = '-oAPT::Update::Pre-Invoke::=reboot': expected a "
+     "package name"),
+    ("two packages in a kernel package", DEBIAN, 'kernel_package = "linux-image-cloud-amd64"',
+     'kernel_package = "linux-image-cloud-amd64,netcat"',
+     f"{DEBIAN}: source.kernel_package = 'linux-image-cloud-amd64,netcat': expected a "
+     "package name"),
+    ("newline in a description (an HCL comment)", DEBIAN,
+     'description = "Debian 12 (bookworm), CPython 3.13.15 from source"',
+     'description = "Debian 12\\n}\\nbuild {"',
+     f"{DEBIAN}: description = 'Debian 12\\n}}\\nbuild {{': expected one line of printable "
+     "text"),
+    ("apt source marked trusted", DEBIAN, "deb http://deb.debian.org/debian bookworm main",
+     "deb [trusted=yes] http://evil.example/debian bookworm main",
+     f"{DEBIAN}: repositories.apt_sources = "),
+    ("HCL template in a boot command", "platforms/centos-6.4.toml",
+     'boot_command = ["<tab> text', 'boot_command = ["${file(\\"/etc/shadow\\")}", "<tab> text',
+     "platforms/centos-6.4.toml: source.boot_command.0 = '${file(\"/etc/shadow\")}': "
+     "expected no '${' or '%{'"),
+    ("newline in a yum repo name", "platforms/centos-6.4.toml",
+     'name = "CentOS 6.4 - Base (vault)"', 'name = "Base\\ngpgcheck=0"',
+     "platforms/centos-6.4.toml: repositories.yum_repos.0.name = 'Base\\ngpgcheck=0': "
+     "expected one line of printable text"),
+    ("newline in a yum baseurl", "platforms/centos-6.4.toml",
+     'baseurl = "http://vault.centos.org/6.4/os/$basearch/"',
+     'baseurl = "http://vault.centos.org/6.4/os/$basearch/\\ngpgcheck=0"',
+     "platforms/centos-6.4.toml: repositories.yum_repos.0.baseurl = "
+     "'http://vault.centos.org/6.4/os/$basearch/\\ngpgcheck=0': expected an http://, https://, "
+     "ftp:// or file:// URL"),
+    ("option as an SELinux boolean", "platforms/centos-6.4.toml",
+     "booleans = { httpd_can_network_connect = true }", 'booleans = { "-P" = true }',
+     "platforms/centos-6.4.toml: selinux.booleans.-P.[key] = '-P': expected lowercase"),
+    ("shell in a configure flag", DEBIAN, '"--disable-test-modules"]',
+     '"--disable-test-modules", "--with-x=$(id)"]',
+     f"{DEBIAN}: python.configure_flags.2 = '--with-x=$(id)': expected a ./configure option"),
+    ("staged file outside the stage", "platforms/centos-6.4.toml",
+     'pip_bootstrap = "wheelhouse/pip-20.3.4-py2.py3-none-any.whl"',
+     'pip_bootstrap = "../../etc/shadow"',
+     "platforms/centos-6.4.toml: python.pip_bootstrap = '../../etc/shadow': expected a "
+     "relative path"),
     ("unknown uwsgi socket kind", "goldbox.toml", 'uwsgi_socket = "unix"',
      'uwsgi_socket = "abstract"',
      "goldbox.toml: ports.uwsgi_socket = 'abstract': Input should be 'unix' or 'tcp'"),
@@ -120,7 +211,7 @@ def test_bad_input_stops_with_one_line(project_copy, case, relative, old, new, e
 
 @pytest.mark.parametrize("row", [BAD_INPUTS[0], BAD_INPUTS[4], BAD_INPUTS[7],
                                  *(r for r in BAD_INPUTS if r[0] in (
-                                     "shell in a guest path", "uwsgi on nginx's port"))],
+                                     "shell operator in a guest path", "uwsgi on nginx's port"))],
                          ids=lambda row: row[0])
 def test_bad_input_from_the_command_line(project_copy, row):
     """The task prints the same line, exits non-zero and renders nothing."""
