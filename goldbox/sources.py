@@ -8,8 +8,10 @@ sha256 is the pinned one, so a source is a convenience, never a trust anchor.
 
 The trust anchors are what `invoke pin-python` reads to learn a new release's sha256:
 python.org's published digest, or the Debian archive's signed index (InRelease, checked
-with gpgv against Debian's keyring -> main/source/Sources.xz, whose sha256 InRelease
-lists -> the orig tarball's Checksums-Sha256 entry)."""
+with gpgv against Debian's keyring, then its Suite/Codename against the suite asked for
+and its Valid-Until/Date against this host's clock, so a mirror cannot replay another
+suite's or an expired index -> main/source/Sources.xz, whose sha256 InRelease lists ->
+the orig tarball's Checksums-Sha256 entry)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 
 import requests
@@ -34,6 +38,9 @@ DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 # files are the most widely mirrored), then testing and unstable.
 DEBIAN_SUITES = ("bookworm", "trixie", "forky", "sid")
 _TIMEOUT = (15, 120)
+# How far an index's Date may be ahead of this host's clock (clocks drift).
+CLOCK_SKEW = timedelta(minutes=10)
+RELEASE_FIELD = re.compile(r"[A-Z][A-Za-z0-9-]*")
 
 
 @dataclass(frozen=True)
@@ -138,20 +145,85 @@ def python_org_digest(version: str) -> Vouched:
     raise GoldboxError(f"python.org publishes no sha256 for {name}")
 
 
+class IndexRefused(GoldboxError):
+    """A suite's InRelease failed a check (signature, suite, freshness): it vouches for
+    nothing."""
+
+
 def verified_inrelease(mirror: str, suite: str, scratch: Path) -> str:
-    """The suite's InRelease, its signature checked by gpgv against Debian's keyring;
-    return only the signed text."""
+    """The suite's InRelease, its signature checked by gpgv against Debian's keyring, then
+    its fields by `check_release` at this host's clock; return only the signed text."""
     if not DEBIAN_KEYRING.is_file():
         raise GoldboxError(f"{DEBIAN_KEYRING} is missing: apt-get install debian-archive-keyring")
+    url = f"{mirror.rstrip('/')}/dists/{suite}/InRelease"
     signed = scratch / f"{suite}.InRelease"
-    signed.write_bytes(_get(f"{mirror.rstrip('/')}/dists/{suite}/InRelease").content)
-    text = scratch / f"{suite}.Release"
-    result = proc.capture(["gpgv", "--keyring", DEBIAN_KEYRING, "--output", text, signed],
+    signed.write_bytes(_get(url).content)
+    release = signed_text(signed, scratch / f"{suite}.Release", url)
+    check_release(release, suite, url, datetime.now(UTC))
+    return release
+
+
+def signed_text(signed: Path, output: Path, url: str) -> str:
+    """The text an InRelease signs, once gpgv has checked its signature against
+    Debian's keyring; nothing of the file outside the signature is returned."""
+    result = proc.capture(["gpgv", "--keyring", DEBIAN_KEYRING, "--output", output, signed],
                           check=False)
     if result.returncode != 0:
-        raise GoldboxError(f"{mirror}/dists/{suite}/InRelease: bad signature "
-                           f"(gpgv against {DEBIAN_KEYRING}): {result.stderr.strip()}")
-    return text.read_text()
+        stderr = " ".join(result.stderr.split())
+        raise IndexRefused(f"{url}: bad signature (gpgv against {DEBIAN_KEYRING}): {stderr}")
+    return output.read_text()
+
+
+def release_fields(release: str) -> dict[str, str]:
+    """A Release text's header fields ("Suite" -> "stable"); the checksum lists' entries
+    (indented lines) are not fields."""
+    fields: dict[str, str] = {}
+    for line in release.splitlines():
+        key, colon, value = line.partition(":")
+        if colon and RELEASE_FIELD.fullmatch(key):
+            fields.setdefault(key, value.strip())
+    return fields
+
+
+def check_release(release: str, suite: str, url: str, now: datetime) -> None:
+    """A signature proves who made an index, not that it is the one asked for, nor that
+    it is current: a mirror can answer with another suite's index, or replay an old one
+    (with the fixes since missing). As apt does, `Suite` or `Codename` must name `suite`,
+    `Valid-Until` (where the archive sets one) must be ahead of `now`, and `Date` not
+    ahead of it by more than CLOCK_SKEW. Otherwise IndexRefused, one line."""
+    fields = release_fields(release)
+    if suite not in (fields.get("Suite"), fields.get("Codename")):
+        raise IndexRefused(
+            f"{url}: Suite = {fields.get('Suite')!r}, Codename = {fields.get('Codename')!r}: "
+            f"expected {suite!r} in either (another suite's index: refused as a replay)")
+    date = _release_date(fields, "Date", url)
+    if date > now + CLOCK_SKEW:
+        raise IndexRefused(
+            f"{url}: Date = {fields['Date']!r}: expected no later than {_http_date(now)} "
+            f"(this host's clock) plus {CLOCK_SKEW.seconds // 60} min: an index from the "
+            "future (or this host's clock is wrong)")
+    if "Valid-Until" in fields and _release_date(fields, "Valid-Until", url) <= now:
+        raise IndexRefused(
+            f"{url}: Valid-Until = {fields['Valid-Until']!r}: expected a time after "
+            f"{_http_date(now)} (this host's clock): the index expired (a replayed old "
+            "index, or a mirror that stopped syncing)")
+
+
+def _release_date(fields: dict[str, str], key: str, url: str) -> datetime:
+    """A Release date field ("Sat, 11 Jul 2026 10:16:37 UTC") as an aware datetime."""
+    value = fields.get(key)
+    try:
+        date = parsedate_to_datetime(value) if value else None
+    except (TypeError, ValueError):
+        date = None
+    if date is None or date.tzinfo is None:
+        raise IndexRefused(f"{url}: {key} = {value!r}: expected a date such as "
+                           "'Sat, 11 Jul 2026 10:16:37 UTC'")
+    return date
+
+
+def _http_date(when: datetime) -> str:
+    return format_datetime(when.astimezone(UTC), usegmt=True)
 
 
 def _listed_sha256(release: str, path: str) -> str:
@@ -173,7 +245,7 @@ def source_index(mirror: str, suite: str, scratch: Path) -> str:
     packed = scratch / f"{suite}.Sources.xz"
     packed.write_bytes(_get(f"{mirror.rstrip('/')}/dists/{suite}/main/source/Sources.xz").content)
     if sha256_file(packed) != expected:
-        raise GoldboxError(f"{mirror}/dists/{suite}/main/source/Sources.xz does not match the "
+        raise IndexRefused(f"{mirror}/dists/{suite}/main/source/Sources.xz does not match the "
                            "sha256 its signed InRelease lists")
     return lzma.decompress(packed.read_bytes()).decode()
 
@@ -207,19 +279,29 @@ def debian_index(mirror: str) -> Iterator[Callable[[str], str]]:
 
 def debian_releases(mirror: str, series: str, suites=DEBIAN_SUITES) -> list[Vouched]:
     """Every release of CPython `series` (e.g. "3.13", or one version "3.13.5") whose orig
-    tarball a suite's signed index lists, newest first, with that sha256."""
+    tarball a suite's signed index lists, newest first, with that sha256. A suite whose
+    index is refused (signature, replay, expiry) vouches for nothing and the others are
+    still read; if none vouches, the refusals are the error."""
     package = debian_orig(series)[0]
     releases: dict[str, Vouched] = {}
-    pattern = re.compile(rf"^{re.escape(package)}_(\d+\.\d+\.\d+)\.orig\.tar\.xz$")
+    refused: list[str] = []
+    pattern = re.compile(rf"{re.escape(package)}_([0-9]+\.[0-9]+\.[0-9]+)\.orig\.tar\.xz")
     with debian_index(mirror) as read:
         for suite in suites:
-            for name, digest in orig_checksums(read(suite), package).items():
-                match = pattern.match(name)
+            try:
+                sources = read(suite)
+            except IndexRefused as exc:
+                refused.append(str(exc))
+                continue
+            for name, digest in orig_checksums(sources, package).items():
+                match = pattern.fullmatch(name)
                 if not match or not (match.group(1) + ".").startswith(series + "."):
                     continue
                 version = match.group(1)
                 releases.setdefault(version, Vouched(
                     version, debian_pool_url(mirror, version), digest,
                     f"Debian archive's signed index ({suite})"))
+    if refused and not releases:
+        raise IndexRefused("; ".join(refused))
     return sorted(releases.values(), key=lambda r: tuple(map(int, r.version.split("."))),
                   reverse=True)

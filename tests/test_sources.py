@@ -8,20 +8,34 @@ import contextlib
 import functools
 import hashlib
 import http.server
+import shutil
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import requests
 
 from goldbox.artifacts import DEBIAN_MIRROR, ArtifactCache, sha256_file
 from goldbox.config import load_config
 from goldbox.errors import GoldboxError
 from goldbox.pin import set_toml_keys
-from goldbox.sources import debian_releases, fetch_tarball, verified_inrelease
+from goldbox.sources import (
+    IndexRefused,
+    check_release,
+    debian_releases,
+    fetch_tarball,
+    signed_text,
+    verified_inrelease,
+)
 from tests.conftest import run_invoke
 
 CONFIG = load_config()
 PY3135_SHA256 = "93e583f243454e6e9e4588ca2c2662206ad961659863277afcdb96801647d640"
+# forky's InRelease as deb.debian.org served it on 2026-11-28, signed by Debian's archive
+# key: Date 2026-10-30 08:08:01 UTC, Valid-Until 2026-11-06 08:08:01 UTC (the mirror had
+# stopped syncing testing; the index was already expired when recorded).
+EXPIRED_FORKY = Path(__file__).parent / "data" / "debian-forky-expired.InRelease"
 
 
 @contextlib.contextmanager
@@ -61,6 +75,85 @@ def test_a_tampered_inrelease_is_refused(tmp_path):
     with serving(tmp_path / "mirror") as mirror, \
             pytest.raises(GoldboxError, match="bad signature"):
         verified_inrelease(mirror, "trixie", scratch)
+
+
+def _forky_release(tmp_path: Path) -> str:
+    """The recorded forky index's signed text, through the real gpgv check."""
+    return signed_text(EXPIRED_FORKY, tmp_path / "forky.Release", str(EXPIRED_FORKY))
+
+
+@pytest.mark.parametrize(("suite", "now", "refusal"), [
+    ("forky", datetime(2026, 11, 1, tzinfo=UTC), None),
+    ("testing", datetime(2026, 11, 6, 8, 8, tzinfo=UTC), None),
+    ("trixie", datetime(2026, 11, 1, tzinfo=UTC),
+     "url: Suite = 'testing', Codename = 'forky': expected 'trixie' in either (another "
+     "suite's index: refused as a replay)"),
+    ("forky", datetime(2026, 11, 6, 8, 8, 1, tzinfo=UTC),
+     "url: Valid-Until = 'Fri, 06 Nov 2026 08:08:01 UTC': expected a time after Fri, 06 Nov "
+     "2026 08:08:01 GMT (this host's clock): the index expired"),
+    ("forky", datetime(2026, 10, 30, 7, 58, tzinfo=UTC),
+     "url: Date = 'Fri, 30 Oct 2026 08:08:01 UTC': expected no later than Fri, 30 Oct 2026 "
+     "07:58:00 GMT (this host's clock) plus 10 min"),
+], ids=["codename", "suite", "another suite", "expired", "from the future"])
+def test_release_fields_are_checked(tmp_path, suite, now, refusal):
+    release = _forky_release(tmp_path)
+    if refusal is None:
+        check_release(release, suite, "url", now)
+        return
+    with pytest.raises(IndexRefused) as refused:
+        check_release(release, suite, "url", now)
+    assert str(refused.value).startswith(refusal), refused.value
+    assert "\n" not in str(refused.value)
+
+
+def test_an_expired_index_is_refused(tmp_path):
+    """A validly signed but expired index, served by a mirror: gpgv accepts it, its
+    Valid-Until (2026-11-06) refuses it at this host's clock."""
+    dists = tmp_path / "mirror" / "dists" / "forky"
+    dists.mkdir(parents=True)
+    shutil.copy(EXPIRED_FORKY, dists / "InRelease")
+    with serving(tmp_path / "mirror") as mirror, pytest.raises(IndexRefused) as refused:
+        verified_inrelease(mirror, "forky", tmp_path)
+    message = str(refused.value)
+    assert message.startswith(f"{mirror}/dists/forky/InRelease: Valid-Until = "
+                              "'Fri, 06 Nov 2026 08:08:01 UTC': expected a time after ")
+    assert "\n" not in message
+
+
+def test_another_suites_index_is_refused(tmp_path):
+    """A mirror answers bookworm's request with trixie's (real, validly signed) index."""
+    verified_inrelease(DEBIAN_MIRROR, "trixie", tmp_path)
+    dists = tmp_path / "mirror" / "dists" / "bookworm"
+    dists.mkdir(parents=True)
+    shutil.copy(tmp_path / "trixie.InRelease", dists / "InRelease")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with serving(tmp_path / "mirror") as mirror, pytest.raises(IndexRefused) as refused:
+        verified_inrelease(mirror, "bookworm", scratch)
+    assert str(refused.value) == (
+        f"{mirror}/dists/bookworm/InRelease: Suite = 'stable', Codename = 'trixie': expected "
+        "'bookworm' in either (another suite's index: refused as a replay)")
+
+
+def test_a_refused_suite_vouches_for_nothing_the_others_still_do(tmp_path):
+    """forky's index is expired on this mirror, trixie's is current: trixie vouches; with
+    forky alone, its refusal is the error."""
+    mirror_dir = tmp_path / "mirror" / "dists"
+    (mirror_dir / "forky").mkdir(parents=True)
+    shutil.copy(EXPIRED_FORKY, mirror_dir / "forky" / "InRelease")
+    sources = mirror_dir / "trixie" / "main" / "source"
+    sources.mkdir(parents=True)
+    for path, relative in (("InRelease", "InRelease"),
+                           ("main/source/Sources.xz", "main/source/Sources.xz")):
+        response = requests.get(f"{DEBIAN_MIRROR}/dists/trixie/{path}", timeout=(15, 120))
+        response.raise_for_status()
+        (mirror_dir / "trixie" / relative).write_bytes(response.content)
+    with serving(tmp_path / "mirror") as mirror:
+        (release,) = debian_releases(mirror, "3.13.5", suites=("forky", "trixie"))
+        assert release.sha256 == PY3135_SHA256
+        assert release.voucher == "Debian archive's signed index (trixie)"
+        with pytest.raises(IndexRefused, match=r"/dists/forky/InRelease: Valid-Until = "):
+            debian_releases(mirror, "3.13.5", suites=("forky",))
 
 
 def test_python_org_unreachable_the_debian_archive_serves(tmp_path):
