@@ -299,10 +299,13 @@ def prune(c, keep=0, catalog=None, box=None):
             "server-name": "with --render-only: nginx's server_name (default: _)",
             "nginx-conf": "with --render-only: the nginx.conf of the nginx that includes the "
                           "site, for the reload command printed after a token change "
-                          "(default: nginx's own)"})
+                          "(default: nginx's own)",
+            "log-dir": "with --render-only: the folder of the site's access and error logs "
+                       "on the serving host (default: /var/log/nginx)"})
 @reports_errors
 def catalog_serve(c, catalog=None, port=None, cert=None, key=None, insecure_http=False,
-                  render_only=None, listen=None, server_name="_", nginx_conf=None):
+                  render_only=None, listen=None, server_name="_", nginx_conf=None,
+                  log_dir="/var/log/nginx"):
     """Serve a catalog directory with nginx on 127.0.0.1, or render its nginx site.
 
     A private nginx (config, pid, logs under build/catalog-serve/) serves metadata.json
@@ -321,7 +324,7 @@ def catalog_serve(c, catalog=None, port=None, cert=None, key=None, insecure_http
     base_url = config.project.catalog.base_url
     if render_only:
         site = host_site(Path(render_only), listen, server_name, cert, key, nginx_conf,
-                         insecure_http)
+                         insecure_http, log_dir)
         written = render_for_host(directory, site, base_url)
         print(f"wrote {written}: include it in nginx's http {{}} block, then "
               f"`{site.reload_command()}`")

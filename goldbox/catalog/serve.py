@@ -45,7 +45,8 @@ WORKER_USERS = ("www-data", "nobody")
 
 def host_site(directory: Path, listen: str | None = None,
               server_name: str = "_", cert: str | None = None, key: str | None = None,
-              nginx_conf: str | None = None, insecure_http: bool = False) -> Site:
+              nginx_conf: str | None = None, insecure_http: bool = False,
+              log_dir: str = "/var/log/nginx") -> Site:
     """The site `--render-only DIR` writes for a host's nginx: https on 443 with a
     certificate; without one, plain http on 80 only if the user said --insecure-http.
     Paths are as they will be on the serving host."""
@@ -60,8 +61,8 @@ def host_site(directory: Path, listen: str | None = None,
         "directory": str(directory.absolute()),
         "listen": listen or ("443" if cert else "80"), "server_name": server_name,
         "cert": cert, "key": key, "nginx_conf": nginx_conf, "insecure_http": insecure_http,
-        "access_log": "/var/log/nginx/goldbox-catalog.access.log",
-        "error_log": "/var/log/nginx/goldbox-catalog.error.log"}, "catalog-serve")
+        "access_log": f"{log_dir.rstrip('/')}/goldbox-catalog.access.log",
+        "error_log": f"{log_dir.rstrip('/')}/goldbox-catalog.error.log"}, "catalog-serve")
 
 
 def render_for_host(catalog_dir: Path, site: Site, base_url: str | None,

@@ -238,13 +238,22 @@ def record_site(catalog_dir: Path, site: Site, progress: Progress = print) -> No
 
 
 def rewrite_recorded_sites(catalog_dir: Path, progress: Progress = print) -> list[Site]:
-    """After a token change: render every recorded site again and say how to reload it."""
-    rewritten = []
+    """After a token change: render every recorded site again and say how to reload it.
+    One site that cannot be rewritten does not keep the others on the old tokens."""
+    rewritten, failed = [], []
     for site in recorded_sites(catalog_dir):
         if not os.path.isdir(site.directory):
             progress(f"{site.directory}: no longer there; its site was not rewritten")
             continue
-        write_site(catalog_dir, site)
+        try:
+            write_site(catalog_dir, site)
+        except GoldboxError as exc:
+            progress(str(exc))
+            failed.append(site.directory)
+            continue
         rewritten.append(site)
         progress(f"rewrote {site.tokens_file}: reload its nginx with `{site.reload_command()}`")
+    if failed:
+        raise GoldboxError(f"{_sites_path(catalog_dir)}: {len(failed)} recorded site(s) still "
+                           f"have the old tokens: {', '.join(failed)} (see above)")
     return rewritten
