@@ -43,6 +43,12 @@ _PR_SET_PDEATHSIG = 1
 WORKER_USERS = ("www-data", "nobody")
 
 
+def _require_cert_with_key(cert: object, key: object) -> None:
+    if (cert is None) != (key is None):
+        raise GoldboxError("catalog-serve: --cert and --key go together (the certificate "
+                           "chain and its private key)")
+
+
 def host_site(directory: Path, listen: str | None = None,
               server_name: str = "_", cert: str | None = None, key: str | None = None,
               nginx_conf: str | None = None, insecure_http: bool = False,
@@ -50,9 +56,7 @@ def host_site(directory: Path, listen: str | None = None,
     """The site `--render-only DIR` writes for a host's nginx: https on 443 with a
     certificate; without one, plain http on 80 only if the user said --insecure-http.
     Paths are as they will be on the serving host."""
-    if (cert is None) != (key is None):
-        raise GoldboxError("catalog-serve: --cert and --key go together (the certificate "
-                           "chain and its private key)")
+    _require_cert_with_key(cert, key)
     if cert is None and not insecure_http:
         raise GoldboxError("catalog-serve --render-only: no --cert/--key; a catalog beyond "
                            "this host is served over https: pass --cert FILE --key FILE "
@@ -66,7 +70,7 @@ def host_site(directory: Path, listen: str | None = None,
 
 
 def render_for_host(catalog_dir: Path, site: Site, base_url: str | None,
-                progress: Progress = print) -> Path:
+                    progress: Progress = print) -> Path:
     """Write `site` for a host's nginx and record it, so token changes reach it."""
     require_catalog_dir(catalog_dir, create=False)
     require_safe_transport(catalog_dir, site, base_url)
@@ -253,9 +257,7 @@ def serve(catalog_dir: Path, build_dir: Path, port: int = 8099, cert: Path | Non
     until interrupted (Ctrl-C or SIGTERM): https with `cert` and `key`, else plain http.
     A private catalog whose `base_url` is plain http on another host is refused unless
     `insecure_http` (the tokens would cross the network in clear text)."""
-    if (cert is None) != (key is None):
-        raise GoldboxError("catalog-serve: --cert and --key go together (the certificate "
-                           "chain and its private key)")
+    _require_cert_with_key(cert, key)
     require_catalog_dir(catalog_dir, create=False)
     runtime = Runtime.of(catalog_dir, build_dir)
     if (pid := runtime.running_pid()) is not None:

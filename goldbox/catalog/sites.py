@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shlex
-import stat
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -152,15 +151,12 @@ def render_tokens_map(catalog_dir: Path, tokens: dict[str, str]) -> str:
 
 
 def _require_ours(path: Path, header: str) -> None:
-    """Refuse to overwrite anything but a regular file goldbox rendered for this catalog."""
-    try:
-        info = path.lstat()
-    except FileNotFoundError:
+    """Refuse to overwrite anything but a regular file goldbox rendered for this catalog
+    (a recorded folder may be anyone's: the record lies in the catalog)."""
+    data = read_no_follow(path, "a site goldbox rendered")
+    if data is None:
         return
-    if not stat.S_ISREG(info.st_mode):
-        raise GoldboxError(f"{path}: not a regular file (a link?); refusing to overwrite it")
-    with open(path, "rb") as handle:
-        first = handle.readline(200).decode("utf-8", "replace")
+    first = data.split(b"\n", 1)[0].decode("utf-8", "replace") + "\n"
     if first != header:
         raise GoldboxError(f"{path}: not a file goldbox rendered for this catalog (its first "
                            f"line is not {header.strip()!r}); refusing to overwrite it")
