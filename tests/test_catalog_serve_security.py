@@ -313,6 +313,24 @@ def test_render_only_is_https_by_default_and_plain_http_must_be_asked_for(
     text = (out / "goldbox-catalog.conf").read_text()
     assert "listen 443 ssl;" in text and 'ssl_certificate "/etc/ssl/boxes.pem";' in text
     assert "ssl_protocols TLSv1.2 TLSv1.3;" in text and "disable_symlinks on;" in text
+    line = one_line_error(run_invoke(project_copy, "catalog-serve", "--catalog", str(catalog),
+                                     "--render-only", str(out), "--cert", "/etc/ssl/b.pem"))
+    assert "--cert and --key go together" in line
+    # With this host's real files, a host nginx accepts the https site (nginx -t).
+    add_token(project_copy, catalog, "alice")
+    real = run_invoke(project_copy, "catalog-serve", "--catalog", str(catalog), "--render-only",
+                      str(out), "--cert", str(tls["cert"]), "--key", str(tls["key"]),
+                      "--listen", "127.0.0.1:8443", "--log-dir", str(tmp_path))
+    assert real.returncode == 0, real.stderr
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "nginx.conf").write_text(
+        f"pid {host}/nginx.pid;\nerror_log {host}/error.log;\nevents {{}}\n"
+        f"http {{\n include {out}/goldbox-catalog.conf;\n}}\n")
+    checked = subprocess.run(["nginx", "-t", "-p", f"{host}/", "-c", str(host / "nginx.conf"),
+                              "-e", str(host / "error.log")],
+                             capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stderr
     plain = run_invoke(project_copy, "catalog-serve", "--catalog", str(catalog),
                        "--render-only", str(out), "--insecure-http")
     assert plain.returncode == 0, plain.stderr
