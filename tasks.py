@@ -286,29 +286,53 @@ def prune(c, keep=0, catalog=None, box=None):
 
 @task(help={"catalog": "catalog directory (default: catalog.location)",
             "port": "TCP port on 127.0.0.1 (default: catalog.serve_port; 0: any free port)",
+            "cert": "TLS certificate chain (PEM): serve https (TLS 1.2+); with --render-only "
+                    "its path on the serving host",
+            "key": "the certificate's private key (PEM), as for --cert",
+            "insecure-http": "allow plain http where tokens or boxes would cross a network: "
+                             "--render-only without --cert (port 80), or a private catalog "
+                             "whose catalog.base_url is http on another host",
             "render-only": "write the nginx site for another host's nginx into this folder "
-                           "instead of serving",
-            "listen": "with --render-only: nginx's listen value (default: 80)",
-            "server-name": "with --render-only: nginx's server_name (default: _)"})
+                           "instead of serving (needs --cert/--key or --insecure-http)",
+            "listen": "with --render-only: nginx's listen, PORT or ADDRESS:PORT (default: 443 "
+                      "with --cert, else 80)",
+            "server-name": "with --render-only: nginx's server_name (default: _)",
+            "nginx-conf": "with --render-only: the nginx.conf of the nginx that includes the "
+                          "site, for the reload command printed after a token change "
+                          "(default: nginx's own)",
+            "log-dir": "with --render-only: the folder of the site's access and error logs "
+                       "on the serving host (default: /var/log/nginx)"})
 @reports_errors
-def catalog_serve(c, catalog=None, port=None, render_only=None, listen="80", server_name="_"):
+def catalog_serve(c, catalog=None, port=None, cert=None, key=None, insecure_http=False,
+                  render_only=None, listen=None, server_name="_", nginx_conf=None,
+                  log_dir="/var/log/nginx"):
     """Serve a catalog directory with nginx on 127.0.0.1, or render its nginx site.
 
     A private nginx (config, pid, logs under build/catalog-serve/) serves metadata.json
-    as application/json and boxes with range requests, never dot files or unfinished
-    uploads, and checks teammates' tokens when the catalog has any (catalog-token).
-    --render-only DIR writes DIR/goldbox-catalog.conf to include in any host's nginx."""
+    as application/json and boxes with range requests, never dot files, links or
+    unfinished uploads, and checks teammates' tokens when the catalog has any
+    (catalog-token); https with --cert/--key. Started as root, its workers run as
+    www-data (else nobody), who must be able to read the catalog.
+    --render-only DIR writes DIR/goldbox-catalog.conf (and, for a private catalog, the
+    token map it includes) to include in any host's nginx, and records it in the catalog
+    so `catalog-token` rewrites its token map."""
     from goldbox.catalog import catalog_directory
-    from goldbox.catalog.serve import serve, write_site
+    from goldbox.catalog.serve import host_site, render_for_host, serve
 
     config = load_config(ROOT)
     directory = catalog_directory(catalog, config)
+    base_url = config.project.catalog.base_url
     if render_only:
-        site = write_site(directory, Path(render_only), listen, server_name)
-        print(f"wrote {site}: include it in nginx's http {{}} block, then `nginx -s reload`")
+        site = host_site(Path(render_only), listen, server_name, cert, key, nginx_conf,
+                         insecure_http, log_dir)
+        written = render_for_host(directory, site, base_url)
+        print(f"wrote {written}: include it in nginx's http {{}} block, then "
+              f"`{site.reload_command()}`")
         return
     serve(directory, config.build_dir,
-          config.project.catalog.serve_port if port is None else int(port))
+          config.project.catalog.serve_port if port is None else int(port),
+          cert=None if cert is None else Path(cert), key=None if key is None else Path(key),
+          base_url=base_url, insecure_http=insecure_http)
 
 
 @task(help={"prune": "evict entries the current config does not use (by age and size)",
@@ -403,10 +427,10 @@ def catalog_token(c, action, name, catalog=None):
     """Add (prints the new token) or revoke a teammate's read token for a catalog.
 
     The first token makes the catalog private: nginx answers 401 without a valid one.
-    A running `invoke catalog-serve` is reloaded; a site rendered with --render-only
-    must be rendered again and its nginx reloaded."""
+    A running `invoke catalog-serve` is reloaded; every site rendered with --render-only
+    is rendered again (its token map) and the command that reloads its nginx printed."""
     from goldbox.catalog import catalog_directory
-    from goldbox.catalog.serve import reload_if_serving
+    from goldbox.catalog.serve import token_changed
     from goldbox.catalog.tokens import add_token, revoke_token
 
     config = load_config(ROOT)
@@ -418,8 +442,8 @@ def catalog_token(c, action, name, catalog=None):
         print(f"revoked {name}'s token", file=sys.stderr)
     else:
         raise GoldboxError(f"catalog-token {action}: expected add or revoke")
-    reload_if_serving(directory, config.build_dir,
-                      progress=lambda line: print(line, file=sys.stderr))
+    token_changed(directory, config.build_dir,
+                  progress=lambda line: print(line, file=sys.stderr))
 
 
 @task(help={"catalog": "catalog directory or http(s) base URL (default: catalog.location)",

@@ -7,6 +7,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,17 +33,31 @@ def installed(home: Path) -> list[str]:
     return vagrant(home, "box", "list").stdout.strip().splitlines()
 
 
+def let_workers_in(catalog: Path) -> None:
+    """As root, catalog-serve runs nginx's workers as www-data, who must reach the
+    catalog: pytest's own temporary folders are 0700, so give others the right to enter
+    them (x only) as a team's /srv would. Nothing outside the temporary folder changes."""
+    temporary = Path(tempfile.gettempdir()).resolve()
+    for folder in [catalog.resolve(), *catalog.resolve().parents]:
+        if temporary in folder.parents:
+            folder.chmod(folder.stat().st_mode | 0o001)
+
+
 @contextlib.contextmanager
-def serving(project: Path, catalog: Path) -> Iterator[str]:
-    """`invoke catalog-serve` of `catalog` on a free port; yields its base URL."""
+def serving(project: Path, catalog: Path, *options: str) -> Iterator[str]:
+    """`invoke catalog-serve` of `catalog` on a free port (with `options`, e.g. --cert F
+    --key F); yields its base URL."""
+    if os.geteuid() == 0:
+        let_workers_in(catalog)
     invoke = Path(sys.executable).parent / "invoke"
     server = subprocess.Popen(
-        [str(invoke), "catalog-serve", "--catalog", str(catalog), "--port", "0"],
+        [str(invoke), "catalog-serve", "--catalog", str(catalog), "--port", "0", *options],
         cwd=project, env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         first = server.stdout.readline()
-        assert first.startswith(f"serving {catalog} at http://127.0.0.1:"), (
+        scheme = "https" if "--cert" in options else "http"
+        assert first.startswith(f"serving {catalog} at {scheme}://127.0.0.1:"), (
             first + server.stderr.read() if server.poll() is not None else first)
         yield first.split(" at ")[1].split()[0]
     finally:

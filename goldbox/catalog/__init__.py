@@ -9,7 +9,8 @@ One module per concern:
     versions  publish, release, revoke, prune (changes under the lock)
     listing   `invoke boxes`
     tokens    per-teammate read tokens
-    serve     nginx: the rendered site and `invoke catalog-serve`
+    sites     the nginx sites rendered for a catalog, and their record (token changes)
+    serve     nginx: `invoke catalog-serve` and `--render-only`
     check     `invoke catalog-check`
 """
 

@@ -1,47 +1,110 @@
 """Read tokens for a private catalog, one per teammate, so revoking one leaves the others
 working. They live in `<catalog>/.goldbox-tokens.json`, mode 0600 (a dot file: never
-served). nginx checks them (see serve.py); adding or revoking one re-renders the site
-and reloads a running `invoke catalog-serve`.
+served). nginx checks them (see serve.py); adding or revoking one rewrites the token map
+of every site goldbox rendered for the catalog and reloads a running `invoke catalog-serve`.
 
 The tokens are stored as they are, not hashed: stock nginx (Debian's build has no perl
 or njs module) cannot hash a request header, and its `map` compares strings, so the
-rendered site must hold them anyway; both files are readable by their owner only."""
+rendered token map must hold them anyway; both files are readable by their owner only.
+
+Whoever can write the catalog can write this file, so it is untrusted input: it is
+opened without following a link, and every name and token is checked on every load
+against an allow-list (nginx config is rendered from it)."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import secrets
+import stat
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, RootModel, ValidationError
 
 from goldbox.catalog.layout import require_catalog_dir
 from goldbox.catalog.store import Progress, catalog_lock, write_file_atomically
 from goldbox.errors import GoldboxError
 
 TOKENS_FILE = ".goldbox-tokens.json"
-_TEAMMATE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{32,}$")
+_TEAMMATE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{32,}")
+EXPECTED_TEAMMATE = "a teammate name of 1-64 letters, digits, '.', '_', '@' or '-' " \
+                    "(starting with a letter or digit)"
+EXPECTED_TOKEN = "a token of 32 or more of A-Z a-z 0-9 _ -"
+_MAX_BYTES = 1 << 20
+
+
+def _allowed(pattern: re.Pattern[str], expected: str):
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(expected)
+        return value
+    return AfterValidator(check)
+
+
+Teammate = Annotated[str, _allowed(_TEAMMATE, EXPECTED_TEAMMATE)]
+Token = Annotated[str, _allowed(_TOKEN, EXPECTED_TOKEN)]
+
+
+class Tokens(RootModel[dict[Teammate, Token]]):
+    """.goldbox-tokens.json: teammate name -> token."""
 
 
 def tokens_path(catalog_dir: Path) -> Path:
     return catalog_dir / TOKENS_FILE
 
 
+def read_no_follow(path: Path, what: str) -> bytes | None:
+    """The bytes of `path` (`what` it holds, for messages), None if there is none; a link
+    or anything but a regular file is refused (a link planted in the catalog must not make
+    goldbox read another file, and a dangling one must not make a private catalog public)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise GoldboxError(f"{path}: is a symbolic link; refusing to follow it "
+                               f"(expected a regular file: {what})") from None
+        raise GoldboxError(f"{path}: cannot read {what}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise GoldboxError(f"{path}: not a regular file; expected {what}")
+        data = handle.read(_MAX_BYTES + 1)
+    if len(data) > _MAX_BYTES:
+        raise GoldboxError(f"{path}: larger than {_MAX_BYTES} bytes; expected {what}")
+    return data
+
+
+def parse_tokens(data: bytes, label: str) -> dict[str, str]:
+    """Teammate name -> token from the file's bytes, or one line naming `label`, the key
+    and what was expected."""
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise GoldboxError(f"{label}: not valid JSON: {exc}") from None
+    try:
+        return dict(Tokens.model_validate(raw).root)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        if not error["loc"]:
+            raise GoldboxError(f"{label}: expected an object of teammate name -> token"
+                               ) from None
+        key = error["loc"][0]
+        if error["loc"][-1] == "[key]":
+            raise GoldboxError(f"{label}: teammate name {key!r}: expected {EXPECTED_TEAMMATE}"
+                               ) from None
+        raise GoldboxError(f"{label}: {key}: expected {EXPECTED_TOKEN}") from None
+
+
 def load_tokens(catalog_dir: Path) -> dict[str, str] | None:
     """Teammate name -> token; None when the catalog is public (no token file)."""
     path = tokens_path(catalog_dir)
-    if not path.exists():
-        return None
-    try:
-        tokens = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GoldboxError(f"{path}: cannot read the catalog's tokens: {exc}") from None
-    if not isinstance(tokens, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) and _TOKEN.match(v)
-            for k, v in tokens.items()):
-        raise GoldboxError(f"{path}: expected an object of teammate name -> token "
-                           f"(32 or more of A-Z a-z 0-9 _ -)")
-    return tokens
+    data = read_no_follow(path, "the catalog's tokens")
+    return None if data is None else parse_tokens(data, str(path))
 
 
 def _save(catalog_dir: Path, tokens: dict[str, str]) -> None:
@@ -52,9 +115,8 @@ def _save(catalog_dir: Path, tokens: dict[str, str]) -> None:
 
 def add_token(catalog_dir: Path, name: str, progress: Progress = print) -> str:
     """A new read token for teammate `name`; makes the catalog private if it was not."""
-    if not _TEAMMATE.match(name):
-        raise GoldboxError(f"catalog-token add {name!r}: expected a teammate name of "
-                           f"letters, digits, '.', '_', '@' or '-'")
+    if not _TEAMMATE.fullmatch(name):
+        raise GoldboxError(f"catalog-token add {name!r}: expected {EXPECTED_TEAMMATE}")
     require_catalog_dir(catalog_dir, create=False)
     with catalog_lock(catalog_dir, progress):
         tokens = load_tokens(catalog_dir) or {}
