@@ -108,7 +108,10 @@ def test_publish_refuses_a_build_without_its_plan(catalog, boxes_dir):
                                            rf"build's plan beside its manifest"):
         publish(manifest, catalog, progress=QUIET)
     plan.write_text("{not json")
-    with pytest.raises(GoldboxError, match=rf"^{plan}: not valid JSON"):
+    with pytest.raises(GoldboxError, match=rf"^{plan}: not a readable plan"):
+        publish(manifest, catalog, progress=QUIET)
+    plan.write_text('{"format": 1}')  # JSON, but not a plan
+    with pytest.raises(GoldboxError, match=rf"^{plan}: platform: Field required"):
         publish(manifest, catalog, progress=QUIET)
     assert tree(catalog) == before
 

@@ -160,7 +160,9 @@ def test_a_disk_that_fills_after_the_copy_takes_the_new_box_back(small_disk, tmp
     # state cannot.
     stats = os.statvfs(small_disk)
     page = stats.f_frsize
-    filler_size = stats.f_bavail * page - ((box_size + page - 1) // page + 1) * page
+    plan_size = (new.parent / "plan.json").stat().st_size
+    filler_size = stats.f_bavail * page - sum((size + page - 1) // page * page
+                                              for size in (box_size, plan_size))
     (catalog / "filler").write_bytes(b"\0" * filler_size)
     before = _files(catalog)
     result = run_invoke(project_copy, "publish", "--release", "--manifest", str(new),

@@ -12,7 +12,6 @@ no entry names (dangling), none named that is missing."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from goldbox.catalog.layout import (
 from goldbox.catalog.metadata import CHANNELS, SEMVER, Version, load_state, parse_metadata
 from goldbox.catalog.store import open_no_follow
 from goldbox.errors import GoldboxError
+from goldbox.plan_model import parse_plan
 
 _CHUNK = 1 << 20
 
@@ -202,9 +202,11 @@ def _plan_problem(source, relative: str) -> str | None:
     if data is None:
         return f"{source.where(relative)}: missing (publish copies the build's plan.json)"
     try:
-        json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return f"{source.where(relative)}: not valid JSON: {exc}"
+        parse_plan(data.decode(), source.where(relative))
+    except UnicodeDecodeError as exc:
+        return f"{source.where(relative)}: not a readable plan: {exc}"
+    except GoldboxError as exc:
+        return str(exc)
     return None
 
 

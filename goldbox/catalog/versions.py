@@ -13,7 +13,6 @@ folders the state does not name) are swept by the next change, under the same lo
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -60,6 +59,7 @@ from goldbox.catalog.store import (
 )
 from goldbox.errors import GoldboxError
 from goldbox.manifest import Manifest, read_manifest
+from goldbox.plan_model import parse_plan
 
 DEFAULT_GRACE_HOURS = 24.0
 
@@ -96,14 +96,15 @@ def read_build(manifest_path: Path) -> Build:
     plan_path = manifest_path.parent / PLAN
     try:
         plan = plan_path.read_bytes()
-        json.loads(plan)
     except FileNotFoundError:
         raise GoldboxError(f"{plan_path}: no such file: publish needs the build's plan "
                            f"beside its manifest (`invoke image` writes both)") from None
     except OSError as exc:
         raise os_failure(plan_path, "read", exc) from None
-    except ValueError as exc:
-        raise invalid(str(plan_path), f"not valid JSON: {exc}") from None
+    try:
+        parse_plan(plan.decode(), str(plan_path))
+    except UnicodeDecodeError as exc:
+        raise invalid(str(plan_path), f"not a readable plan: {exc}") from None
     return Build(manifest, box, plan)
 
 
