@@ -226,7 +226,8 @@ def destroy(c, platform=None, purge=False):
             "base-url": "URL the catalog directory is served under; metadata.json's box "
                         "URLs use it (default: catalog.base_url, else file:// URLs of "
                         "the directory)",
-            "force": "replace a version + provider that is already published",
+            "force": "replace the box of a candidate version + provider already published "
+                     "(a released version never changes: publish a new version)",
             "release": "release it at once (skip the candidate stage)"})
 @reports_errors
 def publish(c, platform=None, manifest=None, catalog=None, base_url=None, force=False,
@@ -263,15 +264,19 @@ def boxes(c, catalog=None, box=None):
                                                     if is_url(location) else None))))
 
 
-@task(help={"keep": "how many of the newest versions to keep (at least 1)",
+@task(help={"keep": "how many of the newest released versions to keep (at least 1)",
             "catalog": "catalog directory (default: catalog.location)",
             "box": "box name (default: box.name in goldbox.toml)"})
 @reports_errors
 def prune(c, keep=0, catalog=None, box=None):
-    """Remove a box's older versions from a catalog: metadata entries and box files.
+    """Remove a box's older released versions from a catalog: entries now, files later.
 
-    Also deletes the files of versions revoked more than catalog.revoke_grace_hours ago
-    and, where libvirt answers, the pool volumes of box versions no longer installed."""
+    Keeps the --keep newest released versions and every candidate newer than them;
+    older released versions and candidates older than the newest release leave every
+    channel now, and their files go after catalog.revoke_grace_hours (downloads under
+    way finish), as a revoked version's do. Also deletes the files of versions revoked
+    or pruned longer ago than that and, where libvirt answers, the pool volumes of box
+    versions no longer installed."""
     from goldbox.catalog import catalog_directory
     from goldbox.catalog import prune as prune_versions
 
@@ -404,19 +409,21 @@ def release(c, version, catalog=None, box=None):
 
 @task(help={"version": "the version to revoke",
             "catalog": "catalog directory (default: catalog.location)",
-            "box": "box name (default: box.name)"})
+            "box": "box name (default: box.name)",
+            "now": "also delete its files at once, without a grace period (a leaked box)"})
 @reports_errors
-def revoke(c, version, catalog=None, box=None):
+def revoke(c, version, catalog=None, box=None, now=False):
     """Revoke a version: hidden from every channel at once, files deleted later.
 
     Its files stay catalog.revoke_grace_hours (for downloads under way); the next
-    publish, prune or revoke after that deletes them."""
+    publish, prune or revoke after that deletes them. With --now they go at once."""
     from goldbox.catalog import catalog_directory
     from goldbox.catalog import revoke as revoke_version
 
     config = load_config(ROOT)
     revoke_version(catalog_directory(catalog, config), box or config.project.box.name,
-                   version, grace_hours=config.project.catalog.revoke_grace_hours)
+                   version, grace_hours=config.project.catalog.revoke_grace_hours,
+                   delete_now=now)
 
 
 @task(help={"action": "add or revoke",

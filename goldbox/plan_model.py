@@ -148,12 +148,21 @@ def check_plan(data: dict, label: str) -> Plan:
         raise GoldboxError(f"{label}: {key}: {error['msg']}") from None
 
 
+def parse_plan(text: str, label: str) -> Plan:
+    """A plan from its JSON text (a file, or one a catalog serves), named `label`."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise GoldboxError(f"{label}: not a readable plan: {exc}") from None
+    if not isinstance(data, dict):
+        raise GoldboxError(f"{label}: expected a JSON object")
+    return check_plan(data, label)
+
+
 def read_plan(path: Path) -> Plan:
     """The plan at `path`: the host's one reader of plan.json."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise GoldboxError(f"{path}: not a readable plan: {exc}") from None
-    if not isinstance(data, dict):
-        raise GoldboxError(f"{path}: expected a JSON object")
-    return check_plan(data, str(path))
+    return parse_plan(text, str(path))

@@ -1,16 +1,22 @@
 """Small but real Vagrant boxes for the catalog tests: a libvirt .box (tar.gz with
-metadata.json, a Vagrantfile and a qcow2 box.img; it does not boot) and the manifest.json
-`invoke image` would write beside it (docs/contracts.md)."""
+metadata.json, a Vagrantfile and a qcow2 box.img; it does not boot), the manifest.json
+`invoke image` would write beside it (docs/contracts.md) and the build's plan.json there
+(rendered from the project's debian-12 platform, as `invoke image` renders it; publish
+copies it into the catalog)."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
+from goldbox.config import load_config
 from goldbox.files import sha256_file
+from goldbox.render import render_platform
 
 BOX_NAME = "goldbox-test"
 
@@ -28,6 +34,14 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info.size = len(data)
     info.mode = 0o644
     tar.addfile(info, io.BytesIO(data))
+
+
+@functools.cache
+def rendered_plan() -> bytes:
+    """The project's debian-12 plan.json, rendered once per test session."""
+    config = load_config()
+    with tempfile.TemporaryDirectory(prefix="goldbox-plan-") as out:
+        return render_platform(config, config.platform("debian-12"), Path(out)).plan.read_bytes()
 
 
 def make_box(dest_dir: Path, version: str, *, box_name: str = BOX_NAME,
@@ -61,4 +75,5 @@ def make_box(dest_dir: Path, version: str, *, box_name: str = BOX_NAME,
     }
     path = dest_dir / "manifest.json"
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    (dest_dir / "plan.json").write_bytes(rendered_plan())
     return path

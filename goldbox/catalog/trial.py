@@ -92,18 +92,18 @@ def choose(target: Target) -> Candidate:
         except (OSError, UnicodeDecodeError) as exc:
             raise GoldboxError(f"{path}: cannot read: {exc}") from None
     metadata = parse_metadata(text, target.metadata_url)
-    versions = sorted(metadata["versions"], key=lambda v: semver_key(v["version"]))
+    versions = sorted(metadata.versions, key=lambda v: semver_key(v.version))
     if target.version:
-        versions = [v for v in versions if v["version"] == target.version]
+        versions = [v for v in versions if v.version == target.version]
     if not versions:
         raise GoldboxError(f"{target.metadata_url}: no version "
                            f"{target.version or ''} listed".replace("  ", " "))
     entry = versions[-1]
-    provider = next((p for p in entry["providers"] if p["name"] == PROVIDER), None)
-    if provider is None or provider.get("checksum_type") != "sha256":
-        raise GoldboxError(f"{target.metadata_url}: version {entry['version']} has no "
+    provider = next((p for p in entry.providers if p.name == PROVIDER), None)
+    if provider is None or provider.checksum_type != "sha256":
+        raise GoldboxError(f"{target.metadata_url}: version {entry.version} has no "
                            f"{PROVIDER} box with a sha256 checksum")
-    return Candidate(metadata["name"], entry["version"], provider["url"], provider["checksum"])
+    return Candidate(metadata.name, entry.version, provider.url, provider.checksum)
 
 
 def download_box(candidate: Candidate, dest: Path) -> Path:
