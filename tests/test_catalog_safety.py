@@ -182,7 +182,7 @@ def test_as_root_a_catalog_others_can_write_is_refused(mode, project_copy, catal
     for args in (["publish", "--manifest", str(boxes_dir("1.1.0"))],
                  ["release", "1.0.0", "--box", BOX_NAME],
                  ["prune", "--keep", "1", "--box", BOX_NAME],
-                 ["catalog-serve", "--render-only", str(tmp_path / "site")]):
+                 ["catalog-serve", "--render-only", str(tmp_path / "site"), "--insecure-http"]):
         line = refused(project_copy, catalog, *args, "--catalog", str(catalog))
         assert line == (f"goldbox: error: {catalog}: writable by group or others (mode "
                         f"{mode:04o}) and goldbox runs as root: run `chmod go-w {catalog}`")
