@@ -140,7 +140,7 @@ def capture(
     argv, shown = _argv(cmd, False, None)
     try:
         result = subprocess.run(
-            argv, cwd=cwd, input=input, capture_output=True, text=True, errors="replace",
+            argv, cwd=cwd, input=input, capture_output=True, encoding="utf-8", errors="replace",
             timeout=timeout, env={**os.environ, **env} if env else None,
             stdin=None if input is not None else subprocess.DEVNULL,
             check=False)
