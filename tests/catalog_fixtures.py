@@ -33,11 +33,12 @@ def installed(home: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def serving(project: Path, catalog: Path) -> Iterator[str]:
-    """`invoke catalog-serve` of `catalog` on a free port; yields its base URL."""
+def serving(project: Path, catalog: Path, wrapper: tuple[str, ...] = ()) -> Iterator[str]:
+    """`invoke catalog-serve` of `catalog` on a free port; yields its base URL. `wrapper`
+    runs it inside something, e.g. `ip netns exec NAME` (the e2e's network namespace)."""
     invoke = Path(sys.executable).parent / "invoke"
     server = subprocess.Popen(
-        [str(invoke), "catalog-serve", "--catalog", str(catalog), "--port", "0"],
+        [*wrapper, str(invoke), "catalog-serve", "--catalog", str(catalog), "--port", "0"],
         cwd=project, env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
