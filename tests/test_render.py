@@ -181,3 +181,14 @@ def test_a_platform_description_cannot_leave_its_packer_comment(tmp_path):
     assert '\nvariable "evil"' not in rendered.packer_template.read_text()
     packer_validate(rendered.packer_template)
     packer_validate(rendered.system_template)
+
+
+def test_a_trial_vm_gets_a_libvirt_domain_name_of_its_own(tmp_path):
+    """`verify --from-catalog`'s VM: vagrant-libvirt names it from default_prefix, not
+    from the folder (which `invoke up` names its VM from)."""
+    from goldbox.render import render_vagrantfile
+
+    vagrantfile = render_vagrantfile(CONFIG, CONFIG.platform("debian-12"), tmp_path,
+                                     RenderOptions(domain_prefix="goldbox-trial-0.1.0-"))
+    assert "    libvirt.default_prefix = 'goldbox-trial-0.1.0-'\n" in vagrantfile.read_text()
+    assert "validated successfully" in vagrant_validate(vagrantfile)
