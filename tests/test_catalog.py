@@ -49,6 +49,10 @@ def metadata(catalog: Path, box: str = BOX_NAME) -> dict:
     return json.loads((catalog / box / "metadata.json").read_text())
 
 
+def state_versions(catalog: Path, box: str = BOX_NAME) -> list[dict]:
+    return json.loads((catalog / box / STATE_FILE).read_text())["versions"]
+
+
 def versions(catalog: Path, box: str = BOX_NAME) -> list[str]:
     return [entry["version"] for entry in metadata(catalog, box)["versions"]]
 
@@ -91,18 +95,32 @@ def test_publish_lays_out_versions_with_checksums_and_file_urls(catalog, boxes_d
     assert not list(catalog.rglob(f"{PARTIAL_PREFIX}*"))
 
 
-def test_existing_version_is_refused_unless_forced(catalog, boxes_dir, tmp_path):
-    publish_released(boxes_dir("1.0.0"), catalog, progress=QUIET)
+def test_existing_candidate_is_refused_unless_forced(catalog, boxes_dir, tmp_path):
+    publish(boxes_dir("1.0.0"), catalog, progress=QUIET)
     before = tree(catalog)
     rebuilt = make_box(tmp_path / "rebuilt", "1.0.0")  # same version, other bytes
     with pytest.raises(GoldboxError, match=r"metadata.json: version 1.0.0 already has a "
                                            r"libvirt box; pass --force"):
-        publish_released(rebuilt, catalog, progress=QUIET)
+        publish(rebuilt, catalog, progress=QUIET)
     assert tree(catalog) == before
-    publish_released(rebuilt, catalog, force=True, progress=QUIET)
-    (entry,) = metadata(catalog)["versions"]
-    assert len(entry["providers"]) == 1
+    publish(rebuilt, catalog, force=True, progress=QUIET)
+    (entry,) = state_versions(catalog)
+    assert len(entry["providers"]) == 1 and entry["status"] == "candidate"
     assert entry["providers"][0]["checksum"] == json.loads(rebuilt.read_text())["box_sha256"]
+
+
+def test_a_released_version_never_changes_not_even_with_force(catalog, boxes_dir, tmp_path):
+    published = publish_released(boxes_dir("1.0.0"), catalog, progress=QUIET)
+    before = tree(catalog)
+    rebuilt = make_box(tmp_path / "rebuilt", "1.0.0")  # same version, other bytes
+    for force in (False, True):
+        with pytest.raises(GoldboxError, match=r"metadata.json: version 1.0.0 is released "
+                                               r"and a released version never changes "
+                                               r"\(not even with --force\); publish a new "
+                                               r"version"):
+            publish_released(rebuilt, catalog, force=force, progress=QUIET)
+    assert tree(catalog) == before
+    assert published.box_path.is_file()
 
 
 def test_a_box_whose_bytes_differ_from_its_manifest_is_not_published(catalog, boxes_dir):
@@ -145,14 +163,42 @@ def test_boxes_table_reads_the_manifests(catalog, boxes_dir):
     assert "KiB" in table[1] and "2026-11-25T02:00:00Z" in table[1]
 
 
-def test_prune_keeps_the_newest_and_removes_entries_and_files(catalog, boxes_dir):
+def test_prune_hides_older_releases_now_and_deletes_their_files_after_the_grace(catalog,
+                                                                              boxes_dir):
     for version in ("0.1.0", "0.2.0", "0.10.0", "1.0.0"):
         publish_released(boxes_dir(version), catalog, progress=QUIET)
-    assert prune(catalog, BOX_NAME, keep=2, progress=QUIET) == ["0.1.0", "0.2.0"]
+    pruned_at = 1_800_000_000.0
+    assert prune(catalog, BOX_NAME, keep=2, grace_hours=24, now=pruned_at,
+                 progress=QUIET) == ["0.1.0", "0.2.0"]
     assert versions(catalog) == ["0.10.0", "1.0.0"]
+    candidate = json.loads((catalog / BOX_NAME / "channels" / "candidate" / "metadata.json")
+                           .read_text())
+    assert [v["version"] for v in candidate["versions"]] == ["0.10.0", "1.0.0"]
+    for version in ("0.1.0", "0.2.0"):  # kept for downloads under way
+        assert any((catalog / BOX_NAME / version / "libvirt").glob("*.box"))
+    assert prune(catalog, BOX_NAME, keep=2, grace_hours=24, now=pruned_at + 24 * 3600,
+                 progress=QUIET) == ["0.1.0", "0.2.0"]
     assert sorted(p.name for p in (catalog / BOX_NAME).iterdir()) == [
         STATE_FILE, "0.10.0", "1.0.0", "channels", "metadata.json"]
-    assert prune(catalog, BOX_NAME, keep=2, progress=QUIET) == []
+    assert prune(catalog, BOX_NAME, keep=2, grace_hours=24, now=pruned_at + 25 * 3600,
+                 progress=QUIET) == []
+
+
+def test_prune_counts_released_versions_only_and_keeps_a_newer_candidate(catalog,
+                                                                         boxes_dir):
+    publish_released(boxes_dir("1.0.0"), catalog, progress=QUIET)
+    publish(boxes_dir("1.1.0"), catalog, progress=QUIET)  # on trial
+    assert prune(catalog, BOX_NAME, keep=1, grace_hours=0, progress=QUIET) == []
+    assert versions(catalog) == ["1.0.0"]  # the stable channel is not emptied
+    for version in ("1.0.0", "1.1.0"):
+        assert any((catalog / BOX_NAME / version / "libvirt").glob("*.box"))
+    assert [(v["version"], v["status"]) for v in state_versions(catalog)] == [
+        ("1.0.0", "released"), ("1.1.0", "candidate")]
+    # A candidate older than the newest release was passed over: it goes.
+    publish(boxes_dir("0.9.0"), catalog, progress=QUIET)
+    assert prune(catalog, BOX_NAME, keep=1, grace_hours=0, progress=QUIET) == ["0.9.0"]
+    assert not (catalog / BOX_NAME / "0.9.0").exists()
+    assert [v["version"] for v in state_versions(catalog)] == ["1.0.0", "1.1.0"]
 
 
 def test_invoke_publish_defaults_to_the_built_box_and_the_configured_catalog(project_copy):

@@ -33,7 +33,7 @@ def progress(line):
     if line.startswith(sys.argv[3]):
         os.kill(os.getpid(), signal.SIGKILL)
 
-publish(Path(sys.argv[1]), Path(sys.argv[2]), force=True, release=True, progress=progress)
+publish(Path(sys.argv[1]), Path(sys.argv[2]), force=True, progress=progress)
 """
 
 
@@ -47,20 +47,21 @@ def test_publish_force_killed_between_steps_leaves_a_catalog_vagrant_accepts(
     catalog = tmp_path / "catalog"
     catalog.mkdir()
     first = make_box(tmp_path / "first", "1.0.0")
-    publish(first, catalog, release=True, progress=QUIET)
+    publish(first, catalog, progress=QUIET)  # a candidate: --force may replace its box
     rebuilt = make_box(tmp_path / "rebuilt", "1.0.0")  # same version, other bytes
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     child = subprocess.run([sys.executable, "-c", KILLED_AT_STEP, str(rebuilt), str(catalog),
                             step], env=env, capture_output=True, text=True, check=False)
     assert child.returncode == -signal.SIGKILL, child.stderr
 
-    # Whichever instant it died at, metadata.json names a complete box with its checksum.
-    metadata = json.loads((catalog / BOX_NAME / "metadata.json").read_text())
+    # Whichever instant it died at, the channel names a complete box with its checksum.
+    channel = catalog / BOX_NAME / "channels" / "candidate" / "metadata.json"
+    metadata = json.loads(channel.read_text())
     (provider,) = metadata["versions"][0]["providers"]
     expected = _box_sha(first) if step == "copied " else _box_sha(rebuilt)
     assert provider["checksum"] == expected
     home = tmp_path / "vagrant.d"
-    vagrant(home, "box", "add", str(catalog / BOX_NAME / "metadata.json"))
+    vagrant(home, "box", "add", str(channel))
     assert installed(home) == [f"{BOX_NAME} (libvirt, 1.0.0)"]
 
     # The next change sweeps what the killed one left; the check then finds nothing.

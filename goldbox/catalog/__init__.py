@@ -5,7 +5,7 @@ release life cycle, channels, per-teammate tokens, nginx serving and a check.
 One module per concern:
     layout    where a catalog is and how its tree is laid out
     store     the lock, atomic writes and copies
-    metadata  manifests, Vagrant metadata, the version states and channels
+    metadata  Vagrant metadata and the version states (typed), and the channels
     versions  publish, release, revoke, prune (changes under the lock)
     listing   `invoke boxes`
     tokens    per-teammate read tokens
@@ -25,13 +25,14 @@ from goldbox.catalog.layout import (
     is_url,
 )
 from goldbox.catalog.listing import BoxRow, format_table, list_boxes
-from goldbox.catalog.metadata import CHANNELS, parse_metadata, read_manifest
+from goldbox.catalog.metadata import CHANNELS, BoxMetadata, Provider, Version, parse_metadata
 from goldbox.catalog.store import catalog_lock
 from goldbox.catalog.versions import Published, prune, publish, record_verified, release, revoke
 
 __all__ = [
-    "CHANNELS", "LOCK_FILE", "METADATA", "PARTIAL_PREFIX", "STATE_FILE", "BoxRow",
+    "CHANNELS", "LOCK_FILE", "METADATA", "PARTIAL_PREFIX", "STATE_FILE", "BoxMetadata",
+    "BoxRow", "Provider", "Version",
     "Published", "box_file_name", "catalog_directory", "catalog_location", "catalog_lock",
     "channel_url_path", "format_table", "is_url", "list_boxes", "parse_metadata", "prune",
-    "publish", "read_manifest", "record_verified", "release", "revoke",
+    "publish", "record_verified", "release", "revoke",
 ]

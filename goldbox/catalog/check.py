@@ -5,13 +5,15 @@ Per box and channel: metadata that parses, the box name matching its folder, ver
 that are semver, unique and in the order Vagrant sorts them (numerically, part by part),
 a lowercase checksum type, one provider entry per (provider, architecture), every box
 there with the sha256 the metadata claims (downloaded again over HTTP), metadata.json
-served as application/json. In a directory also: no box file or version folder that no
-entry names (dangling), none named that is missing."""
+served as application/json. In a directory also: no
+symbolic link in a box's tree (nothing is followed), no box file or version folder that
+no entry names (dangling), none named that is missing."""
 
 from __future__ import annotations
 
 import hashlib
-import json
+import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +21,14 @@ from urllib.parse import urlsplit
 
 import requests
 
-from goldbox.catalog.layout import CHANNELS_DIR, METADATA, semver_key
-from goldbox.catalog.metadata import CHANNELS, load_state
-from goldbox.config import SEMVER
+from goldbox.catalog.layout import (
+    CHANNELS_DIR,
+    METADATA,
+    require_safe_box_dir,
+    semver_key,
+)
+from goldbox.catalog.metadata import CHANNELS, SEMVER, Version, load_state, parse_metadata
+from goldbox.catalog.store import open_no_follow
 from goldbox.errors import GoldboxError
 
 _CHUNK = 1 << 20
@@ -46,7 +53,10 @@ class _Directory:
     def read(self, relative: str) -> bytes | None:
         path = self.root / relative
         try:
-            return path.read_bytes() if path.is_file() else None
+            with os.fdopen(open_no_follow(path, os.O_RDONLY), "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
         except OSError as exc:
             raise GoldboxError(f"{path}: cannot read: {exc.strerror}") from None
 
@@ -55,13 +65,15 @@ class _Directory:
 
     def box_chunks(self, relative: str, url: str) -> Iterator[bytes] | None:
         path = self.root / relative
-        if not path.is_file():
+        try:
+            fd = open_no_follow(path, os.O_RDONLY)
+        except FileNotFoundError:
             return None
-        return _file_chunks(path)
+        return _file_chunks(fd)
 
 
-def _file_chunks(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as handle:
+def _file_chunks(fd: int) -> Iterator[bytes]:
+    with os.fdopen(fd, "rb") as handle:
         while chunk := handle.read(_CHUNK):
             yield chunk
 
@@ -121,74 +133,57 @@ def _check_channel(source, box: str, relative: str, report: Report,
         report.add(where, f"served as {content_type!r}, not application/json: Vagrant "
                           f"would take it for a box file")
     try:
-        metadata = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        metadata = parse_metadata(data.decode(), where)
+    except UnicodeDecodeError as exc:
         report.add(where, f"not valid JSON: {exc}")
         return set()
-    if not isinstance(metadata, dict) or not isinstance(metadata.get("versions"), list):
-        report.add(where, "not Vagrant box metadata: expected an object with 'versions'")
+    except GoldboxError as exc:
+        report.problems.append(str(exc))
         return set()
-    if metadata.get("name") != box:
-        report.add(where, f"name = {metadata.get('name')!r}, but it lies in the folder of "
+    if metadata.name != box:
+        report.add(where, f"name = {metadata.name!r}, but it lies in the folder of "
                           f"box {box!r}")
-    named: set[str] = set()
-    versions = [v.get("version") if isinstance(v, dict) else None
-                for v in metadata["versions"]]
-    semver = [v for v in versions if isinstance(v, str) and SEMVER.match(v)]
-    for index, version in enumerate(versions):
-        if version not in semver:
-            report.add(where, f"versions[{index}].version = {version!r}: expected "
-                              f"MAJOR.MINOR.PATCH")
-    if len(set(semver)) != len(semver):
+    versions = [v.version for v in metadata.versions]
+    if len(set(versions)) != len(versions):
         report.add(where, f"versions listed twice: "
-                          f"{', '.join(sorted({v for v in semver if semver.count(v) > 1}))}")
-    if semver != sorted(semver, key=semver_key):
-        report.add(where, f"versions out of Vagrant's order: {', '.join(semver)} (expected "
-                          f"{', '.join(sorted(semver, key=semver_key))})")
-    for entry in metadata["versions"]:
-        if isinstance(entry, dict) and entry.get("version") in semver:
-            named |= _check_providers(source, box, where, entry, report, digests)
+                          f"{', '.join(sorted({v for v in versions if versions.count(v) > 1}))}")
+    if versions != sorted(versions, key=semver_key):
+        report.add(where, f"versions out of Vagrant's order: {', '.join(versions)} (expected "
+                          f"{', '.join(sorted(versions, key=semver_key))})")
+    named: set[str] = set()
+    for entry in metadata.versions:
+        named |= _check_providers(source, box, where, entry, report, digests)
     return named
 
 
-def _check_providers(source, box: str, where: str, entry: dict, report: Report,
+def _check_providers(source, box: str, where: str, entry: Version, report: Report,
                      digests: dict[str, str | GoldboxError | None]) -> set[str]:
-    version = entry["version"]
-    providers = entry.get("providers")
-    if not isinstance(providers, list):
-        report.add(where, f"version {version}: providers: expected a list")
-        return set()
     named, seen = set(), set()
-    for provider in providers:
-        name = provider.get("name") if isinstance(provider, dict) else None
-        label = f"version {version} provider {name}"
-        if not isinstance(name, str) or not isinstance(provider.get("url"), str):
-            report.add(where, f"version {version}: a provider without 'name' and 'url'")
-            continue
-        key = (name, provider.get("architecture"))
+    for provider in entry.providers:
+        label = f"version {entry.version} provider {provider.name}"
+        key = (provider.name, provider.architecture)
         if key in seen:
             report.add(where, f"{label}: more than one entry for architecture "
                               f"{key[1] or '(none)'}")
         seen.add(key)
-        checksum_type, checksum = provider.get("checksum_type"), provider.get("checksum")
-        if checksum_type != "sha256":
-            report.add(where, f"{label}: checksum_type = {checksum_type!r}: expected "
-                              f"'sha256' (lowercase)")
-        relative = _relative_box(provider["url"], box)
+        if provider.checksum_type != "sha256":
+            report.add(where, f"{label}: checksum_type = {provider.checksum_type!r}: "
+                              f"expected 'sha256' (lowercase)")
+        relative = _relative_box(provider.url, box)
         if relative is None:
-            report.add(where, f"{label}: url {provider['url']} is not "
+            report.add(where, f"{label}: url {provider.url} is not "
                               f"{box}/<version>/<provider>/<file> of this catalog")
             continue
         named.add(relative)
         if relative not in digests:
-            digests[relative] = _digest(source, relative, provider["url"])
+            digests[relative] = _digest(source, relative, provider.url)
         if isinstance(digests[relative], GoldboxError):
             report.add(where, f"{label}: {digests[relative]}")
         elif digests[relative] is None:
-            report.add(where, f"{label}: {provider['url']}: no such box (a dangling entry)")
-        elif digests[relative] != checksum:
-            report.add(where, f"{label}: {provider['url']} has sha256 {digests[relative]}, "
-                              f"the metadata says {checksum}")
+            report.add(where, f"{label}: {provider.url}: no such box (a dangling entry)")
+        elif digests[relative] != provider.checksum:
+            report.add(where, f"{label}: {provider.url} has sha256 {digests[relative]}, "
+                              f"the metadata says {provider.checksum}")
     return named
 
 
@@ -214,12 +209,12 @@ def _dangling(root: Path, box: str, named: set[str], report: Report) -> None:
     for path in sorted(box_dir.glob("*/*/*")):
         relative = str(path.relative_to(root))
         version, provider, name = path.relative_to(box_dir).parts
-        if not SEMVER.match(version) or name.startswith("."):
+        if not re.fullmatch(SEMVER, version) or name.startswith("."):
             continue
         if name.endswith(".box") and relative not in named:
             report.add(str(path), "dangling: no metadata entry names this box file")
     for path in sorted(box_dir.glob("*/*")):
-        if path.is_dir() and SEMVER.match(path.parent.name) and not any(
+        if path.is_dir() and re.fullmatch(SEMVER, path.parent.name) and not any(
                 n.startswith(f"{box}/{path.parent.name}/{path.name}/") for n in named):
             if not any(path.glob("*.box")):
                 report.add(str(path), "dangling: a version folder without a box")
@@ -243,6 +238,11 @@ def check_catalog(location: Path | str, box: str | None = None,
         digests: dict[str, str | GoldboxError | None] = {}
         channels = [f"{name}/{METADATA}"]
         if isinstance(location, Path):
+            try:
+                require_safe_box_dir(location / name)
+            except GoldboxError as exc:  # nothing in it is read through a link
+                report.problems.append(str(exc))
+                continue
             channels += sorted(str(p.relative_to(location)) for p in
                                (location / name / CHANNELS_DIR).glob(f"*/{METADATA}"))
         else:
@@ -266,5 +266,5 @@ def _kept_unlisted(box_dir: Path, report: Report) -> set[str]:
     except GoldboxError as exc:
         report.problems.append(str(exc))
         return set()
-    return {_relative_box(p["url"], box_dir.name) or "" for v in state["versions"]
-            for p in v["providers"]}
+    return {_relative_box(p.url, box_dir.name) or "" for v in state.versions
+            for p in v.providers}

@@ -12,7 +12,9 @@ Dot files are goldbox's own bookkeeping: no web server may serve them."""
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 
 from goldbox.config import Config
@@ -85,10 +87,63 @@ def base_url(catalog_dir: Path, option: str | None) -> str:
 
 
 def require_catalog_dir(catalog_dir: Path, create: bool) -> None:
-    if catalog_dir.is_dir():
+    """The catalog directory exists (made when `create`), and as root nobody else can
+    write it (`require_only_owner_writes`). Every writer and the server start here."""
+    if not catalog_dir.is_dir():
+        if catalog_dir.exists():
+            raise GoldboxError(f"catalog {catalog_dir}: not a directory")
+        if not create or not catalog_dir.parent.is_dir():
+            raise GoldboxError(f"catalog {catalog_dir}: no such directory")
+        catalog_dir.mkdir(mode=0o755)
+    require_only_owner_writes(catalog_dir, os.stat(catalog_dir))
+
+
+def require_only_owner_writes(path: Path, status: os.stat_result) -> None:
+    """As root, a catalog folder that another user can change is refused: whoever writes
+    it could swap a file or folder under goldbox between a check and its use and make
+    root delete, overwrite or serve anything. Run as another user, the OS's permissions
+    already stop goldbox where that user stops."""
+    if os.geteuid() != 0:
         return
-    if catalog_dir.exists():
-        raise GoldboxError(f"catalog {catalog_dir}: not a directory")
-    if not create or not catalog_dir.parent.is_dir():
-        raise GoldboxError(f"catalog {catalog_dir}: no such directory")
-    catalog_dir.mkdir()
+    if status.st_uid != 0:
+        raise GoldboxError(f"{path}: owned by uid {status.st_uid}, and goldbox runs as "
+                           f"root: run goldbox as that user, or `chown root: {path}`")
+    if status.st_mode & 0o022:
+        raise GoldboxError(f"{path}: writable by group or others (mode "
+                           f"{stat.S_IMODE(status.st_mode):04o}) and goldbox runs as root: "
+                           f"run `chmod go-w {path}`")
+
+
+def require_safe_box_dir(box_dir: Path) -> None:
+    """A box's folder and everything below it, without following anything: no symbolic
+    link anywhere (refused in one line naming it, before anything is read or removed),
+    and as root no folder another user can write. A box not published yet passes."""
+    try:
+        status = os.lstat(box_dir)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise GoldboxError(f"{box_dir}: cannot read: {exc.strerror}") from None
+    folders = [(box_dir, status)]
+    while folders:
+        folder, status = folders.pop()
+        if stat.S_ISLNK(status.st_mode):
+            raise link_refused(folder)
+        if not stat.S_ISDIR(status.st_mode):
+            raise GoldboxError(f"{folder}: not a directory")
+        require_only_owner_writes(folder, status)
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_symlink():
+                        raise link_refused(entry.path)
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append((Path(entry.path), entry.stat(follow_symlinks=False)))
+        except OSError as exc:
+            raise GoldboxError(f"{folder}: cannot read: {exc.strerror}") from None
+
+
+def link_refused(path: Path | str) -> GoldboxError:
+    return GoldboxError(f"{path}: a symbolic link in the catalog; refused (goldbox never "
+                        f"follows a link in a catalog: whoever can write the catalog could "
+                        f"point it anywhere); remove the link")

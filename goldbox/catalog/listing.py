@@ -3,16 +3,23 @@ released version and provider, read from metadata.json and the published manifes
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
-from goldbox.catalog.layout import MANIFEST, METADATA, invalid, require_catalog_dir, semver_key
+from goldbox.catalog.layout import (
+    MANIFEST,
+    METADATA,
+    require_catalog_dir,
+    require_safe_box_dir,
+    semver_key,
+)
 from goldbox.catalog.metadata import parse_metadata
+from goldbox.catalog.store import read_file_no_follow
 from goldbox.errors import GoldboxError
+from goldbox.manifest import Manifest, parse_manifest
 
 
 @dataclass(frozen=True)
@@ -33,15 +40,10 @@ def where(location: Path | str, relative: str) -> str:
 
 def reader(location: Path | str,
            headers: dict[str, str] | None = None) -> Callable[[str], str | None]:
-    """Read a catalog-relative path from a directory or a base URL; None if absent."""
+    """Read a catalog-relative path from a directory (never through a link) or a base
+    URL; None if absent."""
     if isinstance(location, Path):
-        def read_file(relative: str) -> str | None:
-            path = location / relative
-            try:
-                return path.read_text() if path.is_file() else None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise invalid(str(path), f"cannot read: {exc}") from None
-        return read_file
+        return lambda relative: read_file_no_follow(location / relative)
 
     def read_url(relative: str) -> str | None:
         url = where(location, relative)
@@ -57,15 +59,11 @@ def reader(location: Path | str,
     return read_url
 
 
-def _read_json(read: Callable[[str], str | None], relative: str,
-               location: Path | str) -> dict:
-    """A published manifest, or {} when it is missing (the table then shows '?')."""
+def _published_manifest(read: Callable[[str], str | None], relative: str,
+                        location: Path | str) -> Manifest | None:
+    """A published manifest, or None when it is missing (the table then shows '?')."""
     text = read(relative)
-    try:
-        manifest = json.loads(text) if text else {}
-    except json.JSONDecodeError as exc:
-        raise invalid(where(location, relative), f"not valid JSON: {exc}") from None
-    return manifest if isinstance(manifest, dict) else {}
+    return parse_manifest(text, where(location, relative)) if text is not None else None
 
 
 def list_boxes(location: Path | str, box: str | None = None) -> list[BoxRow]:
@@ -74,6 +72,8 @@ def list_boxes(location: Path | str, box: str | None = None) -> list[BoxRow]:
     if isinstance(location, Path):
         require_catalog_dir(location, create=False)
         names = [box] if box else sorted(p.parent.name for p in location.glob(f"*/{METADATA}"))
+        for name in names:
+            require_safe_box_dir(location / name)
     elif box is None:
         raise GoldboxError(f"catalog {location}: an HTTP catalog needs a box name")
     else:
@@ -86,19 +86,23 @@ def list_boxes(location: Path | str, box: str | None = None) -> list[BoxRow]:
         if text is None:
             raise GoldboxError(f"{label}: not found (box {name!r} is not in this catalog)")
         metadata = parse_metadata(text, label)
-        for entry in sorted(metadata["versions"], key=lambda v: semver_key(v["version"]),
+        for entry in sorted(metadata.versions, key=lambda v: semver_key(v.version),
                             reverse=True):
-            for provider in entry["providers"]:
-                manifest = _read_json(read, f"{name}/{entry['version']}/"
-                                            f"{provider['name']}/{MANIFEST}", location)
-                components = manifest.get("components", {})
-                rows.append(BoxRow(
-                    box=name, version=entry["version"], provider=provider["name"],
-                    size=manifest.get("box_size"), created=manifest.get("created", "?"),
-                    platform=manifest.get("platform", "?"),
-                    cpython=components.get("cpython", "?"),
-                    updates=components.get("os-updates", "?")))
+            for provider in entry.providers:
+                manifest = _published_manifest(
+                    read, f"{name}/{entry.version}/{provider.name}/{MANIFEST}", location)
+                rows.append(_row(name, entry.version, provider.name, manifest))
     return rows
+
+
+def _row(box: str, version: str, provider: str, manifest: Manifest | None) -> BoxRow:
+    components = manifest.components if manifest else {}
+    return BoxRow(box=box, version=version, provider=provider,
+                  size=manifest.box_size if manifest else None,
+                  created=manifest.created if manifest else "?",
+                  platform=manifest.platform if manifest else "?",
+                  cpython=components.get("cpython", "?"),
+                  updates=components.get("os-updates", "?"))
 
 
 def _size(size: int | None) -> str:

@@ -1,6 +1,12 @@
-"""What a catalog says about its boxes: the manifest `invoke image` wrote, Vagrant's box
-metadata (one file per channel), and goldbox's own record of every version and its state
-(`.goldbox-state.json`), from which the channels' metadata files are rendered.
+"""What a catalog says about its boxes, as typed models: Vagrant's box metadata (one file
+per channel, `BoxMetadata`) and goldbox's own record of every version and its state
+(`.goldbox-state.json`, `BoxState`), from which the channels' metadata files are rendered.
+
+Every byte of a catalog is untrusted input (anyone who can write the directory, or any
+server a teammate points `verify --from-catalog` at, wrote it): names, versions,
+providers, URLs and checksums are checked with allow-lists (`re.fullmatch`) before any
+of it is used, and a bad file is one line naming it, the key, the value and what was
+expected.
 
 A version's life: `candidate` (published, seen only on the candidate channel) ->
 `released` (on every channel) -> `revoked` (on none; its files stay for a grace period,
@@ -9,7 +15,11 @@ then go). A catalog written before states existed reads as all versions released
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
 from goldbox.catalog.layout import (
     METADATA,
@@ -18,113 +28,207 @@ from goldbox.catalog.layout import (
     invalid,
     semver_key,
 )
-from goldbox.catalog.store import write_file_atomically
-from goldbox.config import SEMVER
-from goldbox.manifest import read_manifest as load_manifest
+from goldbox.catalog.store import read_file_no_follow, write_file_atomically
 
 CANDIDATE, RELEASED, REVOKED = "candidate", "released", "revoked"
 STATES = (CANDIDATE, RELEASED, REVOKED)
 # Channel name -> the states it lists. `stable` is <box>/metadata.json, the URL teammates add.
 CHANNELS = {"stable": (RELEASED,), "candidate": (CANDIDATE, RELEASED)}
 
-
-def read_manifest(path: Path) -> dict:
-    """The manifest `invoke image` wrote (goldbox.manifest's one loader), with its box
-    beside it: what publishing needs."""
-    manifest = load_manifest(path)
-    if not (path.parent / manifest.box_file).is_file():
-        raise invalid(str(path), f"box_file = {manifest.box_file!r}: no such file "
-                                 f"beside the manifest")
-    return manifest.model_dump(exclude_none=True)
+SEMVER = r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+SHA256 = r"[0-9a-f]{64}"
 
 
-def parse_metadata(text: str, label: str) -> dict:
-    """Vagrant box metadata, checked as far as this catalog relies on it."""
+def _allowed(pattern: str, expected: str):
+    """A validator: the whole value matches `pattern` (fullmatch: no trailing newline)."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"expected {expected}")
+        return value
+    return AfterValidator(check)
+
+
+BoxName = Annotated[str, _allowed(r"[a-z0-9][a-z0-9._-]*",
+                                  "a box name: lowercase letters, digits, '.', '_' or '-'")]
+ProviderName = Annotated[str, _allowed(r"[a-z0-9_-]+", "a Vagrant provider name such as "
+                                                       "libvirt")]
+Architecture = Annotated[str, _allowed(r"[a-z0-9_]+", "an architecture such as amd64")]
+SemVer = Annotated[str, _allowed(SEMVER, "MAJOR.MINOR.PATCH")]
+Sha256 = Annotated[str, _allowed(SHA256, "a sha256: 64 lowercase hex characters")]
+BoxUrl = Annotated[str, _allowed(r"(https?|file)://[^\s\"'`\\<>]+",
+                                 "an http://, https:// or file:// URL")]
+ChecksumType = Annotated[str, _allowed(r"[A-Za-z0-9]+", "a checksum type such as sha256")]
+Checksum = Annotated[str, _allowed(r"[0-9A-Fa-f]+", "a hex checksum")]
+
+
+class _Model(BaseModel):
+    # Other Vagrant servers add keys of their own: ignored, never passed on.
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class Provider(_Model):
+    name: ProviderName
+    url: BoxUrl
+    checksum_type: ChecksumType | None = None
+    checksum: Checksum | None = None
+    architecture: Architecture | None = None
+
+    @model_validator(mode="after")
+    def _sha256_is_one(self) -> Provider:
+        if self.checksum_type == "sha256" and not re.fullmatch(SHA256, self.checksum or ""):
+            raise ValueError(f"checksum = {self.checksum!r}: expected a sha256: 64 lowercase "
+                             f"hex characters")
+        return self
+
+    @property
+    def file_name(self) -> str:
+        return self.url.rsplit("/", 1)[1]
+
+
+class Version(_Model):
+    version: SemVer
+    providers: list[Provider]
+
+
+class BoxMetadata(_Model):
+    name: BoxName
+    description: str = ""
+    versions: list[Version]
+
+
+class VersionState(Version):
+    """A version as goldbox records it: Vagrant's entry plus its state."""
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+    status: Literal["candidate", "released", "revoked"]
+    revoked_at: float | None = None
+    verified_sha256: list[Sha256] = []
+
+    @model_validator(mode="after")
+    def _revoked_has_a_time(self) -> VersionState:
+        if self.status == REVOKED and self.revoked_at is None:
+            raise ValueError("revoked_at: expected the UNIX time it was revoked")
+        return self
+
+
+class BoxState(BoxMetadata):
+    """`.goldbox-state.json`: every version of one box, in any state."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    versions: list[VersionState]
+
+    @model_validator(mode="after")
+    def _each_version_once(self) -> BoxState:
+        seen = [v.version for v in self.versions]
+        twice = sorted({v for v in seen if seen.count(v) > 1}, key=semver_key)
+        if twice:
+            raise ValueError(f"versions listed twice: {', '.join(twice)}")
+        return self
+
+
+def _key(location: tuple) -> str:
+    """('versions', 0, 'version') -> 'versions[0].version'."""
+    key = ""
+    for part in location:
+        key += f"[{part}]" if isinstance(part, int) else f".{part}" if key else str(part)
+    return key
+
+
+def _problem(error: dict) -> str:
+    """One pydantic error as goldbox says it: the key, its value, what was expected."""
+    key = _key(tuple(error["loc"]))
+    message = error["msg"].removeprefix("Value error, ").replace("Input should be",
+                                                                 "expected")
+    if error["type"] == "missing":
+        return f"missing key {key!r}"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {key!r}"
+    if not key:
+        return message
+    if error["type"] == "value_error" and isinstance(error.get("input"), dict):
+        return f"{key}: {message}"  # a check across keys names them itself
+    return f"{key} = {error.get('input')!r}: {message}"
+
+
+def checked(model: type[_Model], data: object, label: str):
+    """`data` as a `model`, or one GoldboxError naming `label`, the key and the value."""
+    if not isinstance(data, dict):
+        raise invalid(label, f"expected a JSON object, found {type(data).__name__}")
     try:
-        metadata = json.loads(text)
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid(label, _problem(exc.errors(include_url=False)[0])) from None
+
+
+def _parse(model: type[_Model], text: str, label: str):
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise invalid(label, f"not valid JSON: {exc}") from None
-    if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
-        raise invalid(label, "not Vagrant box metadata: expected an object with a 'name'")
-    versions = metadata.get("versions")
-    if not isinstance(versions, list):
-        raise invalid(label, "versions: expected a list")
-    for index, entry in enumerate(versions):
-        key = f"versions[{index}]"
-        if not isinstance(entry, dict):
-            raise invalid(label, f"{key}: expected an object")
-        version = entry.get("version")
-        if not isinstance(version, str) or not SEMVER.match(version):
-            raise invalid(label, f"{key}.version = {version!r}: expected MAJOR.MINOR.PATCH")
-        providers = entry.get("providers")
-        if not isinstance(providers, list) or not all(
-                isinstance(p, dict) and isinstance(p.get("name"), str)
-                and isinstance(p.get("url"), str) for p in providers):
-            raise invalid(label, f"{key}.providers: expected a list of objects with "
-                                 f"'name' and 'url'")
-    return metadata
+    return checked(model, data, label)
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise invalid(str(path), f"cannot read: {exc}") from None
+def parse_metadata(text: str, label: str) -> BoxMetadata:
+    """Vagrant box metadata (a channel's metadata.json, local or remote), checked."""
+    return _parse(BoxMetadata, text, label)
 
 
-def load_metadata(path: Path, box: str) -> dict:
+def _named_as_folder(metadata: BoxMetadata, path: Path, box: str) -> None:
+    if metadata.name != box:
+        raise invalid(str(path), f"name = {metadata.name!r}, but it lies in the folder of "
+                                 f"box {box!r}")
+
+
+def load_metadata(path: Path, box: str) -> BoxMetadata:
     """A box's metadata file (an empty box when there is none), named as its folder."""
-    if not path.exists():
-        return {"name": box, "versions": []}
-    metadata = parse_metadata(_read_text(path), str(path))
-    if metadata["name"] != box:
-        raise invalid(str(path), f"name = {metadata['name']!r}, but it lies in the "
-                                 f"folder of box {box!r}")
+    text = read_file_no_follow(path)
+    if text is None:
+        return BoxMetadata(name=box, versions=[])
+    metadata = parse_metadata(text, str(path))
+    _named_as_folder(metadata, path, box)
     return metadata
 
 
-def load_state(box_dir: Path) -> dict:
+def load_state(box_dir: Path) -> BoxState:
     """Every version of the box in `box_dir` with its state; read from metadata.json (all
     released) for a catalog that has no state file yet."""
     path = box_dir / STATE_FILE
-    if not path.exists():
-        state = load_metadata(box_dir / METADATA, box_dir.name)
-        for entry in state["versions"]:
-            entry["status"] = RELEASED
-        return state
-    state = load_metadata(path, box_dir.name)
-    for index, entry in enumerate(state["versions"]):
-        if entry.get("status") not in STATES:
-            raise invalid(str(path), f"versions[{index}].status = {entry.get('status')!r}: "
-                                     f"expected one of {', '.join(STATES)}")
-        if entry["status"] == REVOKED and not isinstance(entry.get("revoked_at"), int | float):
-            raise invalid(str(path), f"versions[{index}].revoked_at: expected a UNIX time")
+    text = read_file_no_follow(path)
+    if text is None:
+        metadata = load_metadata(box_dir / METADATA, box_dir.name)
+        return BoxState(name=metadata.name, description=metadata.description,
+                        versions=[VersionState(version=v.version, providers=v.providers,
+                                               status=RELEASED) for v in metadata.versions])
+    state = _parse(BoxState, text, str(path))
+    _named_as_folder(state, path, box_dir.name)
     return state
 
 
-def find_version(state: dict, version: str, label: str) -> dict:
-    entry = next((v for v in state["versions"] if v["version"] == version), None)
+def find_version(state: BoxState, version: str, label: str) -> VersionState:
+    entry = next((v for v in state.versions if v.version == version), None)
     if entry is None:
-        known = ", ".join(f"{v['version']} ({v['status']})" for v in state["versions"])
-        raise invalid(label, f"no version {version} of box {state['name']!r} "
+        known = ", ".join(f"{v.version} ({v.status})" for v in state.versions)
+        raise invalid(label, f"no version {version} of box {state.name!r} "
                              f"(known: {known or 'none'})")
     return entry
 
 
-def channel_metadata(state: dict, channel: str) -> dict:
+def channel_metadata(state: BoxState, channel: str) -> BoxMetadata:
     """Vagrant's metadata for one channel: the versions in its states, oldest first,
     with only the keys Vagrant reads."""
-    listed = [{"version": v["version"], "providers": v["providers"]}
-              for v in state["versions"] if v["status"] in CHANNELS[channel]]
-    return {"name": state["name"], "description": state.get("description", ""),
-            "versions": sorted(listed, key=lambda v: semver_key(v["version"]))}
+    listed = [Version(version=v.version, providers=v.providers)
+              for v in state.versions if v.status in CHANNELS[channel]]
+    return BoxMetadata(name=state.name, description=state.description,
+                       versions=sorted(listed, key=lambda v: semver_key(v.version)))
 
 
 def channel_path(box_dir: Path, channel: str) -> Path:
     return box_dir.parent / channel_url_path(box_dir.name, channel)
 
 
-def save_state(box_dir: Path, state: dict) -> None:
+def save_state(box_dir: Path, state: BoxState) -> None:
     """Write the state, then each channel's metadata.json from it (each by a rename).
     Interrupted in between, the channels still list only files that exist: the next
     locked operation renders them again from the state."""
@@ -132,20 +236,20 @@ def save_state(box_dir: Path, state: dict) -> None:
     render_channels(box_dir, state)
 
 
-def write_state(box_dir: Path, state: dict) -> None:
-    state["versions"].sort(key=lambda v: semver_key(v["version"]))
+def write_state(box_dir: Path, state: BoxState) -> None:
+    state.versions.sort(key=lambda v: semver_key(v.version))
     write_file_atomically(box_dir / STATE_FILE, _json(state))
 
 
-def render_channels(box_dir: Path, state: dict) -> None:
+def render_channels(box_dir: Path, state: BoxState) -> None:
     for channel in CHANNELS:
         path = channel_path(box_dir, channel)
         data = _json(channel_metadata(state, channel))
-        if path.is_file() and path.read_bytes() == data:
+        if read_file_no_follow(path) == data.decode():
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         write_file_atomically(path, data)
 
 
-def _json(value: dict) -> bytes:
-    return (json.dumps(value, indent=2) + "\n").encode()
+def _json(value: BaseModel) -> bytes:
+    return (json.dumps(value.model_dump(exclude_none=True), indent=2) + "\n").encode()

@@ -5,14 +5,16 @@ someone else owns) turned into one line naming the file."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from goldbox.catalog.layout import LOCK_FILE, PARTIAL_PREFIX
+from goldbox.catalog.layout import LOCK_FILE, PARTIAL_PREFIX, link_refused
 from goldbox.errors import GoldboxError
 
 Progress = Callable[[str], None]
@@ -23,16 +25,43 @@ def os_failure(path: Path, doing: str, exc: OSError) -> GoldboxError:
     return GoldboxError(f"{path}: cannot {doing}: {exc.strerror or exc}")
 
 
+def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
+    """os.open that refuses a link at `path` itself (O_NOFOLLOW) in one line."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise link_refused(path) from None
+        raise
+
+
+def read_file_no_follow(path: Path) -> str | None:
+    """A catalog file's text, None when it does not exist; a link is refused."""
+    try:
+        fd = open_no_follow(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise os_failure(path, "read", exc) from None
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read().decode()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GoldboxError(f"{path}: cannot read: {exc}") from None
+
+
 @contextlib.contextmanager
 def catalog_lock(catalog_dir: Path, progress: Progress) -> Iterator[None]:
-    """Hold the catalog's exclusive lock; say so when another process holds it."""
+    """Hold the catalog's exclusive lock; say so when another process holds it. A link
+    as the lock file is refused: opened for writing, it would create or lock whatever
+    file it names."""
     path = catalog_dir / LOCK_FILE
     try:
-        lock = open(path, "a")  # noqa: SIM115 (held for the whole block)
+        fd = open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     except OSError as exc:
         raise GoldboxError(f"{path}: cannot open the catalog's lock file: {exc.strerror} "
                            f"(every publisher needs write access to it)") from None
-    with lock:
+    with os.fdopen(fd, "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -52,8 +81,11 @@ def fsync_dir(path: Path) -> None:
 @contextlib.contextmanager
 def _partial_file(dest: Path, doing: str, mode: int = 0o644) -> Iterator[tuple[int, Path]]:
     """A temporary file beside `dest` that becomes `dest` by a rename when the block
-    ends normally, and is removed otherwise; OSError becomes one line naming `dest`."""
+    ends normally, and is removed otherwise; OSError becomes one line naming `dest`.
+    A link as `dest`'s folder is refused (the rename would land wherever it points)."""
     try:
+        if stat.S_ISLNK(os.lstat(dest.parent).st_mode):
+            raise link_refused(dest.parent)
         fd, tmp = tempfile.mkstemp(prefix=PARTIAL_PREFIX, dir=dest.parent)
     except OSError as exc:
         raise os_failure(dest, doing, exc) from None

@@ -13,9 +13,11 @@ folders the state does not name) are swept by the next change, under the same lo
 from __future__ import annotations
 
 import contextlib
-import json
+import os
+import re
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from goldbox.catalog.layout import (
     invalid,
     relative_box_path,
     require_catalog_dir,
+    require_safe_box_dir,
     semver_key,
 )
 from goldbox.catalog.layout import base_url as resolve_base_url
@@ -34,9 +37,13 @@ from goldbox.catalog.metadata import (
     CANDIDATE,
     RELEASED,
     REVOKED,
+    SEMVER,
+    BoxState,
+    Provider,
+    VersionState,
+    checked,
     find_version,
     load_state,
-    read_manifest,
     render_channels,
     save_state,
     write_state,
@@ -49,8 +56,8 @@ from goldbox.catalog.store import (
     remove_file,
     write_file_atomically,
 )
-from goldbox.config import SEMVER
 from goldbox.errors import GoldboxError
+from goldbox.manifest import Manifest, read_manifest
 
 DEFAULT_GRACE_HOURS = 24.0
 
@@ -69,32 +76,65 @@ class Published:
         return self.url.rsplit("/", 3)[0] + "/metadata.json"
 
 
-def _file_of(provider_entry: dict) -> str:
-    return provider_entry["url"].rsplit("/", 1)[1]
+@dataclass(frozen=True)
+class Build:
+    """What publishing takes from dist/<platform>/: the manifest and the box beside it."""
+    manifest: Manifest
+    box: Path
 
 
-def _sweep(box_dir: Path, state: dict, progress: Progress) -> None:
+def read_build(manifest_path: Path) -> Build:
+    manifest = read_manifest(manifest_path)
+    box = manifest_path.parent / manifest.box_file
+    if not box.is_file():
+        raise invalid(str(manifest_path), f"box_file = {manifest.box_file!r}: no such file "
+                                          f"beside the manifest")
+    return Build(manifest, box)
+
+
+def _folders(folder: Path) -> list[Path]:
+    """The folders in `folder`, never through a link."""
+    with os.scandir(folder) as entries:
+        return sorted(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False))
+
+
+def _files(folder: Path, prefix: str = "", suffix: str = "") -> list[Path]:
+    """The plain files in `folder` (no link) whose names start and end so."""
+    with os.scandir(folder) as entries:
+        return sorted(Path(e.path) for e in entries if e.is_file(follow_symlinks=False)
+                      and e.name.startswith(prefix) and e.name.endswith(suffix))
+
+
+def _tree(folder: Path) -> Iterator[Path]:
+    """`folder` and every folder below it, never through a link."""
+    yield folder
+    for sub in _folders(folder):
+        yield from _tree(sub)
+
+
+def _sweep(box_dir: Path, state: BoxState, progress: Progress) -> None:
     """Remove what an interrupted change left behind: temporary files, box files and
-    folders the state does not name; render the channels from the state again."""
-    if not box_dir.is_dir():
+    folders the state does not name; render the channels from the state again. Every
+    step looks at what is there with lstat: nothing is followed."""
+    if not os.path.isdir(box_dir) or os.path.islink(box_dir):
         return
     try:
-        for partial_file in sorted(box_dir.rglob(f"{PARTIAL_PREFIX}*")):
-            partial_file.unlink()
-            progress(f"removed unfinished file {partial_file}")
-        named = {(v["version"], p["name"]): _file_of(p)
-                 for v in state["versions"] for p in v["providers"]}
-        for version_dir in sorted(p for p in box_dir.iterdir() if p.is_dir()):
-            if not SEMVER.match(version_dir.name):
+        for folder in list(_tree(box_dir)):
+            for partial_file in _files(folder, prefix=PARTIAL_PREFIX):
+                partial_file.unlink()
+                progress(f"removed unfinished file {partial_file}")
+        named = {(v.version, p.name): p.file_name for v in state.versions for p in v.providers}
+        for version_dir in _folders(box_dir):
+            if not re.fullmatch(SEMVER, version_dir.name):
                 continue
-            for provider_dir in sorted(p for p in version_dir.iterdir() if p.is_dir()):
+            for provider_dir in _folders(version_dir):
                 keep = named.get((version_dir.name, provider_dir.name))
                 if keep is None:
                     shutil.rmtree(provider_dir)
                     progress(f"removed {provider_dir}: not a version of {box_dir.name} "
                              f"any more")
                     continue
-                for stale in sorted(provider_dir.glob("*.box")):
+                for stale in _files(provider_dir, suffix=".box"):
                     if stale.name != keep:
                         stale.unlink()
                         progress(f"removed {stale}: replaced by {keep}")
@@ -102,50 +142,69 @@ def _sweep(box_dir: Path, state: dict, progress: Progress) -> None:
                 version_dir.rmdir()  # only when empty
     except OSError as exc:
         raise os_failure(box_dir, "sweep", exc) from None
-    if state["versions"]:
+    if state.versions:
         render_channels(box_dir, state)
 
 
-def _purge_revoked(state: dict, grace_hours: float, now: float,
+def _forget(state: BoxState, entries: list[VersionState], progress: Progress,
+            why: str) -> list[str]:
+    """Drop `entries` from the state (the sweep then deletes their files)."""
+    for entry in entries:
+        state.versions.remove(entry)
+        progress(f"{state.name} {entry.version}: {why}, deleting its files")
+    return [v.version for v in entries]
+
+
+def _purge_revoked(state: BoxState, grace_hours: float, now: float,
                    progress: Progress) -> list[str]:
-    """Drop revoked versions whose grace period is over (the sweep then deletes their
-    files). Returns the versions dropped."""
-    expired = [v for v in state["versions"] if v["status"] == REVOKED
-               and v["revoked_at"] + grace_hours * 3600 <= now]
-    for entry in expired:
-        state["versions"].remove(entry)
-        progress(f"{state['name']} {entry['version']}: revoked more than {grace_hours:g} h "
-                 f"ago, deleting its files")
-    return [v["version"] for v in expired]
+    """Drop revoked versions whose grace period is over. Returns the versions dropped."""
+    expired = [v for v in state.versions if v.status == REVOKED
+               and v.revoked_at + grace_hours * 3600 <= now]
+    return _forget(state, expired, progress, f"revoked more than {grace_hours:g} h ago")
 
 
-def _check_base(state: dict, label: str, base: str) -> None:
+def _hide(entry: VersionState, now: float) -> None:
+    """Off every channel now; the files stay until the grace period from `now` is over."""
+    if entry.status != REVOKED:
+        entry.revoked_at = now
+        entry.status = REVOKED
+
+
+def _check_base(state: BoxState, label: str, base: str) -> None:
     """All versions of a box must be reachable the same way (file:// or one base URL)."""
-    for entry in state["versions"]:
-        for provider in entry["providers"]:
-            relative = relative_box_path(state["name"], entry["version"], provider["name"],
-                                         _file_of(provider))
-            if not provider["url"].endswith(relative):
+    for entry in state.versions:
+        for provider in entry.providers:
+            relative = relative_box_path(state.name, entry.version, provider.name,
+                                         provider.file_name)
+            if not provider.url.endswith(relative):
                 continue
-            existing = provider["url"][: -len(relative)]
+            existing = provider.url[: -len(relative)]
             if existing != base:
                 how = ("without --base-url" if existing.startswith("file:")
                        else f"with --base-url {existing}")
-                raise invalid(label, f"version {entry['version']} is published under "
+                raise invalid(label, f"version {entry.version} is published under "
                                      f"{existing}, not {base}; publish {how}")
 
 
 def _check_publishable(box_dir: Path, version: str, provider: str, base: str,
-                       force: bool) -> dict:
+                       force: bool) -> BoxState:
+    """The box's state, if `version` + `provider` may be published into it. A released
+    version never changes: teammates who added it would keep other bits under the same
+    version, and its box would skip the verified check `release` makes."""
+    require_safe_box_dir(box_dir)
     state = load_state(box_dir)
     label = str(box_dir / "metadata.json")
     _check_base(state, label, base)
-    for entry in state["versions"]:
-        if entry["version"] != version:
+    for entry in state.versions:
+        if entry.version != version:
             continue
-        if entry["status"] == REVOKED:
+        if entry.status == REVOKED:
             raise invalid(label, f"version {version} was revoked; publish a new version")
-        if not force and any(p["name"] == provider for p in entry["providers"]):
+        if entry.status == RELEASED:
+            raise invalid(label, f"version {version} is released and a released version "
+                                 f"never changes (not even with --force); publish a new "
+                                 f"version")
+        if not force and any(p.name == provider for p in entry.providers):
             raise invalid(label, f"version {version} already has a {provider} box; pass "
                                  f"--force to replace it")
     return state
@@ -165,18 +224,21 @@ def publish(manifest_path: Path, catalog_dir: Path, *, base_url: str | None = No
             description: str | None = None, force: bool = False, release: bool = False,
             grace_hours: float = DEFAULT_GRACE_HOURS, now: float | None = None,
             progress: Progress = print) -> Published:
-    """Publish the box beside `manifest_path` to `catalog_dir` as a candidate (released at
-    once with `release`).
+    """Publish the box beside `manifest_path` to
+    `catalog_dir` as a candidate (released at once with `release`).
 
     The URLs in metadata.json are file:// URLs of `catalog_dir`, or lie under
-    `base_url` when the tree is served over HTTP. An existing version + provider is
-    refused unless `force`. `description` (if given) becomes the box's description.
-    Every check runs before anything is written; a refusal changes nothing."""
-    manifest = read_manifest(manifest_path)
-    box, version, provider = manifest["box_name"], manifest["version"], manifest["provider"]
+    `base_url` when the tree is served over HTTP. An existing candidate's box is
+    replaced only with `force`; a released version never. `description` (if given)
+    becomes the box's description. Every check runs before anything is written; a
+    refusal changes nothing."""
+    build = read_build(manifest_path)
+    manifest = build.manifest
+    box, version, provider = manifest.box_name, manifest.version, manifest.provider
     base = resolve_base_url(catalog_dir, base_url)
     box_dir = catalog_dir / box
     if catalog_dir.is_dir():
+        require_catalog_dir(catalog_dir, create=False)
         _check_publishable(box_dir, version, provider, base, force)
     require_catalog_dir(catalog_dir, create=True)
     with catalog_lock(catalog_dir, progress):
@@ -184,36 +246,31 @@ def publish(manifest_path: Path, catalog_dir: Path, *, base_url: str | None = No
         state = _check_publishable(box_dir, version, provider, base, force)
         _purge_revoked(state, grace_hours, time.time() if now is None else now, progress)
         _sweep(box_dir, state, progress)
-        entry = next((v for v in state["versions"] if v["version"] == version), None)
+        entry = next((v for v in state.versions if v.version == version), None)
         if entry is None:
-            entry = {"version": version, "status": CANDIDATE, "providers": []}
-            state["versions"].append(entry)
-        replaced = next((p for p in entry["providers"] if p["name"] == provider), None)
-        old_file = _file_of(replaced) if replaced else None
-        file_name = _new_file_name(box, version, provider, manifest["box_sha256"], old_file)
+            entry = VersionState(version=version, status=CANDIDATE, providers=[])
+            state.versions.append(entry)
+        replaced = next((p for p in entry.providers if p.name == provider), None)
+        old_file = replaced.file_name if replaced else None
+        file_name = _new_file_name(box, version, provider, manifest.box_sha256, old_file)
         relative = relative_box_path(box, version, provider, file_name)
         box_path = catalog_dir / relative
         try:
-            box_path.parent.mkdir(parents=True, exist_ok=True)
+            for folder in (box_dir, box_path.parent.parent, box_path.parent):
+                folder.mkdir(mode=0o755, exist_ok=True)
         except OSError as exc:
             raise os_failure(box_path.parent, "create", exc) from None
-        copy_box(manifest_path.parent / manifest["box_file"], box_path,
-                 manifest["box_sha256"], progress)
-        progress(f"copied {box_path.name}")
-        provider_entry = {"name": provider, "url": base + relative,
-                          "checksum_type": "sha256", "checksum": manifest["box_sha256"]}
-        if manifest.get("architecture"):
-            # Vagrant >= 2.4 picks a box by architecture; 2.3 ignores the key.
-            provider_entry["architecture"] = manifest["architecture"]
-        entry["providers"] = sorted(
-            [p for p in entry["providers"] if p["name"] != provider] + [provider_entry],
-            key=lambda p: p["name"])
-        if release:
-            entry["status"] = RELEASED
-        if description is not None:
-            state["description"] = description
-        state = {"name": box, "description": state.get("description", ""), **state}
         try:
+            copy_box(build.box, box_path, manifest.box_sha256, progress)
+            progress(f"copied {box_path.name}")
+            entry.providers = sorted(
+                [p for p in entry.providers if p.name != provider]
+                + [_provider_entry(manifest, base + relative, str(manifest_path))],
+                key=lambda p: p.name)
+            if release:
+                entry.status = RELEASED
+            if description is not None:
+                state.description = description
             write_state(box_dir, state)
         except GoldboxError:
             if file_name != old_file:  # nothing names the new copy: take it back
@@ -221,8 +278,7 @@ def publish(manifest_path: Path, catalog_dir: Path, *, base_url: str | None = No
             raise
         render_channels(box_dir, state)
         progress(f"wrote {box_dir / 'metadata.json'}")
-        published_manifest = json.dumps({**manifest, "box_file": file_name}, indent=2,
-                                        sort_keys=True) + "\n"
+        published_manifest = manifest.model_copy(update={"box_file": file_name}).dump()
         write_file_atomically(box_path.parent / MANIFEST, published_manifest.encode())
         if old_file and old_file != file_name:
             remove_file(box_path.parent / old_file)
@@ -239,40 +295,52 @@ def publish(manifest_path: Path, catalog_dir: Path, *, base_url: str | None = No
     return published
 
 
+def _provider_entry(manifest: Manifest, url: str, label: str) -> Provider:
+    # Vagrant >= 2.4 picks a box by architecture; 2.3 ignores the key.
+    return checked(Provider, {"name": manifest.provider, "url": url,
+                              "checksum_type": "sha256", "checksum": manifest.box_sha256,
+                              "architecture": manifest.architecture}, label)
+
+
 def _base_of(published: Published) -> str:
     return published.metadata_url.removesuffix(f"{published.box}/metadata.json")
 
 
-def _locked_change(catalog_dir: Path, box: str, progress: Progress):
+@contextlib.contextmanager
+def _changing(catalog_dir: Path, box: str, progress: Progress) -> Iterator[BoxState]:
+    """The box's state under the catalog's lock, after the checks every change makes:
+    the catalog and the box's tree safe to work in (no link, as root nobody else's),
+    the box published, its state readable (checked before waiting for the lock too)."""
     require_catalog_dir(catalog_dir, create=False)
     box_dir = catalog_dir / box
-    if not (box_dir / "metadata.json").is_file():
+    require_safe_box_dir(box_dir)
+    if not os.path.isfile(box_dir / "metadata.json"):
         raise GoldboxError(f"{box_dir / 'metadata.json'}: no such file (box {box!r} was "
                            f"never published to this catalog)")
-    load_state(box_dir)  # refuse a broken one before taking the lock
-    return box_dir, catalog_lock(catalog_dir, progress)
+    load_state(box_dir)
+    with catalog_lock(catalog_dir, progress):
+        require_safe_box_dir(box_dir)
+        yield load_state(box_dir)
 
 
 def release(catalog_dir: Path, box: str, version: str, *, require_verified: bool = False,
             progress: Progress = print) -> None:
     """Make a candidate version visible on every channel (the default metadata.json)."""
-    box_dir, lock = _locked_change(catalog_dir, box, progress)
-    with lock:
-        state = load_state(box_dir)
+    box_dir = catalog_dir / box
+    with _changing(catalog_dir, box, progress) as state:
         entry = find_version(state, version, str(box_dir / "metadata.json"))
-        if entry["status"] == REVOKED:
+        if entry.status == REVOKED:
             raise GoldboxError(f"{box} {version}: revoked versions stay revoked; publish "
                                f"a new version")
         if require_verified:
-            passed = set(entry.get("verified_sha256", []))
-            for provider in entry["providers"]:
-                if provider["checksum"] not in passed:
+            for provider in entry.providers:
+                if provider.checksum not in entry.verified_sha256:
                     raise GoldboxError(
-                        f"{box} {version} ({provider['name']}, sha256 "
-                        f"{provider['checksum'][:12]}...): not verified; run `invoke verify "
-                        f"--from-catalog URL@{version}` first (catalog.require_verified)")
-        was = entry["status"]
-        entry["status"] = RELEASED
+                        f"{box} {version} ({provider.name}, sha256 "
+                        f"{(provider.checksum or '')[:12]}...): not verified; run `invoke "
+                        f"verify --from-catalog URL@{version}` first (catalog.require_verified)")
+        was = entry.status
+        entry.status = RELEASED
         _sweep(box_dir, state, progress)
         save_state(box_dir, state)
     progress(f"{box} {version}: {'already released' if was == RELEASED else 'released'}; "
@@ -280,63 +348,83 @@ def release(catalog_dir: Path, box: str, version: str, *, require_verified: bool
 
 
 def revoke(catalog_dir: Path, box: str, version: str, *,
-           grace_hours: float = DEFAULT_GRACE_HOURS, now: float | None = None,
-           progress: Progress = print) -> None:
+           grace_hours: float = DEFAULT_GRACE_HOURS, delete_now: bool = False,
+           now: float | None = None, progress: Progress = print) -> None:
     """Hide a version from every channel at once; its files stay `grace_hours` for
-    clients mid-download, then the next publish, prune or revoke deletes them."""
+    clients mid-download, then the next publish, prune or revoke deletes them. With
+    `delete_now` (a leaked box) its files go at once too."""
     now = time.time() if now is None else now
-    box_dir, lock = _locked_change(catalog_dir, box, progress)
-    with lock:
-        state = load_state(box_dir)
+    box_dir = catalog_dir / box
+    with _changing(catalog_dir, box, progress) as state:
         entry = find_version(state, version, str(box_dir / "metadata.json"))
-        if entry["status"] != REVOKED:
-            entry["status"], entry["revoked_at"] = REVOKED, now
+        _hide(entry, now)
+        if delete_now:
+            _forget(state, [entry], progress, "revoked with --now")
         _purge_revoked(state, grace_hours, now, progress)
         save_state(box_dir, state)
         _sweep(box_dir, state, progress)
-    progress(f"{box} {version}: revoked, hidden from every channel; its files are deleted "
-             f"after {grace_hours:g} h (by the next publish, prune or revoke)")
+    if delete_now:
+        progress(f"{box} {version}: revoked, hidden from every channel, its files deleted")
+    else:
+        progress(f"{box} {version}: revoked, hidden from every channel; its files are "
+                 f"deleted after {grace_hours:g} h (by the next publish, prune or revoke)")
 
 
 def record_verified(catalog_dir: Path, box: str, version: str, sha256: str,
                     progress: Progress = print) -> None:
     """Note that `invoke verify --from-catalog` passed for this version's box `sha256`."""
-    box_dir, lock = _locked_change(catalog_dir, box, progress)
-    with lock:
-        state = load_state(box_dir)
+    box_dir = catalog_dir / box
+    with _changing(catalog_dir, box, progress) as state:
         entry = find_version(state, version, str(box_dir / "metadata.json"))
-        if sha256 not in [p["checksum"] for p in entry["providers"]]:
+        if sha256 not in [p.checksum for p in entry.providers]:
             raise GoldboxError(f"{box} {version}: sha256 {sha256[:12]}... is not this "
                                f"version's box (replaced since the verify started?)")
-        entry["verified_sha256"] = sorted({*entry.get("verified_sha256", []), sha256})
+        entry.verified_sha256 = sorted({*entry.verified_sha256, sha256})
         save_state(box_dir, state)
     progress(f"{box} {version}: verified (sha256 {sha256[:12]}...)")
+
+
+def _superseded(state: BoxState, keep: int) -> list[VersionState]:
+    """What `prune --keep` takes off the channels: released versions beyond the `keep`
+    newest, and candidates older than the newest released version (never released
+    since, and `vagrant box update` would never offer them). A candidate newer than
+    every released version is still on trial and stays; the stable channel keeps
+    `keep` >= 1 versions whenever it had any."""
+    released = sorted((v for v in state.versions if v.status == RELEASED),
+                      key=lambda v: semver_key(v.version))
+    if not released:
+        return []
+    newest = semver_key(released[-1].version)
+    stale = [v for v in state.versions
+             if v.status == CANDIDATE and semver_key(v.version) < newest]
+    return released[:-keep] + stale
 
 
 def prune(catalog_dir: Path, box: str, keep: int, *,
           grace_hours: float = DEFAULT_GRACE_HOURS, now: float | None = None,
           progress: Progress = print) -> list[str]:
-    """Keep the `keep` newest versions of `box` (revoked ones aside); remove the older
-    ones' entries, then their files, and the files of versions revoked more than
-    `grace_hours` ago. Returns the removed versions, oldest first."""
+    """Keep the `keep` newest released versions of `box` (see `_superseded`). The others
+    leave every channel now and their files go after `grace_hours` (for downloads
+    under way), as a revoked version's do; files of versions revoked more than
+    `grace_hours` ago go now. Returns the versions taken off the channels or deleted,
+    oldest first."""
     if keep < 1:
-        raise GoldboxError(f"--keep {keep}: say how many of the newest versions to keep "
-                           f"(at least 1)")
-    box_dir, lock = _locked_change(catalog_dir, box, progress)
-    with lock:
-        state = load_state(box_dir)
-        expired = _purge_revoked(state, grace_hours, time.time() if now is None else now,
-                                 progress)
-        live = sorted((v for v in state["versions"] if v["status"] != REVOKED),
-                      key=lambda v: semver_key(v["version"]))
-        doomed = live[:-keep]
-        for entry in doomed:
-            state["versions"].remove(entry)
+        raise GoldboxError(f"--keep {keep}: say how many of the newest released versions "
+                           f"to keep (at least 1)")
+    now = time.time() if now is None else now
+    box_dir = catalog_dir / box
+    with _changing(catalog_dir, box, progress) as state:
+        hidden = _superseded(state, keep)
+        for entry in hidden:
+            _hide(entry, now)
+            progress(f"{box} {entry.version}: pruned, hidden from every channel")
+        expired = _purge_revoked(state, grace_hours, now, progress)
         # Entries first, files second: a prune killed in between leaves folders that
         # the state no longer names, which this sweep (or the next one) removes.
         save_state(box_dir, state)
         _sweep(box_dir, state, progress)
-    kept = [v["version"] for v in live[-keep:]]
-    removed = sorted([v["version"] for v in doomed] + expired, key=semver_key)
-    progress(f"{box}: removed {', '.join(removed) or 'no version'}; kept {', '.join(kept)}")
+    kept = [v.version for v in state.versions if v.status != REVOKED]
+    removed = sorted({v.version for v in hidden} | set(expired), key=semver_key)
+    progress(f"{box}: removed {', '.join(removed) or 'no version'}; kept "
+             f"{', '.join(kept) or 'no version'}")
     return removed
