@@ -1,6 +1,7 @@
 """Small but real Vagrant boxes for the catalog tests: a libvirt .box (tar.gz with
-metadata.json, a Vagrantfile and a qcow2 box.img; it does not boot) and the manifest.json
-`invoke image` would write beside it (docs/contracts.md)."""
+metadata.json, a Vagrantfile and a qcow2 box.img; it does not boot), the manifest.json
+`invoke image` would write beside it (docs/contracts.md) and a plan.json there (the build's
+plan, which publish copies into the catalog; its content is a stand-in)."""
 
 from __future__ import annotations
 
@@ -61,4 +62,5 @@ def make_box(dest_dir: Path, version: str, *, box_name: str = BOX_NAME,
     }
     path = dest_dir / "manifest.json"
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    (dest_dir / "plan.json").write_text(json.dumps({"box": box_name, "version": version}) + "\n")
     return path

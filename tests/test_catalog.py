@@ -75,7 +75,8 @@ def catalog(tmp_path: Path) -> Path:
 # ---- the layout, versions and metadata ---------------------------------------------------
 
 
-def test_publish_lays_out_versions_with_checksums_and_file_urls(catalog, boxes_dir):
+def test_publish_lays_out_versions_with_checksums_and_file_urls(catalog, boxes_dir,
+                                                                tmp_path):
     for version in ("0.2.0", "0.10.0", "0.9.1"):  # semver order, not publish or text order
         publish_released(boxes_dir(version), catalog, description="test box", progress=QUIET)
     meta = metadata(catalog)
@@ -92,7 +93,24 @@ def test_publish_lays_out_versions_with_checksums_and_file_urls(catalog, boxes_d
         assert provider["checksum"] == hashlib.sha256(box.read_bytes()).hexdigest()
         manifest = json.loads((folder / "manifest.json").read_text())
         assert manifest["version"] == version and manifest["box_file"] == box.name
+        built_plan = tmp_path / "dist" / version / "plan.json"  # beside the manifest
+        assert (folder / "plan.json").read_bytes() == built_plan.read_bytes()
     assert not list(catalog.rglob(f"{PARTIAL_PREFIX}*"))
+
+
+def test_publish_refuses_a_build_without_its_plan(catalog, boxes_dir):
+    publish(boxes_dir("1.0.0"), catalog, progress=QUIET)
+    before = tree(catalog)
+    manifest = boxes_dir("1.1.0")
+    plan = manifest.parent / "plan.json"
+    plan.unlink()
+    with pytest.raises(GoldboxError, match=rf"^{plan}: no such file: publish needs the "
+                                           rf"build's plan beside its manifest"):
+        publish(manifest, catalog, progress=QUIET)
+    plan.write_text("{not json")
+    with pytest.raises(GoldboxError, match=rf"^{plan}: not valid JSON"):
+        publish(manifest, catalog, progress=QUIET)
+    assert tree(catalog) == before
 
 
 def test_existing_candidate_is_refused_unless_forced(catalog, boxes_dir, tmp_path):

@@ -156,10 +156,11 @@ def test_a_disk_that_fills_after_the_copy_takes_the_new_box_back(small_disk, tmp
     publish(make_box(tmp_path / "small", "1.0.0"), catalog, release=True, progress=QUIET)
     new = make_box(tmp_path / "new", "1.1.0")
     box_size = json.loads(new.read_text())["box_size"]
-    # Leave room for the box's pages and not one more: the copy lands, the state cannot.
+    # Leave room for the box's and the plan's pages and not one more: the copy lands, the
+    # state cannot.
     stats = os.statvfs(small_disk)
     page = stats.f_frsize
-    filler_size = stats.f_bavail * page - (box_size + page - 1) // page * page
+    filler_size = stats.f_bavail * page - ((box_size + page - 1) // page + 1) * page
     (catalog / "filler").write_bytes(b"\0" * filler_size)
     before = _files(catalog)
     result = run_invoke(project_copy, "publish", "--release", "--manifest", str(new),

@@ -346,6 +346,10 @@ DEFECTS = {
                       .write_bytes(b"x"), "old.box: dangling"),
     "dangling entry": (lambda c: next((c / BOX_NAME / "0.10.0").rglob("*.box")).unlink(),
                        "no such box (a dangling entry)"),
+    "missing plan": (lambda c: (c / BOX_NAME / "0.2.0" / "libvirt" / "plan.json").unlink(),
+                     "0.2.0/libvirt/plan.json: missing (publish copies the build's plan"),
+    "broken plan": (lambda c: (c / BOX_NAME / "0.2.0" / "libvirt" / "plan.json")
+                    .write_text("{not json"), "0.2.0/libvirt/plan.json: not valid JSON"),
 }
 
 

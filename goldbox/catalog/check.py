@@ -4,14 +4,15 @@ catalog directory or over HTTP, one line per problem.
 Per box and channel: metadata that parses, the box name matching its folder, versions
 that are semver, unique and in the order Vagrant sorts them (numerically, part by part),
 a lowercase checksum type, one provider entry per (provider, architecture), every box
-there with the sha256 the metadata claims (downloaded again over HTTP), metadata.json
-served as application/json. In a directory also: no
+there with the sha256 the metadata claims (downloaded again over HTTP) and the build's
+plan.json beside it, metadata.json served as application/json. In a directory also: no
 symbolic link in a box's tree (nothing is followed), no box file or version folder that
 no entry names (dangling), none named that is missing."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ import requests
 from goldbox.catalog.layout import (
     CHANNELS_DIR,
     METADATA,
+    PLAN,
     require_safe_box_dir,
     semver_key,
 )
@@ -184,7 +186,26 @@ def _check_providers(source, box: str, where: str, entry: Version, report: Repor
         elif digests[relative] != provider.checksum:
             report.add(where, f"{label}: {provider.url} has sha256 {digests[relative]}, "
                               f"the metadata says {provider.checksum}")
+        plan_problem = _plan_problem(source, relative.rsplit("/", 1)[0] + f"/{PLAN}")
+        if plan_problem:
+            report.add(where, f"{label}: {plan_problem}")
     return named
+
+
+def _plan_problem(source, relative: str) -> str | None:
+    """What is wrong with the build's plan.json beside a box (`verify --from-catalog`
+    checks the box against it), or None."""
+    try:
+        data = source.read(relative)
+    except GoldboxError as exc:
+        return str(exc)
+    if data is None:
+        return f"{source.where(relative)}: missing (publish copies the build's plan.json)"
+    try:
+        json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"{source.where(relative)}: not valid JSON: {exc}"
+    return None
 
 
 def _digest(source, relative: str, url: str) -> str | GoldboxError | None:

@@ -5,6 +5,7 @@ share or a static web host):
     <catalog>/<box>/channels/<channel>/metadata.json     other channels, e.g. `candidate`
     <catalog>/<box>/<version>/<provider>/<box>-<version>-<provider>.box
     <catalog>/<box>/<version>/<provider>/manifest.json   what `invoke image` wrote
+    <catalog>/<box>/<version>/<provider>/plan.json       the build's plan (for verify)
     <catalog>/<box>/.goldbox-state.json                  every version and its state
     <catalog>/.goldbox.lock, .goldbox-partial-*          never served
 
@@ -24,6 +25,7 @@ LOCK_FILE = ".goldbox.lock"
 STATE_FILE = ".goldbox-state.json"
 METADATA = "metadata.json"
 MANIFEST = "manifest.json"
+PLAN = "plan.json"
 CHANNELS_DIR = "channels"
 PARTIAL_PREFIX = ".goldbox-partial-"
 _URL = re.compile(r"^https?://", re.IGNORECASE)

@@ -13,6 +13,7 @@ folders the state does not name) are swept by the next change, under the same lo
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ from pathlib import Path
 from goldbox.catalog.layout import (
     MANIFEST,
     PARTIAL_PREFIX,
+    PLAN,
     box_file_name,
     channel_url_path,
     invalid,
@@ -78,9 +80,11 @@ class Published:
 
 @dataclass(frozen=True)
 class Build:
-    """What publishing takes from dist/<platform>/: the manifest and the box beside it."""
+    """What publishing takes from dist/<platform>/: the manifest, the box beside it and
+    the build's plan.json (which `verify --from-catalog` checks the box against)."""
     manifest: Manifest
     box: Path
+    plan: bytes
 
 
 def read_build(manifest_path: Path) -> Build:
@@ -89,7 +93,18 @@ def read_build(manifest_path: Path) -> Build:
     if not box.is_file():
         raise invalid(str(manifest_path), f"box_file = {manifest.box_file!r}: no such file "
                                           f"beside the manifest")
-    return Build(manifest, box)
+    plan_path = manifest_path.parent / PLAN
+    try:
+        plan = plan_path.read_bytes()
+        json.loads(plan)
+    except FileNotFoundError:
+        raise GoldboxError(f"{plan_path}: no such file: publish needs the build's plan "
+                           f"beside its manifest (`invoke image` writes both)") from None
+    except OSError as exc:
+        raise os_failure(plan_path, "read", exc) from None
+    except ValueError as exc:
+        raise invalid(str(plan_path), f"not valid JSON: {exc}") from None
+    return Build(manifest, box, plan)
 
 
 def _folders(folder: Path) -> list[Path]:
@@ -224,7 +239,7 @@ def publish(manifest_path: Path, catalog_dir: Path, *, base_url: str | None = No
             description: str | None = None, force: bool = False, release: bool = False,
             grace_hours: float = DEFAULT_GRACE_HOURS, now: float | None = None,
             progress: Progress = print) -> Published:
-    """Publish the box beside `manifest_path` to
+    """Publish the box beside `manifest_path` (and the build's plan.json) to
     `catalog_dir` as a candidate (released at once with `release`).
 
     The URLs in metadata.json are file:// URLs of `catalog_dir`, or lie under
@@ -261,6 +276,8 @@ def publish(manifest_path: Path, catalog_dir: Path, *, base_url: str | None = No
         except OSError as exc:
             raise os_failure(box_path.parent, "create", exc) from None
         try:
+            # Files before the entries that name them: a listed version has its plan.
+            write_file_atomically(box_path.parent / PLAN, build.plan)
             copy_box(build.box, box_path, manifest.box_sha256, progress)
             progress(f"copied {box_path.name}")
             entry.providers = sorted(
@@ -275,6 +292,8 @@ def publish(manifest_path: Path, catalog_dir: Path, *, base_url: str | None = No
         except GoldboxError:
             if file_name != old_file:  # nothing names the new copy: take it back
                 remove_file(box_path)
+            if replaced is None:
+                remove_file(box_path.parent / PLAN)
             raise
         render_channels(box_dir, state)
         progress(f"wrote {box_dir / 'metadata.json'}")
