@@ -25,7 +25,7 @@ from urllib.request import url2pathname
 import requests
 
 from goldbox import proc
-from goldbox.catalog.layout import MANIFEST, is_url, semver_key
+from goldbox.catalog.layout import MANIFEST, PLAN, is_url, semver_key
 from goldbox.catalog.metadata import parse_metadata
 from goldbox.config import SEMVER, Config, ProjectConfig, _validate
 from goldbox.errors import GoldboxError
@@ -33,7 +33,6 @@ from goldbox.manifest import Manifest, parse_manifest
 from goldbox.plan_model import read_plan
 
 PROVIDER = "libvirt"
-PLAN = "plan.json"
 
 
 @dataclass(frozen=True)
