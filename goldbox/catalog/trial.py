@@ -25,7 +25,7 @@ from urllib.request import url2pathname
 import requests
 
 from goldbox import proc
-from goldbox.catalog.layout import MANIFEST, PLAN, is_url, semver_key
+from goldbox.catalog.layout import MANIFEST, PLAN, box_file_name, is_url, semver_key
 from goldbox.catalog.metadata import parse_metadata
 from goldbox.config import SEMVER, Config, ProjectConfig, _validate
 from goldbox.errors import GoldboxError
@@ -173,7 +173,7 @@ def fetch_plan(candidate: Candidate, reader: Reader, dest: Path) -> Path:
 
 def download_box(candidate: Candidate, reader: Reader, dest: Path) -> Path:
     """The box itself (for the suite's look inside it), checked against its sha256."""
-    box = dest / candidate.box_url.rsplit("/", 1)[1]
+    box = dest / box_file_name(candidate.box, candidate.version, PROVIDER)  # checked names
     digest = reader.copy(candidate.box_url, box)
     if digest != candidate.sha256:
         raise GoldboxError(f"{candidate.box_url}: sha256 {digest}, the catalog "
