@@ -150,30 +150,38 @@ def up(c, platform=None, disk_gib=None):
     boot(with_disk(config, chosen, disk_gib), chosen)
 
 
-@task(help={"platform": "platform name (default: box.default_platform)",
+@task(help={"platform": "platform name (default: box.default_platform; with "
+                        "--from-catalog: the platform the box's manifest names)",
             "from-catalog": "URL[@VERSION]: a catalog channel's metadata.json; add the box "
-                            "through it with stock Vagrant, boot, check, destroy",
+                            "through it with stock Vagrant, boot, check against the plan.json "
+                            "published with it, destroy",
             "catalog": "with --from-catalog: the catalog directory to record the pass in "
-                       "(default: catalog.location)"})
+                       "(default: catalog.location)",
+            "cacert": "with --from-catalog: a CA certificate (PEM) to trust for an https "
+                      "catalog, for goldbox's reads and `vagrant box add --cacert`"})
 @reports_errors
-def verify(c, platform=None, from_catalog=None, catalog=None):
+def verify(c, platform=None, from_catalog=None, catalog=None, cacert=None):
     """Check the running VM: testinfra suite, HTTP "Hello!", static files, hygiene.
 
     Prints a pass/fail table; exits non-zero if any check fails. With --from-catalog,
     checks what teammates get instead: a private VAGRANT_HOME adds the box through the
-    catalog URL (VAGRANT_CLOUD_TOKEN / VAGRANT_SERVER_URL apply), boots it in
-    build/from-catalog/, runs the same checks, destroys it, and records the pass for the
-    version's sha256 (which `invoke release` requires with catalog.require_verified)."""
+    catalog URL (VAGRANT_CLOUD_TOKEN / VAGRANT_SERVER_URL apply; --cacert FILE trusts a
+    private CA), boots it in build/from-catalog/ as libvirt domain
+    goldbox-trial-<version>-default with HTTP on a free port of its own (never the VM of
+    `invoke up`), runs the same checks against the box's own published plan.json,
+    destroys it, and records the pass for the version's sha256 (which `invoke release`
+    requires with catalog.require_verified)."""
     from goldbox.verify import format_results
     from goldbox.verify import verify as check
 
     config = load_config(ROOT)
     started = time.monotonic()
-    chosen = config.platform(platform)
     if from_catalog:
-        candidate, results = _verify_from_catalog(config, chosen, from_catalog)
+        candidate, results = _verify_from_catalog(config, platform, from_catalog, cacert)
     else:
-        results = check(config, chosen)
+        if cacert:
+            raise GoldboxError("verify --cacert: only with --from-catalog URL")
+        results = check(config, config.platform(platform))
     print(format_results(results, time.monotonic() - started))
     failed = [result.check for result in results if not result.ok]
     if failed:
@@ -185,18 +193,14 @@ def verify(c, platform=None, from_catalog=None, catalog=None):
                         candidate.sha256)
 
 
-def _verify_from_catalog(config, platform, target):
-    from goldbox import accel
+def _verify_from_catalog(config, platform, target, cacert):
     from goldbox.catalog.trial import parse_target, try_from_catalog
-    from goldbox.verify import run_suite
-    from goldbox.vm import Built
 
-    def suite(ssh_config, manifest, box, plan):
-        return run_suite(config, platform, ssh_config, Built(box, manifest, plan))
-
-    return try_from_catalog(config, platform, parse_target(target),
-                            config.build_dir / "from-catalog" / platform.name, suite,
-                            libvirt_driver=accel.detect(config.cache_dir).libvirt_driver)
+    if cacert and not Path(cacert).is_file():
+        raise GoldboxError(f"verify --cacert {cacert}: no such file")
+    parsed = parse_target(target)
+    return try_from_catalog(config, platform, parsed, config.build_dir / "from-catalog",
+                            cacert=Path(cacert).resolve() if cacert else None)
 
 
 @task(help={"platform": "platform name (default: box.default_platform)",

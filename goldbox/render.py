@@ -7,6 +7,7 @@ missing variable is an error instead of an empty string.
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -40,6 +41,9 @@ class RenderOptions:
     libvirt_driver: str = "qemu"  # "kvm" when the acceleration probe passes
     prebuilt: Prebuilt | None = None
     cleanup: bool = True
+    # The libvirt domain's name is this + "default" (vagrant-libvirt's default_prefix);
+    # None: the folder's name + "_", as vagrant-libvirt names it.
+    domain_prefix: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,8 +67,29 @@ class Rendered:
         return [p for p in vars(self).values() if isinstance(p, Path) and p != self.directory]
 
 
+def ruby_string(value: object) -> str:
+    """A single-quoted Ruby literal of `value`: in '...' Ruby reads only \\ and \\' as
+    escapes and interpolates nothing (a double-quoted string, and so `tojson`, would run
+    a `#{...}` inside it)."""
+    text = str(value)
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def hcl_text(value: object) -> str:
+    """The inside of an HCL2 quoted string holding `value` as it is: JSON's escapes (HCL
+    reads the same), and `${` / `%{` doubled, which HCL would otherwise interpolate. For
+    a comment, too: a newline in it becomes `\\n`, so the comment cannot end early."""
+    escaped = json.dumps(str(value), ensure_ascii=False)[1:-1]
+    return escaped.replace("${", "$${").replace("%{", "%%{")
+
+
+def hcl_string(value: object) -> str:
+    """A quoted HCL2 string holding `value` as it is (see `hcl_text`)."""
+    return f'"{hcl_text(value)}"'
+
+
 def _environment(root: Path) -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(root)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -72,6 +97,9 @@ def _environment(root: Path) -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
     )
+    env.filters.update(ruby=ruby_string, hcl=hcl_string, hcl_text=hcl_text,
+                       sh=shlex.quote)
+    return env
 
 
 def _render(env: jinja2.Environment, template: str, context: dict) -> str:
@@ -104,6 +132,7 @@ def _context(config: Config, platform: Platform, options: RenderOptions) -> dict
         "system_steps": SYSTEM_STEPS,
         "base_disk_mb": BOX_DISK_GIB * 1024,
         "libvirt_driver": options.libvirt_driver,
+        "domain_prefix": options.domain_prefix,
         "packer": {
             "version": ".".join(map(str, options.packer_version)),
             # packer >= 1.7 ships builders as plugins, installed by `packer init`.

@@ -6,10 +6,12 @@ version through a one-entry metadata.json, so Vagrant knows its version."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
 import subprocess
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ from goldbox import accel, libvirtd, proc
 from goldbox.config import Config, Platform, check_disk
 from goldbox.context import PROVIDER, dist_dir
 from goldbox.errors import GoldboxError
-from goldbox.files import remove_tree, write_atomically
+from goldbox.files import remove_tree, sha256_file, write_atomically
 from goldbox.manifest import Manifest, read_manifest
 from goldbox.render import RenderOptions, render_vagrantfile
 
@@ -98,7 +100,7 @@ def add_box(config: Config, platform: Platform, built: Built) -> None:
         _run_vagrant(config, platform, "box", "remove", name, "--box-version", version,
                      "--provider", PROVIDER, "--force")
     # A copy uploaded from an earlier build of this version would be booted instead.
-    _delete_libvirt_volume(name, version)
+    delete_box_volume(name, version)
     metadata = vm_dir(config, platform) / "local-box" / "metadata.json"
     write_atomically(metadata, json.dumps({
         "name": name,
@@ -112,11 +114,48 @@ def add_box(config: Config, platform: Platform, built: Built) -> None:
     write_atomically(marker, built.manifest.box_sha256 + "\n")
 
 
-def _delete_libvirt_volume(name: str, version: str) -> None:
+def box_volume_name(name: str, version: str) -> str:
+    """vagrant-libvirt's name for the copy of a box version it uploads into the pool."""
+    return f"{name.replace('/', '-VAGRANTSLASH-')}_vagrant_box_image_{version}_box.img"
+
+
+def delete_box_volume(name: str, version: str) -> None:
     """vagrant-libvirt keeps an uploaded copy of each box in the default pool."""
-    volume = f"{name.replace('/', '-VAGRANTSLASH-')}_vagrant_box_image_{version}_box.img"
-    proc.capture(["virsh", "-c", "qemu:///system", "vol-delete", "--pool", "default", volume],
-                 check=False)
+    proc.capture(["virsh", "-c", "qemu:///system", "vol-delete", "--pool", "default",
+                  box_volume_name(name, version)], check=False)
+
+
+def box_volume_path(name: str, version: str) -> Path | None:
+    """The file of the pool's copy of this box version, None when there is none."""
+    result = proc.capture(["virsh", "-c", "qemu:///system", "vol-path", "--pool", "default",
+                           box_volume_name(name, version)], check=False)
+    return Path(result.stdout.strip()) if result.returncode == 0 else None
+
+
+def box_image_sha256(box: Path) -> str:
+    """The sha256 of the disk (box.img) inside a libvirt .box, read as a stream."""
+    try:
+        with tarfile.open(box, "r|*") as archive:
+            for member in archive:
+                if member.name.rsplit("/", 1)[-1] == "box.img" and member.isfile():
+                    digest = hashlib.sha256()
+                    source = archive.extractfile(member)
+                    while chunk := source.read(1 << 20):
+                        digest.update(chunk)
+                    return digest.hexdigest()
+    except (OSError, tarfile.TarError) as exc:
+        raise GoldboxError(f"{box}: cannot read it as a box: {exc}") from None
+    raise GoldboxError(f"{box}: no box.img in it")
+
+
+def require_same_image(volume: Path, box: Path) -> None:
+    """vagrant-libvirt boots the pool's copy of a box version if there is one: it must
+    hold `box`'s disk, or the VM would not be the box."""
+    if sha256_file(volume) != box_image_sha256(box):
+        raise GoldboxError(f"libvirt volume {volume} holds another disk than {box.name} "
+                           f"(a local build of the same name and version, added by "
+                           f"`invoke up`); vagrant-libvirt would boot it instead: remove it "
+                           f"with `invoke destroy --purge`")
 
 
 def with_disk(config: Config, platform: Platform, disk_gib: str | int | None) -> Config:

@@ -44,14 +44,17 @@ def let_workers_in(catalog: Path) -> None:
 
 
 @contextlib.contextmanager
-def serving(project: Path, catalog: Path, *options: str) -> Iterator[str]:
+def serving(project: Path, catalog: Path, *options: str,
+            wrapper: tuple[str, ...] = ()) -> Iterator[str]:
     """`invoke catalog-serve` of `catalog` on a free port (with `options`, e.g. --cert F
-    --key F); yields its base URL."""
+    --key F); yields its base URL. `wrapper` runs it inside something, e.g. `ip netns
+    exec NAME` (the e2e's network namespace)."""
     if os.geteuid() == 0:
         let_workers_in(catalog)
     invoke = Path(sys.executable).parent / "invoke"
     server = subprocess.Popen(
-        [str(invoke), "catalog-serve", "--catalog", str(catalog), "--port", "0", *options],
+        [*wrapper, str(invoke), "catalog-serve", "--catalog", str(catalog), "--port", "0",
+         *options],
         cwd=project, env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -65,3 +68,22 @@ def serving(project: Path, catalog: Path, *options: str) -> Iterator[str]:
         server.wait(timeout=30)
         server.stdout.close()
         server.stderr.close()
+
+
+def make_test_ca(pki: Path) -> dict[str, Path]:
+    """A CA made here (openssl), and a server certificate it signed for 127.0.0.1 and
+    localhost: what a team's own CA gives its box server."""
+    pki.mkdir(parents=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=pki, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=goldbox test CA", "-keyout", "ca.key", "-out", "ca.pem")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+            "-keyout", "server.key", "-out", "server.csr")
+    (pki / "san.ext").write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
+    (pki / "server.key").chmod(0o600)
+    return {"ca": pki / "ca.pem", "cert": pki / "server.pem", "key": pki / "server.key"}

@@ -33,6 +33,7 @@ from goldbox.config import BOX_DISK_GIB, load_config
 from goldbox.files import mounts_under, remove_tree
 from goldbox.image import ensure_tarball
 from tests import harness
+from tests.catalog_fixtures import make_test_ca, serving
 
 pytestmark = pytest.mark.slow
 
@@ -43,12 +44,13 @@ INVOKE = str(Path(sys.executable).parent / "invoke")
 
 
 def run(argv: list[str], netns: str | None = None, env: dict | None = None,
-        timeout: int = 3600) -> tuple[subprocess.CompletedProcess, float]:
+        timeout: int = 3600, cwd: Path = PROJECT_ROOT
+        ) -> tuple[subprocess.CompletedProcess, float]:
     """Run a command, its output shown live (pytest -s) and kept for the assertions."""
     if netns:
         argv = ["ip", "netns", "exec", netns, *argv]
     start = time.monotonic()
-    completed = subprocess.run(argv, cwd=PROJECT_ROOT, env={**os.environ, **(env or {})},
+    completed = subprocess.run(argv, cwd=cwd, env={**os.environ, **(env or {})},
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                timeout=timeout, check=False)
     seconds = time.monotonic() - start
@@ -287,6 +289,69 @@ def test_image_up_verify_destroy_and_rebuild(libvirt_netns, vagrant_home, projec
     assert after["input_hash"] != rebuilt["input_hash"]
     assert after["components"]["os-updates"] == today  # what `invoke boxes` shows
     print("\n".join(f"e2e {name:<18} {seconds:7.1f} s" for name, seconds in figures.items()))
+
+
+def test_verify_from_catalog_then_release(libvirt_netns, project_copy, tmp_path):
+    """What teammates get, checked before it is released, with no fakes: the debian-12 box
+    the chain above built (`invoke image` finds it up to date) is published as a
+    candidate with its plan.json, served by `invoke catalog-serve` (a real nginx) with a
+    teammate token, and `invoke verify --from-catalog` adds it through the candidate
+    channel with stock Vagrant and that token, boots it as a domain of its own on a port
+    of its own, runs the whole suite and records the pass; with catalog.require_verified,
+    `invoke release` refuses the version before the pass and releases it after."""
+    image, _ = run([INVOKE, "image", *ON_12])
+    assert image.returncode == 0, "invoke image failed"
+    manifest = json.loads((CONFIG.dist_dir / "debian-12" / "manifest.json").read_text())
+    box, version = manifest["box_name"], manifest["version"]
+    # The pool's copy of this version: one the trial uploads is removed after it, one
+    # that was there (`invoke up`'s, the same bytes) is left to its owner.
+    volume = Path("/var/lib/libvirt/images") / f"{box}_vagrant_box_image_{version}_box.img"
+    volume_was_there = volume.exists()
+    toml = project_copy / "goldbox.toml"
+    toml.write_text(toml.read_text().replace("[catalog]\n",
+                                             "[catalog]\nrequire_verified = true\n"))
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    in_copy = {"cwd": project_copy}
+    token = subprocess.run([INVOKE, "catalog-token", "add", "ci", "--catalog", str(catalog)],
+                           cwd=project_copy, capture_output=True, text=True, check=True
+                           ).stdout.strip()
+    pki = make_test_ca(tmp_path / "pki")  # the team's own CA
+    tls = ["--cacert", str(pki["ca"])]
+    wrapper = ("ip", "netns", "exec", libvirt_netns)  # where vagrant-libvirt's VM is
+    with serving(project_copy, catalog, "--cert", str(pki["cert"]), "--key", str(pki["key"]),
+                 wrapper=wrapper) as base:
+        assert base.startswith("https://")
+        published, _ = run([INVOKE, "publish", "--manifest",
+                            str(CONFIG.dist_dir / "debian-12" / "manifest.json"),
+                            "--catalog", str(catalog), "--base-url", base], **in_copy)
+        assert published.returncode == 0, "invoke publish failed"
+        assert (catalog / box / version / "libvirt" / "plan.json").read_bytes() == \
+            (CONFIG.dist_dir / "debian-12" / "plan.json").read_bytes()
+        early, _ = run([INVOKE, "release", version, "--catalog", str(catalog)], **in_copy)
+        assert early.returncode == 1 and "not verified" in early.stdout, early.stdout
+
+        teammate = {"VAGRANT_CLOUD_TOKEN": token, "VAGRANT_SERVER_URL": base}
+        channel = f"{base}{box}/channels/candidate/metadata.json"
+        trial, seconds = run([INVOKE, "verify", "--from-catalog", channel, *tls,
+                              "--catalog", str(catalog)],
+                             netns=libvirt_netns, env=teammate, **in_copy)
+    assert trial.returncode == 0, "invoke verify --from-catalog failed"
+    assert f"libvirt domain goldbox-trial-{version}-default" in trial.stdout
+    port = int(trial.stdout.split("HTTP on 127.0.0.1:")[1].split()[0])
+    assert port != CONFIG.project.ports.host_http  # never the port of `invoke up`
+    assert "PASS  http: GET / is exactly Hello!" in trial.stdout
+    assert "PASS  box: no SSH host keys baked in" in trial.stdout
+    assert " 0 failed" in trial.stdout
+    assert not (project_copy / "build" / "from-catalog" / ".vagrant" / "machines" /
+                "default" / "libvirt" / "id").exists(), "the trial VM was not destroyed"
+    assert volume.exists() == volume_was_there
+
+    released, _ = run([INVOKE, "release", version, "--catalog", str(catalog)], **in_copy)
+    assert released.returncode == 0, "invoke release after the pass failed"
+    stable = json.loads((catalog / box / "metadata.json").read_text())
+    assert [v["version"] for v in stable["versions"]] == [version]
+    print(f"e2e verify --from-catalog {seconds:7.1f} s")
 
 
 def test_verify_without_a_vm_names_the_fix(libvirt_netns, vagrant_home):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import filecmp
 import json
+import os
+import re
+import subprocess
 
 import pytest
 
@@ -113,3 +116,79 @@ def test_render_task_writes_build_folder(project_copy):
     default = load_config(project_copy).project.box.default_platform
     assert f"build/{default}/plan.json" in written
     assert (project_copy / f"build/{default}/{default}.pkr.hcl").is_file()
+
+
+# Values that would run code if a template put them raw into a quoted string: Ruby
+# interpolates #{...} in "..."; HCL interpolates ${...} and %{...}; a newline ends a comment.
+def _payloads(marker) -> list[str]:
+    return [f'x"; File.write("{marker}", "ruby ran"); "',
+            f"#{{File.write('{marker}', 'ruby ran')}}",
+            f"x'; File.write('{marker}', 'ruby ran'); '",
+            "back\\slash \\' and \\\\' and a\nnewline",
+            '${file("/etc/passwd")} %{ if true }x%{ endif } $${a} a$',
+            'é \u2028 \x01 "quoted"']
+
+
+def _hostile_box(config, name):
+    """`config` with box.name set without validation: what the filter alone must make
+    inert (the config and catalog models refuse such a name before any render)."""
+    box = config.project.box.model_copy(update={"name": name})
+    return config.model_copy(update={"project": config.project.model_copy(update={"box": box})})
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_the_ruby_filter_gives_the_exact_string_and_runs_nothing(index, tmp_path):
+    from goldbox.render import render_vagrantfile
+
+    marker = tmp_path / "ran"
+    value = _payloads(marker)[index]
+    vagrantfile = render_vagrantfile(_hostile_box(CONFIG, value), CONFIG.platform("debian-12"),
+                                     tmp_path)
+    literal = re.search(r"^  config\.vm\.box = (.*?)\n  config\.vm\.box_version",
+                        vagrantfile.read_text(), re.S | re.M).group(1)
+    printed = subprocess.run(["ruby", "-e", f"STDOUT.write({literal})"], capture_output=True,
+                             check=True).stdout
+    assert printed == value.encode()
+    # Vagrant itself evaluates the whole file: the payload stays a box name.
+    subprocess.run(["vagrant", "validate"], cwd=tmp_path, capture_output=True, timeout=300,
+                   env={**os.environ, "VAGRANT_HOME": str(tmp_path / "home")}, check=False)
+    assert not marker.exists()
+
+
+def test_the_hcl_filter_gives_packer_the_exact_string(tmp_path):
+    """packer's own HCL parser reads each value back as it was (`packer console`)."""
+    from goldbox.render import hcl_string
+
+    values = _payloads(tmp_path / "ran")
+    template = tmp_path / "t.pkr.hcl"
+    template.write_text("".join(
+        f'variable "v{index}" {{\n  type = string\n  default = {hcl_string(value)}\n}}\n'
+        for index, value in enumerate(values)))
+    for index, value in enumerate(values):
+        shown = subprocess.run(["packer", "console", template.name], cwd=tmp_path, text=True,
+                               input=f"jsonencode(var.v{index})\n", capture_output=True,
+                               check=True).stdout
+        assert json.loads(shown) == value
+
+
+def test_a_platform_description_cannot_leave_its_packer_comment(tmp_path):
+    """The description lands in the template's comment: a newline in it would start
+    HCL of its own (here a variable with no type, which packer refuses)."""
+    platform = CONFIG.platform("debian-12")
+    hostile = platform.model_copy(update={"description": 'x\nvariable "evil" {\n  nope = 1\n}'})
+    config = CONFIG.model_copy(update={"platforms": {**CONFIG.platforms, "debian-12": hostile}})
+    rendered = render_platform(config, hostile, tmp_path)
+    assert '\nvariable "evil"' not in rendered.packer_template.read_text()
+    packer_validate(rendered.packer_template)
+    packer_validate(rendered.system_template)
+
+
+def test_a_trial_vm_gets_a_libvirt_domain_name_of_its_own(tmp_path):
+    """`verify --from-catalog`'s VM: vagrant-libvirt names it from default_prefix, not
+    from the folder (which `invoke up` names its VM from)."""
+    from goldbox.render import render_vagrantfile
+
+    vagrantfile = render_vagrantfile(CONFIG, CONFIG.platform("debian-12"), tmp_path,
+                                     RenderOptions(domain_prefix="goldbox-trial-0.1.0-"))
+    assert "    libvirt.default_prefix = 'goldbox-trial-0.1.0-'\n" in vagrantfile.read_text()
+    assert "validated successfully" in vagrant_validate(vagrantfile)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+
+import pytest
 
 from goldbox.config import load_config
+from goldbox.errors import GoldboxError
 from tests.conftest import run_invoke
 
 DEFAULT = load_config().project.box.default_platform
@@ -45,3 +49,21 @@ def test_destroy_without_a_vm_is_harmless(project_copy):
     result = run_invoke(project_copy, "destroy")
     assert result.returncode == 0
     assert f"{DEFAULT}: no VM to destroy" in result.stdout
+
+
+def test_the_pools_copy_of_a_box_must_hold_its_disk(tmp_path):
+    """verify --from-catalog boots the pool's copy of a box version if one exists: it is
+    used only when it holds the very disk of the catalog's box."""
+    from goldbox.vm import require_same_image
+    from tests.boxes import make_box
+
+    make_box(tmp_path, "0.1.0")
+    (box,) = tmp_path.glob("*.box")
+    subprocess.run(["tar", "-xf", box, "-C", tmp_path, "box.img"], check=True)
+    volume = tmp_path / "box.img"  # what vagrant-libvirt uploads: box.img byte for byte
+    require_same_image(volume, box)
+    with open(volume, "ab") as other:
+        other.write(b"another build")
+    with pytest.raises(GoldboxError, match=r"^libvirt volume .* holds another disk than "
+                                           r".*invoke destroy --purge"):
+        require_same_image(volume, box)

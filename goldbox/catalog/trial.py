@@ -1,33 +1,38 @@
 """`invoke verify --from-catalog URL[@VERSION]`: test what teammates get before
 releasing it. The box is added through the catalog URL by stock Vagrant into a private
 VAGRANT_HOME (the path a teammate takes, tokens included), booted, checked with the
-same suite as `invoke verify` (goldbox/verify.py), and destroyed; a pass is recorded
+same suite as `invoke verify` (goldbox/verify.py) against the plan.json published with
+the box (not one rendered from today's checkout), and destroyed; a pass is recorded
 for the version's box sha256, which `invoke release` can require.
 
-The VM steps go through `run` (vagrant commands) and `check` (the suite), so the flow
-is tested without booting; a real run needs libvirt (see tests/harness.py)."""
+Everything read from the catalog is untrusted: the metadata, the manifest and the plan
+are parsed into their typed models, and the box's name and version go into the config
+through its validation before anything is rendered or run. The trial VM has a libvirt
+domain name and a host port of its own, so it never meets the VM `invoke up` runs."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import requests
 
 from goldbox import proc
-from goldbox.catalog.layout import is_url, semver_key
+from goldbox.catalog.layout import MANIFEST, PLAN, box_file_name, is_url, semver_key
 from goldbox.catalog.metadata import parse_metadata
-from goldbox.config import SEMVER, Config, Platform
+from goldbox.config import SEMVER, Config, ProjectConfig, _validate
 from goldbox.errors import GoldboxError
-from goldbox.manifest import parse_manifest
+from goldbox.manifest import Manifest, parse_manifest
+from goldbox.plan_model import read_plan
 
 PROVIDER = "libvirt"
-Run = Callable[[list[str], Path, dict[str, str]], str]
 
 
 @dataclass(frozen=True)
@@ -43,15 +48,68 @@ class Candidate:
     box_url: str
     sha256: str
 
-    @property
-    def manifest_url(self) -> str:
-        return self.box_url.rsplit("/", 1)[0] + "/manifest.json"
+    def beside_box(self, name: str) -> str:
+        """The URL of `name` in the box's folder (<box>/<version>/<provider>/)."""
+        return self.box_url.rsplit("/", 1)[0] + "/" + name
+
+
+@dataclass(frozen=True)
+class Reader:
+    """How the catalog is read: as Vagrant reads it (the token only to the host
+    VAGRANT_SERVER_URL names), trusting `cacert` for https when given."""
+
+    cacert: Path | None = None
+
+    def get(self, url: str, **options) -> requests.Response:
+        try:
+            response = requests.get(url, headers=_auth_headers(url), timeout=60,
+                                    verify=str(self.cacert) if self.cacert else True, **options)
+        except requests.RequestException as exc:
+            raise GoldboxError(f"cannot read {url}: {exc}") from None
+        if response.status_code == 401:
+            raise GoldboxError(f"{url}: HTTP 401: set VAGRANT_CLOUD_TOKEN to your catalog "
+                               f"token and VAGRANT_SERVER_URL to the catalog's URL")
+        if not response.ok:
+            raise GoldboxError(f"{url}: HTTP {response.status_code}")
+        return response
+
+    def text(self, url: str) -> str:
+        """The text at `url`, or one GoldboxError naming it."""
+        if is_url(url):
+            return self.get(url).text
+        path = _local_path(url)
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise GoldboxError(f"{url}: cannot read: {exc}") from None
+
+    def copy(self, url: str, dest: Path) -> str:
+        """Copy what `url` holds to `dest`; returns its sha256."""
+        digest = hashlib.sha256()
+        with open(dest, "wb") as out:
+            if is_url(url):
+                chunks = self.get(url, stream=True).iter_content(1 << 20)
+            else:
+                chunks = _read_chunks(_local_path(url))
+            for chunk in chunks:
+                digest.update(chunk)
+                out.write(chunk)
+        return digest.hexdigest()
+
+
+def _read_chunks(path: Path):
+    try:
+        with open(path, "rb") as source:
+            while chunk := source.read(1 << 20):
+                yield chunk
+    except OSError as exc:
+        raise GoldboxError(f"{path}: cannot read: {exc}") from None
 
 
 def parse_target(text: str) -> Target:
     """`URL` or `URL@VERSION` (a channel's metadata.json, as teammates add it)."""
     url, _, version = text.rpartition("@")
-    if url and SEMVER.match(version):
+    if url and SEMVER.fullmatch(version):
         return Target(url, version)
     return Target(text, None)
 
@@ -64,34 +122,14 @@ def _auth_headers(url: str) -> dict[str, str]:
     return {}
 
 
-def _get(url: str, **options) -> requests.Response:
-    try:
-        response = requests.get(url, headers=_auth_headers(url), timeout=60, **options)
-    except requests.RequestException as exc:
-        raise GoldboxError(f"cannot read {url}: {exc}") from None
-    if response.status_code == 401:
-        raise GoldboxError(f"{url}: HTTP 401: set VAGRANT_CLOUD_TOKEN to your catalog token "
-                           f"and VAGRANT_SERVER_URL to the catalog's URL")
-    if not response.ok:
-        raise GoldboxError(f"{url}: HTTP {response.status_code}")
-    return response
-
-
 def _local_path(url: str) -> Path:
-    return Path(urlsplit(url).path) if url.startswith("file:") else Path(url)
+    return Path(url2pathname(urlsplit(url).path)) if url.startswith("file:") else Path(url)
 
 
-def choose(target: Target) -> Candidate:
-    """The version to try (the newest unless pinned) and its libvirt box."""
-    if is_url(target.metadata_url):
-        text = _get(target.metadata_url).text
-    else:
-        path = _local_path(target.metadata_url)
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise GoldboxError(f"{path}: cannot read: {exc}") from None
-    metadata = parse_metadata(text, target.metadata_url)
+def choose(target: Target, reader: Reader) -> Candidate:
+    """The version to try (the newest unless pinned) and its libvirt box, from the
+    channel's metadata read through its typed model."""
+    metadata = parse_metadata(reader.text(target.metadata_url), target.metadata_url)
     versions = sorted(metadata.versions, key=lambda v: semver_key(v.version))
     if target.version:
         versions = [v for v in versions if v.version == target.version]
@@ -100,47 +138,72 @@ def choose(target: Target) -> Candidate:
                            f"{target.version or ''} listed".replace("  ", " "))
     entry = versions[-1]
     provider = next((p for p in entry.providers if p.name == PROVIDER), None)
-    if provider is None or provider.checksum_type != "sha256":
+    if provider is None or provider.checksum_type != "sha256" or not provider.checksum:
         raise GoldboxError(f"{target.metadata_url}: version {entry.version} has no "
                            f"{PROVIDER} box with a sha256 checksum")
     return Candidate(metadata.name, entry.version, provider.url, provider.checksum)
 
 
-def download_box(candidate: Candidate, dest: Path) -> Path:
+def read_published_manifest(candidate: Candidate, reader: Reader) -> Manifest:
+    """The manifest published beside the box; it must describe that very box."""
+    url = candidate.beside_box(MANIFEST)
+    manifest = parse_manifest(reader.text(url), url)
+    said = (manifest.box_name, manifest.version, manifest.box_sha256)
+    if said != (candidate.box, candidate.version, candidate.sha256):
+        raise GoldboxError(f"{url}: describes {said[0]} {said[1]} (sha256 {said[2]}), the "
+                           f"catalog lists {candidate.box} {candidate.version} (sha256 "
+                           f"{candidate.sha256})")
+    return manifest
+
+
+def fetch_plan(candidate: Candidate, reader: Reader, dest: Path) -> Path:
+    """The plan.json the box was built from, published beside it: what the suite checks
+    the VM against (checked against the plan model before use)."""
+    url = candidate.beside_box(PLAN)
+    try:
+        text = reader.text(url)
+    except GoldboxError as exc:
+        raise GoldboxError(f"{exc} (the box's plan.json: publish the box again with this "
+                           f"goldbox, which publishes it beside the box)") from None
+    path = dest / PLAN
+    path.write_text(text, encoding="utf-8")
+    read_plan(path)
+    return path
+
+
+def download_box(candidate: Candidate, reader: Reader, dest: Path) -> Path:
     """The box itself (for the suite's look inside it), checked against its sha256."""
-    box = dest / candidate.box_url.rsplit("/", 1)[1]
-    digest = hashlib.sha256()
-    with open(box, "wb") as out:
-        if is_url(candidate.box_url):
-            for chunk in _get(candidate.box_url, stream=True).iter_content(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
-        else:
-            with open(_local_path(candidate.box_url), "rb") as source:
-                while chunk := source.read(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
-    if digest.hexdigest() != candidate.sha256:
-        raise GoldboxError(f"{candidate.box_url}: sha256 {digest.hexdigest()}, the catalog "
+    box = dest / box_file_name(candidate.box, candidate.version, PROVIDER)  # checked names
+    digest = reader.copy(candidate.box_url, box)
+    if digest != candidate.sha256:
+        raise GoldboxError(f"{candidate.box_url}: sha256 {digest}, the catalog "
                            f"says {candidate.sha256}")
     return box
 
 
-def read_published_manifest(candidate: Candidate) -> dict:
-    url = candidate.manifest_url
-    try:
-        text = _get(url).text if is_url(url) else _local_path(url).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GoldboxError(f"{url}: cannot read the published manifest: {exc}") from None
-    return parse_manifest(text, url).model_dump(exclude_none=True)
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now (the kernel's pick)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
-def trial_config(config: Config, candidate: Candidate) -> Config:
-    """The project's config with the box pinned to the candidate's name and version."""
-    box = config.project.box.model_copy(update={"name": candidate.box,
-                                                "version": candidate.version})
-    return config.model_copy(update={"project": config.project.model_copy(
-        update={"box": box})})
+def trial_config(config: Config, candidate: Candidate, host_http: int, label: str) -> Config:
+    """The project's config with the box pinned to the candidate's name and version and
+    the VM's HTTP forwarded to `host_http`, built through the config's validation: the
+    catalog's name and version are checked as goldbox.toml's would be (one line naming
+    `label` when not)."""
+    data = config.project.model_dump()
+    data["box"].update(name=candidate.box, version=candidate.version)
+    data["ports"]["host_http"] = host_http
+    project = _validate(ProjectConfig, data, label)
+    return config.model_copy(update={"project": project})
+
+
+def domain_prefix(candidate: Candidate) -> str:
+    """The trial VM's libvirt domain is `goldbox-trial-<version>-default`: never the
+    `<platform>_default` that `invoke up` boots."""
+    return f"goldbox-trial-{candidate.version}-"
 
 
 def run_vagrant(args: list[str], cwd: Path, env: dict[str, str]) -> str:
@@ -151,43 +214,58 @@ def run_vagrant(args: list[str], cwd: Path, env: dict[str, str]) -> str:
     return result.stdout
 
 
-def try_from_catalog(config: Config, platform: Platform, target: Target, work: Path,
-                     check: Callable[[Path, dict, Path, Path], list], *,
-                     run: Run = run_vagrant, libvirt_driver: str = "qemu",
-                     remove_volume: Callable[[str, str], None] | None = None,
+def try_from_catalog(config: Config, platform_name: str | None, target: Target, work: Path,
+                     *, cacert: Path | None = None,
                      progress: Callable[[str], None] = print) -> tuple[Candidate, list]:
     """Add, boot, check and destroy the catalog's box in `work`; returns the candidate and
-    the suite's results. `check(ssh_config, manifest, box, plan)` runs the suite;
-    `remove_volume(box, version)` drops the copy vagrant-libvirt keeps in its pool."""
-    from goldbox.render import RenderOptions, render_platform
-    from goldbox.vm import _delete_libvirt_volume
+    the suite's results (goldbox.verify.run_suite). Everything the catalog says is read
+    and checked before the first vagrant command."""
+    from goldbox import accel
+    from goldbox.render import RenderOptions, render_vagrantfile
+    from goldbox.verify import run_suite
+    from goldbox.vm import Built, box_volume_path, delete_box_volume, require_same_image
 
-    remove_volume = remove_volume or _delete_libvirt_volume
-
-    candidate = choose(target)
+    reader = Reader(cacert)
+    candidate = choose(target, reader)
+    trial = trial_config(config, candidate, free_port(), target.metadata_url)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
+    manifest = read_published_manifest(candidate, reader)
+    platform = config.platform(platform_name or manifest.platform)
+    if platform.name != manifest.platform:
+        raise GoldboxError(f"{candidate.beside_box(MANIFEST)}: the box is built for "
+                           f"{manifest.platform}, not --platform {platform.name}")
+    plan = fetch_plan(candidate, reader, work)
+    box = download_box(candidate, reader, work)
+    render_vagrantfile(trial, platform, work, RenderOptions(
+        libvirt_driver=accel.detect(config.cache_dir).libvirt_driver,
+        domain_prefix=domain_prefix(candidate)))
+    # A volume of this name and version (uploaded by `invoke up`) is what vagrant-libvirt
+    # would boot: used only if it holds these very bytes, and then left to its owner.
+    existing = box_volume_path(candidate.box, candidate.version)
+    if existing:
+        require_same_image(existing, box)
     home = work / "vagrant.d"  # nothing of the host's Vagrant is used or changed
     env = {**os.environ, "VAGRANT_HOME": str(home), "VAGRANT_DEFAULT_PROVIDER": PROVIDER,
            "VAGRANT_CHECKPOINT_DISABLE": "1"}
-    rendered = render_platform(trial_config(config, candidate), platform, work,
-                               RenderOptions(libvirt_driver=libvirt_driver))
-    manifest = read_published_manifest(candidate)
-    box = download_box(candidate, work)
     progress(f"adding {candidate.box} {candidate.version} through {target.metadata_url}")
-    run(["box", "add", target.metadata_url, "--box-version", candidate.version,
-         "--provider", PROVIDER], work, env)
+    run_vagrant(["box", "add", target.metadata_url, "--box-version", candidate.version,
+                 "--provider", PROVIDER, *(["--cacert", str(cacert)] if cacert else [])],
+                work, env)
     try:
-        progress(f"booting {candidate.box} {candidate.version}")
-        run(["up", "--provider", PROVIDER], work, env)
+        progress(f"booting {candidate.box} {candidate.version} as libvirt domain "
+                 f"{domain_prefix(candidate)}default, HTTP on 127.0.0.1:"
+                 f"{trial.project.ports.host_http}")
+        run_vagrant(["up", "--provider", PROVIDER], work, env)
         ssh_config = work / "ssh-config"
-        ssh_config.write_text(run(["ssh-config"], work, env))
-        results = check(ssh_config, manifest, box, rendered.plan)
+        ssh_config.write_text(run_vagrant(["ssh-config"], work, env))
+        results = run_suite(trial, platform, ssh_config, Built(box, manifest, plan))
     finally:
         box.unlink(missing_ok=True)  # a copy for the suite only
-        run(["destroy", "--force"], work, env)
-        run(["box", "remove", candidate.box, "--box-version", candidate.version,
-             "--provider", PROVIDER, "--force"], work, env)
-        remove_volume(candidate.box, candidate.version)
+        run_vagrant(["destroy", "--force"], work, env)
+        run_vagrant(["box", "remove", candidate.box, "--box-version", candidate.version,
+                     "--provider", PROVIDER, "--force"], work, env)
+        if existing is None:
+            delete_box_volume(candidate.box, candidate.version)
     return candidate, results
