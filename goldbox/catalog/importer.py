@@ -385,13 +385,20 @@ def _download(source: _Source, url: str, partial: Path, kind: str, what: str,
                              f"{total / 2**20:.1f} MiB)")
         except (requests.RequestException, OSError) as exc:
             out.flush()
-            raise GoldboxError(
-                f"{url}: the download broke off after {received} of "
-                f"{total or 'unknown'} bytes ({type(exc).__name__}); {partial.name} keeps "
-                f"them: run the import again to continue") from None
+            raise _broken_off(url, received, total, type(exc).__name__, partial) from None
         out.flush()
+        if total and received < total:
+            raise _broken_off(url, received, total, "the server closed the connection",
+                              partial)
         os.fsync(out.fileno())
     return {name: hasher.hexdigest() for name, hasher in hashers.items()}
+
+
+def _broken_off(url: str, received: int, total: int, why: str,
+                partial: Path) -> GoldboxError:
+    return GoldboxError(f"{url}: the download broke off after {received} of "
+                        f"{total or 'unknown'} bytes ({why}); {partial.name} keeps them: "
+                        f"run the import again to continue")
 
 
 def _open_source(url: str, have: int, what: str,
@@ -419,6 +426,9 @@ def _open_source(url: str, have: int, what: str,
     else:
         total, start = int(response.headers.get("Content-Length") or 0), 0
     progress(f"{what}: downloading {url}" + (f", continuing at byte {start}" if start else ""))
+    # A connection closed early then ends the chunks instead of losing the last one's
+    # bytes: `_download` compares what came with the announced size.
+    response.raw.enforce_content_length = False
     return response.iter_content(_CHUNK), total, start
 
 
