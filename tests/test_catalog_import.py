@@ -199,3 +199,133 @@ def test_a_dropped_connection_fails_in_one_line_and_the_next_run_resumes(
     assert listed(catalog)["1.0.0"][0]["checksum"] == sha256(copy) == \
         sha256(box_files / f"{name}.box")
     assert not any((catalog / ".goldbox-import").iterdir())
+
+
+def test_the_token_goes_only_to_the_host_vagrant_server_url_names(project_copy, catalog,
+                                                                  box_files, tmp_path):
+    """HCP answers the metadata with the token and serves the boxes from another host:
+    the token must not follow them there (here: metadata on `localhost`, boxes on
+    127.0.0.1, two names of one stand-in)."""
+    log = tmp_path / "requests.log"
+    with standin(box_files, log, "--token", "s3cret") as port:
+        url = f"http://localhost:{port}/acme/base"
+        refused = catalog_import(project_copy, url, "--catalog", str(catalog))
+        assert refused.returncode == 1
+        assert refused.stderr.strip() == (f"goldbox: error: {url}: HTTP 401: set "
+                                          f"VAGRANT_CLOUD_TOKEN to your token and "
+                                          f"VAGRANT_SERVER_URL to the server's URL")
+        result = catalog_import(project_copy, url, "--catalog", str(catalog),
+                                env={"VAGRANT_CLOUD_TOKEN": "s3cret",
+                                     "VAGRANT_SERVER_URL": f"http://localhost:{port}"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    asked = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["authorization"] for r in asked if r["path"] == "/acme/base"] == [
+        None, "Bearer s3cret"]
+    boxes = requests_for_boxes(log)
+    assert len(boxes) == 4
+    assert {(r["host"], r["authorization"]) for r in boxes} == {(f"127.0.0.1:{port}", None)}
+
+
+def test_metadata_served_over_http_may_not_name_a_local_file(project_copy, catalog,
+                                                            box_files, tmp_path):
+    template = Path(__file__).parent / "data" / "hcp-local-file.json"
+    with standin(box_files, tmp_path / "requests.log", "--template", str(template)) as port:
+        result = catalog_import(project_copy, f"http://127.0.0.1:{port}/acme/base",
+                                "--catalog", str(catalog))
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert ("base 1.0.0 libvirt/amd64: url file:///etc/passwd: a local file named by "
+            "metadata served over HTTP (refused)") in result.stderr
+    assert [p["name"] for p in listed(catalog)["1.0.0"]] == ["virtualbox"]
+    assert not (catalog / "base" / "1.0.0" / "libvirt").exists()
+    passwd = Path("/etc/passwd").read_bytes()
+    assert not any(p.read_bytes() == passwd for p in catalog.rglob("*") if p.is_file())
+
+
+def test_every_architecture_survives_the_next_release(project_copy, catalog, box_files,
+                                                      tmp_path):
+    """Two architectures of one provider share a folder: the sweep every catalog change
+    makes keeps both files."""
+    with standin(box_files, tmp_path / "requests.log") as port:
+        result = catalog_import(project_copy, f"http://127.0.0.1:{port}/acme/base",
+                                "--catalog", str(catalog))
+    assert result.returncode == 0, result.stdout + result.stderr
+    invoke = str(Path(sys.executable).parent / "invoke")
+    released = subprocess.run([invoke, "release", "1.1.0", "--catalog", str(catalog),
+                               "--box", "base"], cwd=project_copy, capture_output=True,
+                              text=True, check=False)
+    assert released.returncode == 0, released.stdout + released.stderr
+    assert sorted(p.name for p in (catalog / "base/1.0.0/virtualbox").glob("*.box")) == [
+        "base-1.0.0-virtualbox-amd64.box", "base-1.0.0-virtualbox-arm64.box"]
+    assert list(listed(catalog)) == ["1.0.0", "1.1.0"]
+    check = subprocess.run([invoke, "catalog-check", "--catalog", str(catalog)],
+                           cwd=project_copy, capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def local_source(tmp_path: Path, box: Path, **provider) -> str:
+    """A static catalog's metadata.json on this disk (file://), one version, one box."""
+    entry = {"name": "libvirt", "url": box.as_uri(), **provider}
+    path = tmp_path / "source" / "metadata.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"name": "base", "versions": [
+        {"version": "2.0.0", "providers": [entry]}]}))
+    return path.as_uri()
+
+
+def test_a_box_without_a_checksum_needs_allow_unchecked(project_copy, catalog, box_files,
+                                                        tmp_path):
+    box = box_files / "1.1.0-libvirt-amd64.box"
+    url = local_source(tmp_path, box)
+    refused = catalog_import(project_copy, url, "--catalog", str(catalog))
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        f"goldbox: error: catalog-import {url}: not imported: base 2.0.0 libvirt/any: no "
+        f"published checksum (pass --allow-unchecked to import it with the sha256 of what "
+        f"is downloaded)")
+    assert not (catalog / "base" / "metadata.json").exists()
+    result = catalog_import(project_copy, url, "--catalog", str(catalog), "--allow-unchecked")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # A static catalog's metadata has no states: what it lists is released.
+    [provider] = listed(catalog)["2.0.0"]
+    assert provider["checksum"] == sha256(box)
+    assert provider["url"] == (catalog / "base/2.0.0/libvirt/base-2.0.0-libvirt.box").as_uri()
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"name": "../evil"}, "name = '../evil': expected a box name, optionally ORG/NAME"),
+    ({"status": "deleted"}, "versions[0].status = 'deleted': expected 'active', "
+                            "'unreleased' or 'revoked'"),
+    ({"checksum_type": "crc32", "checksum": "0" * 8},
+     "checksum_type = 'crc32': expected one of md5, sha1, sha256, sha384, sha512"),
+    ({"checksum_type": "sha1", "checksum": "0" * 39},
+     "checksum = '" + "0" * 39 + "': expected 40 hex characters for sha1"),
+    ({"url": "javascript:alert(1)"}, "versions[0].providers[0].url = 'javascript:alert(1)': "
+                                     "expected an http://, https:// or file:// URL"),
+    ({"name_of_provider": "virtual box"}, "versions[0].providers[0].name = 'virtual box': "
+                                          "expected a Vagrant provider name"),
+])
+def test_untrusted_metadata_is_refused_in_one_line_before_anything_is_written(
+        project_copy, catalog, box_files, tmp_path, change, expected):
+    source = {"name": "acme/base", "versions": [{"version": "1.0.0", "providers": [
+        {"name": "libvirt", "url": (box_files / "1.1.0-libvirt-amd64.box").as_uri(),
+         "checksum_type": "sha256", "checksum": sha256(box_files / "1.1.0-libvirt-amd64.box")}
+    ]}]}
+    version, provider = source["versions"][0], source["versions"][0]["providers"][0]
+    for key, value in change.items():
+        if key == "name":
+            source["name"] = value
+        elif key == "status":
+            version["status"] = value
+        elif key == "name_of_provider":
+            provider["name"] = value
+        else:
+            provider[key] = value
+    path = tmp_path / "metadata.json"
+    path.write_text(json.dumps(source))
+    result = catalog_import(project_copy, path.as_uri(), "--catalog", str(catalog))
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"goldbox: error: {path.as_uri()}: ")
+    assert expected in line
+    assert list(catalog.iterdir()) == []
