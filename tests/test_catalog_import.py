@@ -329,3 +329,22 @@ def test_untrusted_metadata_is_refused_in_one_line_before_anything_is_written(
     assert line.startswith(f"goldbox: error: {path.as_uri()}: ")
     assert expected in line
     assert list(catalog.iterdir()) == []
+
+
+def test_files_in_place_but_not_listed_are_checked_not_fetched_again(project_copy, catalog,
+                                                                    box_files, tmp_path):
+    """An import killed after a file's rename and before its listing: the next run finds
+    the file, checks it against the published checksum and lists it without a download."""
+    log = tmp_path / "requests.log"
+    with standin(box_files, log) as port:
+        url = f"http://127.0.0.1:{port}/acme/base"
+        assert catalog_import(project_copy, url, "--catalog", str(catalog)).returncode == 0
+        for listing in (catalog / "base" / STATE_FILE, catalog / "base" / "metadata.json",
+                        catalog / "base/channels/candidate/metadata.json"):
+            listing.unlink()
+        asked = len(requests_for_boxes(log))
+        result = catalog_import(project_copy, url, "--catalog", str(catalog))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("already in place and checked") == 4
+    assert len(requests_for_boxes(log)) == asked
+    assert list(listed(catalog, "candidate")) == ["1.0.0", "1.1.0"]
