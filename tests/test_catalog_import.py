@@ -276,7 +276,7 @@ def local_source(tmp_path: Path, box: Path, **provider) -> str:
 def test_a_box_without_a_checksum_needs_allow_unchecked(project_copy, catalog, box_files,
                                                         tmp_path):
     box = box_files / "1.1.0-libvirt-amd64.box"
-    url = local_source(tmp_path, box)
+    url = local_source(tmp_path, box) + "?access_token=s3cret"  # HCP's deprecated way
     refused = catalog_import(project_copy, url, "--catalog", str(catalog))
     assert refused.returncode == 1
     assert refused.stderr.strip() == (
@@ -290,6 +290,8 @@ def test_a_box_without_a_checksum_needs_allow_unchecked(project_copy, catalog, b
     [provider] = listed(catalog)["2.0.0"]
     assert provider["checksum"] == sha256(box)
     assert provider["url"] == (catalog / "base/2.0.0/libvirt/base-2.0.0-libvirt.box").as_uri()
+    assert state(catalog)["versions"][0]["imported_from"] == url.partition("?")[0]
+    assert not any(b"s3cret" in p.read_bytes() for p in catalog.rglob("*") if p.is_file())
 
 
 @pytest.mark.parametrize(("change", "expected"), [

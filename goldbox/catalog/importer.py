@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 from pydantic import TypeAdapter, ValidationError, model_validator
@@ -208,6 +208,13 @@ def read_remote(url: str) -> RemoteBox:
     return _parse(RemoteBox, text, url)
 
 
+def _recorded(url: str) -> str:
+    """A URL as the catalog keeps it (state, imported.json): without user, password,
+    query or fragment, where a token or a signature could hide."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
 def _local_path(url: str) -> Path:
     return Path(unquote(urlsplit(url).path))
 
@@ -270,7 +277,8 @@ def _import_version(source: _Source, version: RemoteVersion, state: BoxState, bo
             continue
         if entry is None:
             entry = VersionState(version=version.version, providers=[],
-                                 status=STATES[version.status], imported_from=source.url,
+                                 status=STATES[version.status],
+                                 imported_from=_recorded(source.url),
                                  imported_at=now)
             state.versions.append(entry)
         entry.providers = [*entry.providers, listed]
@@ -321,7 +329,7 @@ def _copy_provider(source: _Source, box: str, version: str, provider: RemoteProv
                      f"says {expected}; deleted, not listed")
             return None
         _place(partial, dest)
-    origin = {"metadata_url": source.url, "url": provider.url,
+    origin = {"metadata_url": _recorded(source.url), "url": _recorded(provider.url),
               "checksum_type": provider.checksum_type, "checksum": provider.checksum}
     write_file_atomically(dest.parent / ORIGIN, (json.dumps(origin, indent=2) + "\n").encode())
     return checked(Provider, {"name": provider.name, "url": base + relative,
