@@ -132,10 +132,14 @@ def test_import_copies_every_version_provider_and_architecture_with_states(
             assert provider["checksum"] == sha256(copy) == sha256(box_files / f"{name}.box")
         assert not any((catalog / ".goldbox-import").iterdir())
 
-        check = subprocess.run([str(Path(sys.executable).parent / "invoke"), "catalog-check",
-                                "--catalog", str(catalog)], cwd=project_copy,
-                               capture_output=True, text=True, check=False)
+        invoke = str(Path(sys.executable).parent / "invoke")
+        check = subprocess.run([invoke, "catalog-check", "--catalog", str(catalog)],
+                               cwd=project_copy, capture_output=True, text=True, check=False)
         assert check.returncode == 0, check.stdout + check.stderr
+        table = subprocess.run([invoke, "boxes", "--catalog", str(catalog)], cwd=project_copy,
+                               capture_output=True, text=True, check=False)
+        assert table.returncode == 0, table.stdout + table.stderr
+        assert "1.0.0" in table.stdout and "virtualbox" in table.stdout
 
         home = tmp_path / "vagrant.d"
         vagrant(home, "box", "add", str(catalog / "base" / "metadata.json"),

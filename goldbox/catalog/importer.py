@@ -322,16 +322,16 @@ def _copy_provider(source: _Source, box: str, version: str, provider: RemoteProv
         progress(f"{what}: {dest.name} already in place and checked")
     else:
         partial = staging / f"{file_name}.{expected[:16] or 'unchecked'}.part"
-        digests = _download(source, provider.url, partial, kind, what, progress)
+        digests = _download(provider.url, partial, kind, what, progress)
         if expected and digests[kind] != expected:
             _remove(partial)
             progress(f"{what}: {provider.url}: {kind} is {digests[kind]}, the metadata "
                      f"says {expected}; deleted, not listed")
             return None
         _place(partial, dest)
-    origin = {"metadata_url": _recorded(source.url), "url": _recorded(provider.url),
-              "checksum_type": provider.checksum_type, "checksum": provider.checksum}
-    write_file_atomically(dest.parent / ORIGIN, (json.dumps(origin, indent=2) + "\n").encode())
+    # The same for every architecture in the folder: which metadata the version came from.
+    origin = {"imported_from": _recorded(source.url)}
+    write_file_atomically(dest.parent / ORIGIN, (json.dumps(origin) + "\n").encode())
     return checked(Provider, {"name": provider.name, "url": base + relative,
                               "checksum_type": "sha256", "checksum": digests["sha256"],
                               "architecture": provider.architecture,
@@ -359,7 +359,7 @@ def _digests_of(path: Path, kind: str) -> dict[str, str] | None:
     return {name: hasher.hexdigest() for name, hasher in hashers.items()}
 
 
-def _download(source: _Source, url: str, partial: Path, kind: str, what: str,
+def _download(url: str, partial: Path, kind: str, what: str,
               progress: Progress) -> dict[str, str]:
     """Fill `partial` with the file at `url`, continuing what an earlier run left there;
     return its digests. A broken connection is one line; the bytes received stay for
