@@ -354,3 +354,22 @@ def test_files_in_place_but_not_listed_are_checked_not_fetched_again(project_cop
     assert result.stdout.count("already in place and checked") == 4
     assert len(requests_for_boxes(log)) == asked
     assert list(listed(catalog, "candidate")) == ["1.0.0", "1.1.0"]
+
+
+def test_a_download_folder_that_is_a_link_is_refused(project_copy, catalog, box_files,
+                                                     tmp_path):
+    """Whoever can write the catalog could point its download folder anywhere."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (catalog / ".goldbox-import").symlink_to(elsewhere)
+    box = box_files / "1.1.0-libvirt-amd64.box"
+    result = catalog_import(project_copy, local_source(tmp_path, box, checksum_type="sha256",
+                                                       checksum=sha256(box)),
+                            "--catalog", str(catalog))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"goldbox: error: {catalog / '.goldbox-import'}: a "
+                                     f"symbolic link in the catalog; refused (goldbox never "
+                                     f"follows a link in a catalog: whoever can write the "
+                                     f"catalog could point it anywhere); remove the link")
+    assert list(elsewhere.iterdir()) == []
+    assert not (catalog / "base").exists()
