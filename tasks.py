@@ -457,6 +457,35 @@ def catalog_token(c, action, name, catalog=None):
                   progress=lambda line: print(line, file=sys.stderr))
 
 
+@task(help={"url": "the box's metadata on the server you leave: http(s):// or file:// (an "
+                   "HCP box's, e.g. https://vagrantcloud.com/ORG/NAME, or any catalog's "
+                   "metadata.json)",
+            "catalog": "catalog directory (default: catalog.location)",
+            "box": "the box's name in the catalog (default: the source's name without "
+                   "its ORG/)",
+            "base-url": "URL the catalog directory is served under, as for publish "
+                        "(default: catalog.base_url, else file:// URLs)",
+            "allow-unchecked": "also import files the source lists without a checksum "
+                               "(listed with the sha256 of what was downloaded)"})
+@reports_errors
+def catalog_import(c, url, catalog=None, box=None, base_url=None, allow_unchecked=False):
+    """Copy a box's versions from another Vagrant server (HCP, any metadata.json) in.
+
+    Every version, provider and architecture the source lists; each file checked
+    against its published checksum (md5, sha1, sha256, sha384, sha512) before it is
+    listed, with its sha256. Versions keep their state (HCP's active: released,
+    unreleased: candidate; revoked ones stay behind) and note where they came from. A
+    cut-off download continues on the next run; a re-run copies only what is new.
+    VAGRANT_CLOUD_TOKEN goes only to VAGRANT_SERVER_URL's host."""
+    from goldbox.catalog import catalog_directory
+    from goldbox.catalog.importer import import_box
+
+    config = load_config(ROOT)
+    import_box(url, catalog_directory(catalog, config), box=box,
+               base_url=base_url or config.project.catalog.base_url,
+               allow_unchecked=allow_unchecked)
+
+
 @task(help={"catalog": "catalog directory or http(s) base URL (default: catalog.location)",
             "box": "only this box (an HTTP catalog cannot be listed: default box.name)",
             "token": "read token for a private HTTP catalog (default: $VAGRANT_CLOUD_TOKEN)"})

@@ -283,10 +283,11 @@ def test_metadata_keeps_only_what_it_knows():
             {"name": "libvirt", "url": "file:///c/b.box", "checksum_type": "sha256",
              "checksum": "0" * 64, "architecture": "amd64", "default_architecture": True}]}]})
     metadata = parse_metadata(text, "m.json")
+    # default_architecture is Vagrant's (>= 2.4), kept; status is a server's, dropped.
     assert metadata.model_dump(exclude_none=True) == {
         "name": "b", "description": "d", "versions": [{"version": "1.0.0", "providers": [
             {"name": "libvirt", "url": "file:///c/b.box", "checksum_type": "sha256",
-             "checksum": "0" * 64, "architecture": "amd64"}]}]}
+             "checksum": "0" * 64, "architecture": "amd64", "default_architecture": True}]}]}
 
 
 def test_a_state_file_with_an_unknown_status_is_one_line(catalog, boxes_dir):

@@ -24,6 +24,7 @@ import requests
 from goldbox.catalog.layout import (
     CHANNELS_DIR,
     METADATA,
+    ORIGIN,
     PLAN,
     require_safe_box_dir,
     semver_key,
@@ -200,6 +201,8 @@ def _plan_problem(source, relative: str) -> str | None:
     except GoldboxError as exc:
         return str(exc)
     if data is None:
+        if source.read(relative.rsplit("/", 1)[0] + f"/{ORIGIN}") is not None:
+            return None  # an imported box: no goldbox build, so no plan
         return f"{source.where(relative)}: missing (publish copies the build's plan.json)"
     try:
         parse_plan(data.decode(), source.where(relative))

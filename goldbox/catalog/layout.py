@@ -6,8 +6,10 @@ share or a static web host):
     <catalog>/<box>/<version>/<provider>/<box>-<version>-<provider>.box
     <catalog>/<box>/<version>/<provider>/manifest.json   what `invoke image` wrote
     <catalog>/<box>/<version>/<provider>/plan.json       the build's plan (for verify)
+    <catalog>/<box>/<version>/<provider>/imported.json   instead, for a catalog-import
     <catalog>/<box>/.goldbox-state.json                  every version and its state
     <catalog>/.goldbox.lock, .goldbox-partial-*          never served
+    <catalog>/.goldbox-import/                           catalog-import's downloads
 
 Dot files are goldbox's own bookkeeping: no web server may serve them."""
 
@@ -26,6 +28,7 @@ STATE_FILE = ".goldbox-state.json"
 METADATA = "metadata.json"
 MANIFEST = "manifest.json"
 PLAN = "plan.json"
+ORIGIN = "imported.json"  # beside an imported box: where it came from
 CHANNELS_DIR = "channels"
 PARTIAL_PREFIX = ".goldbox-partial-"
 _URL = re.compile(r"^https?://", re.IGNORECASE)

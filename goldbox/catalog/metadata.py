@@ -74,6 +74,8 @@ class Provider(_Model):
     checksum_type: ChecksumType | None = None
     checksum: Checksum | None = None
     architecture: Architecture | None = None
+    # Vagrant >= 2.4: the entry taken when the host's architecture has none of its own.
+    default_architecture: bool | None = None
 
     @model_validator(mode="after")
     def _sha256_is_one(self) -> Provider:
@@ -105,6 +107,9 @@ class VersionState(Version):
     status: Literal["candidate", "released", "revoked"]
     revoked_at: float | None = None
     verified_sha256: list[Sha256] = []
+    # `invoke catalog-import`: the metadata URL the version came from, and when.
+    imported_from: BoxUrl | None = None
+    imported_at: float | None = None
 
     @model_validator(mode="after")
     def _revoked_has_a_time(self) -> VersionState:

@@ -139,7 +139,10 @@ def _sweep(box_dir: Path, state: BoxState, progress: Progress) -> None:
             for partial_file in _files(folder, prefix=PARTIAL_PREFIX):
                 partial_file.unlink()
                 progress(f"removed unfinished file {partial_file}")
-        named = {(v.version, p.name): p.file_name for v in state.versions for p in v.providers}
+        named: dict[tuple[str, str], set[str]] = {}  # one file per architecture
+        for v in state.versions:
+            for p in v.providers:
+                named.setdefault((v.version, p.name), set()).add(p.file_name)
         for version_dir in _folders(box_dir):
             if not re.fullmatch(SEMVER, version_dir.name):
                 continue
@@ -151,9 +154,9 @@ def _sweep(box_dir: Path, state: BoxState, progress: Progress) -> None:
                              f"any more")
                     continue
                 for stale in _files(provider_dir, suffix=".box"):
-                    if stale.name != keep:
+                    if stale.name not in keep:
                         stale.unlink()
-                        progress(f"removed {stale}: replaced by {keep}")
+                        progress(f"removed {stale}: replaced by {', '.join(sorted(keep))}")
             with contextlib.suppress(OSError):
                 version_dir.rmdir()  # only when empty
     except OSError as exc:
