@@ -24,7 +24,7 @@ from goldbox.catalog.serve import free_port
 from goldbox.catalog.sites import SITES_FILE, site_id
 from goldbox.catalog.tokens import TOKENS_FILE
 from tests.boxes import BOX_NAME, make_box
-from tests.catalog_fixtures import let_workers_in, serving, vagrant
+from tests.catalog_fixtures import let_workers_in, make_test_ca, serving, vagrant
 from tests.conftest import run_invoke
 
 QUIET = lambda line: None  # noqa: E731
@@ -252,25 +252,9 @@ def test_tokens_match_case_sensitively_and_appear_in_no_log(project_copy, catalo
 # ---- TLS -----------------------------------------------------------------------------------
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 @pytest.fixture
 def tls(tmp_path: Path) -> dict[str, Path]:
-    """A CA made here, and a server certificate it signed for 127.0.0.1 and localhost."""
-    pki = tmp_path / "pki"
-    pki.mkdir()
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-subj", "/CN=goldbox test CA", "-keyout", "ca.key", "-out", "ca.pem", cwd=pki)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-             "-keyout", "server.key", "-out", "server.csr", cwd=pki)
-    (pki / "san.ext").write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem",
-             cwd=pki)
-    (pki / "server.key").chmod(0o600)
-    return {"ca": pki / "ca.pem", "cert": pki / "server.pem", "key": pki / "server.key"}
+    return make_test_ca(tmp_path / "pki")
 
 
 def test_https_with_a_test_ca_and_stock_vagrant_with_and_without_a_token(
