@@ -133,8 +133,9 @@ def test_an_unsigned_write_leaves_no_signature_of_older_content(tmp_path, keys, 
 
 def test_a_signature_left_stale_by_a_crash_is_replaced_by_the_next_change(
         project_copy, tmp_path, keys, signers):
-    """write_signed renames the signature first: killed before the file's rename, the
-    old file lies beside the new signature; the next change signs and writes both."""
+    """Killed between write_signed's two renames (the signature first), the old file
+    lies beside a signature of the new content: catalog-check says so, and the next
+    change signs and writes both again."""
     catalog = tmp_path / "catalog"
     publish(make_box(tmp_path / "dist" / "0.1.0", "0.1.0"), catalog_dir=catalog,
             signing_key=keys["alice"], progress=QUIET)
@@ -187,6 +188,10 @@ def test_add_by_short_name_over_https_verifies_then_vagrant_adds_and_outdated_wo
         no_token = add(project_copy, home, f"acme/{BOX_NAME}", signers, "--cacert",
                        str(tls["ca"]), env={"VAGRANT_SERVER_URL": server["VAGRANT_SERVER_URL"]})
         assert "HTTP 401" in one_line_error(no_token)
+        elsewhere = add(project_copy, home, f"{base}{BOX_NAME}/metadata.json", signers,
+                        "--cacert", str(tls["ca"]),
+                        env={**server, "VAGRANT_SERVER_URL": "https://boxes.example.org"})
+        assert "HTTP 401" in one_line_error(elsewhere)  # the token goes to its server only
         added = add(project_copy, home, f"acme/{BOX_NAME}", signers, "--cacert",
                     str(tls["ca"]), env=server)
         assert added.returncode == 0, added.stderr
