@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from goldbox.catalog import publish, release
+from goldbox.errors import GoldboxError
 from tests.boxes import BOX_NAME, make_box
 from tests.catalog_fixtures import make_test_ca, serving, set_catalog_keys, vagrant
 from tests.conftest import run_invoke
@@ -120,8 +121,18 @@ def test_publish_names_the_box_org_slash_box_and_keeps_its_folder(project_copy, 
     catalog = tmp_path / "catalog"
     said: list[str] = []
     publish(make_box(tmp_path / "dist", "0.1.0"), catalog_dir=catalog, release=True,
-            org="acme", progress=said.append)
+            base_url="https://boxes.example.org/", org="acme", progress=said.append)
     assert '"name": "acme/goldbox-test"' in (catalog / BOX_NAME / "metadata.json").read_text()
-    assert any(f"vagrant box add {SHORT}" in line for line in said), said
+    assert (f"teammates: VAGRANT_SERVER_URL=https://boxes.example.org vagrant box add {SHORT} "
+            f"(or `invoke add {SHORT}`)") in said, said
     check = run_invoke(project_copy, "catalog-check", "--catalog", str(catalog))
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_box_named_like_a_signature_is_refused_with_an_org(tmp_path):
+    catalog = tmp_path / "catalog"
+    manifest = make_box(tmp_path / "dist", "0.1.0", box_name="flask.sig")
+    with pytest.raises(GoldboxError, match=r"box_name = 'flask.sig': /acme/flask.sig is where "
+                                           r"the catalog serves a signature"):
+        publish(manifest, catalog_dir=catalog, org="acme", progress=QUIET)
+    assert not catalog.exists()

@@ -262,6 +262,12 @@ def test_add_refuses_a_removed_signature(project_copy, tmp_path, signers, over_h
     (catalog / BOX_NAME / "metadata.json.sig").unlink()
     refused = add(project_copy, tmp_path / "home", url, signers)
     assert one_line_error(refused).startswith(f"goldbox: error: {url}: not signed")
+    checked = invoke(project_copy, "catalog-check", "--catalog", url.rsplit("/", 2)[0] + "/",
+                     "--box", BOX_NAME, "--signers", str(signers))  # over HTTP too
+    assert checked.returncode == 1
+    assert checked.stdout.strip().splitlines() == [
+        f"{url}: not signed (no {url}.sig); a catalog that signs its files has one beside "
+        f"each"], checked.stdout
 
 
 def test_add_refuses_a_foreign_signature(project_copy, tmp_path, keys, signers, over_http):

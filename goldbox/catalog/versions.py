@@ -28,6 +28,7 @@ from goldbox.catalog.layout import (
     box_file_name,
     channel_url_path,
     invalid,
+    is_url,
     relative_box_path,
     require_catalog_dir,
     require_safe_box_dir,
@@ -327,7 +328,7 @@ def publish(manifest_path: Path, catalog_dir: Path, *, base_url: str | None = No
     if signing_key is None:
         progress("not signed: catalog.signing_key is not set, so no signature was written "
                  "(teammates' `invoke add` and `catalog-check --signers` will refuse it)")
-    if release and name != box:
+    if release and name != box and is_url(base):
         progress(f"teammates: VAGRANT_SERVER_URL={_base_of(published).rstrip('/')} "
                  f"vagrant box add {name} (or `invoke add {name}`)")
     elif release:
