@@ -136,3 +136,18 @@ def test_a_box_named_like_a_signature_is_refused_with_an_org(tmp_path):
                                            r"the catalog serves a signature"):
         publish(manifest, catalog_dir=catalog, org="acme", progress=QUIET)
     assert not catalog.exists()
+
+
+def test_a_rendered_site_answers_the_org_s_short_names(project_copy, tmp_path):
+    set_catalog_keys(project_copy, org="acme")
+    catalog = tmp_path / "catalog"
+    publish(make_box(tmp_path / "dist", "0.1.0"), catalog_dir=catalog, release=True,
+            org="acme", progress=QUIET)
+    site = tmp_path / "site"
+    rendered = run_invoke(project_copy, "catalog-serve", "--catalog", str(catalog),
+                          "--render-only", str(site), "--insecure-http")
+    assert rendered.returncode == 0, rendered.stderr
+    text = (site / "goldbox-catalog.conf").read_text()
+    assert 'location ~ "^/acme/(?<goldbox_box>[a-z0-9][a-z0-9._-]*)\\z"' in text
+    assert "try_files /$goldbox_box/metadata.json =404;" in text
+    assert "try_files /$goldbox_box/metadata.json.sig =404;" in text

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from goldbox.catalog import publish, release
+from goldbox.catalog import prune, publish, release
 from goldbox.signing import sign
 from tests.boxes import BOX_NAME, make_box
 from tests.catalog_fixtures import make_test_ca, serving, set_catalog_keys, vagrant
@@ -152,13 +152,34 @@ def test_a_signature_left_stale_by_a_crash_is_replaced_by_the_next_change(
     assert checked.returncode == 0, checked.stdout
 
 
+def test_revoke_and_prune_sign_the_channels_they_change(project_copy, tmp_path, keys,
+                                                       signers):
+    set_catalog_keys(project_copy, signing_key=str(keys["alice"]))
+    catalog = signed_catalog(tmp_path, keys["alice"])
+    for version in ("0.2.0", "0.3.0"):
+        publish(make_box(tmp_path / "dist" / version, version), catalog_dir=catalog,
+                signing_key=keys["alice"], release=True, progress=QUIET)
+    candidate = catalog / BOX_NAME / "channels/candidate/metadata.json"
+    before = candidate.read_text()
+    assert invoke(project_copy, "revoke", "0.3.0", "--catalog", str(catalog), "--box",
+                  BOX_NAME).returncode == 0
+    # The function, not the task: the task also purges this host's libvirt pool.
+    prune(catalog, BOX_NAME, 1, signing_key=keys["alice"], progress=QUIET)
+    assert candidate.read_text() != before
+    checked = invoke(project_copy, "catalog-check", "--catalog", str(catalog),
+                     "--signers", str(signers))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 # ---- invoke add ----------------------------------------------------------------------------
 
 
-def add(project: Path, home: Path, target: str, signers: Path, *options: str,
+def add(project: Path, home: Path, target: str, signers: Path | None, *options: str,
         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`invoke add TARGET` (with --signers unless None) into the VAGRANT_HOME `home`."""
     home.mkdir(parents=True, exist_ok=True)
-    return invoke(project, "add", target, "--signers", str(signers), *options,
+    trust = [] if signers is None else ["--signers", str(signers)]
+    return invoke(project, "add", target, *trust, *options,
                   env={"VAGRANT_HOME": str(home), "VAGRANT_CHECKPOINT_DISABLE": "1",
                        **(env or {})})
 
@@ -230,7 +251,12 @@ def _swap_box(tmp_path: Path, catalog: Path) -> None:
 
 def test_add_over_plain_http_adds_a_signed_box(project_copy, tmp_path, signers, over_http):
     _, url = over_http
-    added = add(project_copy, tmp_path / "home", url, signers)
+    unset = add(project_copy, tmp_path / "home", url, None, env={"HOME": str(tmp_path)})
+    assert (f"--signers {tmp_path}/.config/goldbox/allowed_signers: no such file"
+            in one_line_error(unset))
+    (project_copy / "trusted").write_bytes(signers.read_bytes())
+    set_catalog_keys(project_copy, allowed_signers="trusted")  # relative to the project
+    added = add(project_copy, tmp_path / "home", url, None)
     assert added.returncode == 0, added.stderr
     assert "signed by alice@team" in added.stdout
     assert f"{BOX_NAME} (libvirt, 0.1.0)" in vagrant(tmp_path / "home", "box", "list").stdout
