@@ -240,7 +240,10 @@ def publish(c, platform=None, manifest=None, catalog=None, base_url=None, force=
 
     Writes <catalog>/<box>/<version>/<provider>/ and lists the version on the candidate
     channel (<catalog>/<box>/channels/candidate/metadata.json); `invoke release VERSION`
-    then puts it in <catalog>/<box>/metadata.json, the URL teammates `vagrant box add`."""
+    then puts it in <catalog>/<box>/metadata.json, the URL teammates `vagrant box add`.
+    With catalog.org the box is named <org>/<box> (a Vagrantfile's config.vm.box). With
+    catalog.signing_key every metadata.json, manifest.json and plan.json it writes gets
+    an SSH signature beside it (<file>.sig); without one nothing is signed."""
     from goldbox import catalog as boxes
 
     config = load_config(ROOT)
@@ -252,7 +255,14 @@ def publish(c, platform=None, manifest=None, catalog=None, base_url=None, force=
     boxes.publish(manifest_path, boxes.catalog_directory(catalog, config),
                   base_url=base_url or config.project.catalog.base_url,
                   description=config.project.box.description, force=force, release=release,
-                  grace_hours=config.project.catalog.revoke_grace_hours)
+                  grace_hours=config.project.catalog.revoke_grace_hours,
+                  org=config.project.catalog.org, signing_key=_signing_key(config))
+
+
+def _signing_key(config):
+    """catalog.signing_key as a path, or None (nothing is signed)."""
+    key = config.project.catalog.signing_key
+    return None if key is None else config.host_file(key)
 
 
 @task(help={"catalog": "catalog directory or http(s) base URL (default: catalog.location)",
@@ -286,7 +296,8 @@ def prune(c, keep=0, catalog=None, box=None):
 
     config = load_config(ROOT)
     prune_versions(catalog_directory(catalog, config), box or config.project.box.name, keep,
-                   grace_hours=config.project.catalog.revoke_grace_hours)
+                   grace_hours=config.project.catalog.revoke_grace_hours,
+                   signing_key=_signing_key(config))
     from goldbox.pool import libvirt_reachable, purge
 
     if libvirt_reachable():  # a catalog host may have no libvirt at all
@@ -320,8 +331,10 @@ def catalog_serve(c, catalog=None, port=None, cert=None, key=None, insecure_http
     A private nginx (config, pid, logs under build/catalog-serve/) serves metadata.json
     as application/json and boxes with range requests, never dot files, links or
     unfinished uploads, and checks teammates' tokens when the catalog has any
-    (catalog-token); https with --cert/--key. Started as root, its workers run as
-    www-data (else nobody), who must be able to read the catalog.
+    (catalog-token); https with --cert/--key. With catalog.org it also answers Vagrant's
+    short names: /<org>/<box> is <box>/metadata.json, /<org>/<box>.sig its signature.
+    Started as root, its workers run as www-data (else nobody), who must be able to read
+    the catalog.
     --render-only DIR writes DIR/goldbox-catalog.conf (and, for a private catalog, the
     token map it includes) to include in any host's nginx, and records it in the catalog
     so `catalog-token` rewrites its token map."""
@@ -333,7 +346,7 @@ def catalog_serve(c, catalog=None, port=None, cert=None, key=None, insecure_http
     base_url = config.project.catalog.base_url
     if render_only:
         site = host_site(Path(render_only), listen, server_name, cert, key, nginx_conf,
-                         insecure_http, log_dir)
+                         insecure_http, log_dir, config.project.catalog.org)
         written = render_for_host(directory, site, base_url)
         print(f"wrote {written}: include it in nginx's http {{}} block, then "
               f"`{site.reload_command()}`")
@@ -341,7 +354,7 @@ def catalog_serve(c, catalog=None, port=None, cert=None, key=None, insecure_http
     serve(directory, config.build_dir,
           config.project.catalog.serve_port if port is None else int(port),
           cert=None if cert is None else Path(cert), key=None if key is None else Path(key),
-          base_url=base_url, insecure_http=insecure_http)
+          base_url=base_url, insecure_http=insecure_http, org=config.project.catalog.org)
 
 
 @task(help={"prune": "evict entries the current config does not use (by age and size)",
@@ -402,13 +415,15 @@ def release(c, version, catalog=None, box=None):
     """Release a published candidate: list it in <catalog>/<box>/metadata.json.
 
     With catalog.require_verified, the version's box must have passed
-    `invoke verify --from-catalog` for its exact sha256."""
+    `invoke verify --from-catalog` for its exact sha256. With catalog.signing_key the
+    channels' metadata.json are signed again (<file>.sig)."""
     from goldbox.catalog import catalog_directory
     from goldbox.catalog import release as release_version
 
     config = load_config(ROOT)
     release_version(catalog_directory(catalog, config), box or config.project.box.name,
-                    version, require_verified=config.project.catalog.require_verified)
+                    version, require_verified=config.project.catalog.require_verified,
+                    signing_key=_signing_key(config))
 
 
 @task(help={"version": "the version to revoke",
@@ -427,7 +442,7 @@ def revoke(c, version, catalog=None, box=None, now=False):
     config = load_config(ROOT)
     revoke_version(catalog_directory(catalog, config), box or config.project.box.name,
                    version, grace_hours=config.project.catalog.revoke_grace_hours,
-                   delete_now=now)
+                   delete_now=now, signing_key=_signing_key(config))
 
 
 @task(help={"action": "add or revoke",
@@ -486,16 +501,50 @@ def catalog_import(c, url, catalog=None, box=None, base_url=None, allow_unchecke
                allow_unchecked=allow_unchecked)
 
 
+@task(help={"target": "the box: its metadata URL (http(s)://.../metadata.json), or a short "
+                      "name ORG/BOX under $VAGRANT_SERVER_URL (as Vagrant resolves it)",
+            "signers": "the OpenSSH allowed_signers file to trust (default: "
+                       "catalog.allowed_signers, else ~/.config/goldbox/allowed_signers)",
+            "cacert": "CA certificate (PEM) for an https catalog this host does not trust; "
+                      "passed on to vagrant too",
+            "provider": "the provider to add when a version has several (vagrant's "
+                        "--provider)"})
+@reports_errors
+def add(c, target, signers=None, cacert=None, provider=None):
+    """Add a box with stock Vagrant, only if a trusted maintainer signed its metadata.
+
+    Fetches the metadata and its signature (<metadata URL>.sig; VAGRANT_CLOUD_TOKEN goes
+    as a Bearer token to VAGRANT_SERVER_URL's host only), verifies them against the
+    allowed_signers file, then runs `vagrant box add` on the verified copy, so Vagrant
+    checks the box against the signed sha256. Prints who signed it. Afterwards `vagrant
+    box outdated` asks the catalog as usual; `invoke add` again adds an update verified."""
+    from goldbox.catalog.add import DEFAULT_SIGNERS
+    from goldbox.catalog.add import add as add_box
+
+    config = load_config(ROOT)
+    configured = config.project.catalog.allowed_signers
+    trusted = (Path(signers) if signers else config.host_file(configured) if configured
+               else DEFAULT_SIGNERS.expanduser())
+    added = add_box(target, trusted, cacert=Path(cacert) if cacert else None,
+                    provider=provider)
+    print(f"added {added.name} {added.version} ({added.provider}) from {added.url}; its "
+          f"metadata is signed by {added.principal}")
+
+
 @task(help={"catalog": "catalog directory or http(s) base URL (default: catalog.location)",
             "box": "only this box (an HTTP catalog cannot be listed: default box.name)",
-            "token": "read token for a private HTTP catalog (default: $VAGRANT_CLOUD_TOKEN)"})
+            "token": "read token for a private HTTP catalog (default: $VAGRANT_CLOUD_TOKEN)",
+            "signers": "an OpenSSH allowed_signers file: also verify the signature of every "
+                       "channel's metadata.json, manifest.json and plan.json (one line per "
+                       "file that fails)"})
 @reports_errors
-def catalog_check(c, catalog=None, box=None, token=None):
+def catalog_check(c, catalog=None, box=None, token=None, signers=None):
     """Check a catalog as Vagrant will read it; one line per problem, non-zero if any.
 
     Semver versions in Vagrant's order, lowercase checksum types, every box's sha256
     (downloaded again over HTTP), one entry per (provider, architecture), box names,
-    metadata.json served as application/json, no dangling files or entries."""
+    metadata.json served as application/json, no dangling files or entries; with
+    --signers, each signed file's signature (<file>.sig) by a key the file lists."""
     import os
 
     from goldbox.catalog import catalog_location, is_url
@@ -504,7 +553,8 @@ def catalog_check(c, catalog=None, box=None, token=None):
     config = load_config(ROOT)
     where = catalog_location(catalog, config)
     report = check_catalog(where, box or (config.project.box.name if is_url(where) else None),
-                           token or os.environ.get("VAGRANT_CLOUD_TOKEN"))
+                           token or os.environ.get("VAGRANT_CLOUD_TOKEN"),
+                           None if signers is None else Path(signers))
     for problem in report.problems:
         print(problem)
     if report.problems:

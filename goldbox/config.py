@@ -23,6 +23,8 @@ from goldbox.errors import GoldboxError
 SEMVER = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\Z")
 SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*\Z")
+# An organisation (catalog.org): no '.', since nginx gets it inside a regular expression.
+ORG = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
 UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
 # Guest paths, URLs and names are rendered into nginx's config, the systemd unit, the init
 # script, packer's HCL and inline shell, yum's repo files: their characters are ones that
@@ -178,6 +180,8 @@ SemVer = Annotated[str, AfterValidator(_semver)]
 Sha256 = Annotated[str, AfterValidator(_sha256)]
 Checksum = Annotated[str, AfterValidator(_checksum)]
 Name = Annotated[str, AfterValidator(_name)]
+Org = Annotated[str, AfterValidator(_matching(ORG, "an organisation: lowercase letters, "
+                                                   "digits, '_' or '-'"))]
 UnixName = Annotated[str, AfterValidator(_unix_name)]
 GuestPath = Annotated[str, AfterValidator(_guest_path)]
 RelativePath = Annotated[str, AfterValidator(_relative_path)]
@@ -188,6 +192,11 @@ Text = Annotated[str, AfterValidator(_one_line)]
 Package = Annotated[str, AfterValidator(_package)]
 Identifier = Annotated[str, AfterValidator(_identifier)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+# A key or allowed_signers file on this host, maybe in the home folder (~/.ssh/...).
+KeyPath = Annotated[str, AfterValidator(_matching(
+    re.compile(rf"^(~/)?{HOST_PATH.pattern.removeprefix('^')}"),
+    "a file path of '/'-separated components of letters, digits, '.', '_' or '-', "
+    "optionally starting with ~/"))]
 
 
 class Strict(BaseModel):
@@ -236,6 +245,15 @@ class CatalogSection(Strict):
     require_verified: bool = False
     # 127.0.0.1 port of `invoke catalog-serve`.
     serve_port: Port = 8099
+    # The box's organisation: publish names it `<org>/<box.name>` (what Vagrantfiles say
+    # in `config.vm.box`), served at `/<org>/<box>` for VAGRANT_SERVER_URL short names.
+    org: Org | None = None
+    # publish/release/revoke/prune sign what they write with this key (a private key, or
+    # the .pub of a key in ssh-agent); unset: nothing is signed. Relative to the project.
+    signing_key: KeyPath | None = None
+    # The OpenSSH allowed_signers file `invoke add` trusts (default:
+    # ~/.config/goldbox/allowed_signers). Relative to the project.
+    allowed_signers: KeyPath | None = None
 
 
 class CacheSection(Strict):
@@ -401,6 +419,11 @@ class Config(BaseModel):
     @property
     def dist_dir(self) -> Path:
         return self.root / "dist"
+
+    def host_file(self, value: str) -> Path:
+        """A file named in goldbox.toml: `~/` is the home folder, a relative path is
+        relative to the project."""
+        return self.root / Path(value).expanduser()
 
     @property
     def cache_dir(self) -> Path:

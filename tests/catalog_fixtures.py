@@ -1,5 +1,6 @@
 """Helpers shared by the catalog tests: the real Vagrant CLI in a private VAGRANT_HOME,
-and `invoke catalog-serve` (a real nginx) on a free port of 127.0.0.1."""
+`invoke catalog-serve` (a real nginx) on a free port of 127.0.0.1, and a test CA made
+with the real openssl."""
 
 from __future__ import annotations
 
@@ -70,20 +71,27 @@ def serving(project: Path, catalog: Path, *options: str,
         server.stderr.close()
 
 
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
 def make_test_ca(pki: Path) -> dict[str, Path]:
-    """A CA made here (openssl), and a server certificate it signed for 127.0.0.1 and
-    localhost: what a team's own CA gives its box server."""
-    pki.mkdir(parents=True)
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=pki, check=True, capture_output=True)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=goldbox test CA", "-keyout", "ca.key", "-out", "ca.pem")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-            "-keyout", "server.key", "-out", "server.csr")
+    """A CA made here, and a server certificate it signed for 127.0.0.1 and localhost."""
+    pki.mkdir()
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-subj", "/CN=goldbox test CA", "-keyout", "ca.key", "-out", "ca.pem", cwd=pki)
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+             "-keyout", "server.key", "-out", "server.csr", cwd=pki)
     (pki / "san.ext").write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+             "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem",
+             cwd=pki)
     (pki / "server.key").chmod(0o600)
     return {"ca": pki / "ca.pem", "cert": pki / "server.pem", "key": pki / "server.key"}
+
+
+def set_catalog_keys(project: Path, **keys: str) -> None:
+    """Add `keys` to the [catalog] table of a project copy's goldbox.toml."""
+    toml = project / "goldbox.toml"
+    lines = "".join(f'{key} = "{value}"\n' for key, value in keys.items())
+    toml.write_text(toml.read_text().replace("[catalog]\n", "[catalog]\n" + lines, 1))

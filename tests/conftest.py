@@ -45,3 +45,11 @@ def pytest_ignore_collect(collection_path, config):
         named = [Path(str(arg).split("::")[0]).resolve() for arg in config.args]
         return not any(path == infra or infra in path.parents for path in named)
     return None
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> dict[str, Path]:
+    """A test CA and a server certificate it signed for 127.0.0.1 (catalog_fixtures)."""
+    from tests.catalog_fixtures import make_test_ca
+
+    return make_test_ca(tmp_path / "pki")

@@ -24,7 +24,7 @@ from goldbox.catalog.serve import free_port
 from goldbox.catalog.sites import SITES_FILE, site_id
 from goldbox.catalog.tokens import TOKENS_FILE
 from tests.boxes import BOX_NAME, make_box
-from tests.catalog_fixtures import let_workers_in, make_test_ca, serving, vagrant
+from tests.catalog_fixtures import let_workers_in, serving, vagrant
 from tests.conftest import run_invoke
 
 QUIET = lambda line: None  # noqa: E731
@@ -250,11 +250,6 @@ def test_tokens_match_case_sensitively_and_appear_in_no_log(project_copy, catalo
 
 
 # ---- TLS -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def tls(tmp_path: Path) -> dict[str, Path]:
-    return make_test_ca(tmp_path / "pki")
 
 
 def test_https_with_a_test_ca_and_stock_vagrant_with_and_without_a_token(

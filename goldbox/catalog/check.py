@@ -23,16 +23,25 @@ import requests
 
 from goldbox.catalog.layout import (
     CHANNELS_DIR,
+    MANIFEST,
     METADATA,
     ORIGIN,
     PLAN,
     require_safe_box_dir,
     semver_key,
 )
-from goldbox.catalog.metadata import CHANNELS, SEMVER, Version, load_state, parse_metadata
+from goldbox.catalog.metadata import (
+    CHANNELS,
+    SEMVER,
+    Version,
+    folder_of,
+    load_state,
+    parse_metadata,
+)
 from goldbox.catalog.store import open_no_follow
 from goldbox.errors import GoldboxError
 from goldbox.plan_model import parse_plan
+from goldbox.signing import SUFFIX, verify
 
 _CHUNK = 1 << 20
 
@@ -143,7 +152,7 @@ def _check_channel(source, box: str, relative: str, report: Report,
     except GoldboxError as exc:
         report.problems.append(str(exc))
         return set()
-    if metadata.name != box:
+    if folder_of(metadata.name) != box:
         report.add(where, f"name = {metadata.name!r}, but it lies in the folder of "
                           f"box {box!r}")
     versions = [v.version for v in metadata.versions]
@@ -246,9 +255,35 @@ def _dangling(root: Path, box: str, named: set[str], report: Report) -> None:
                 report.add(str(path), "dangling: a version folder without a box")
 
 
+def _check_signatures(source, relatives: list[str], signers: Path, report: Report) -> None:
+    """Each file's signature beside it (`<file>.sig`) by a key `signers` lists; one line
+    per file that has none, a foreign one or one that does not match."""
+    for relative in relatives:
+        data = source.read(relative)
+        if data is None:
+            continue  # reported missing where it is named
+        signature = source.read(relative + SUFFIX)
+        try:
+            verify(data.decode("utf-8", "replace"),
+                   None if signature is None else signature.decode("utf-8", "replace"),
+                   signers, source.where(relative))
+        except GoldboxError as exc:
+            report.problems.append(str(exc))
+
+
+def _signed_files(channels: list[str], named: set[str]) -> list[str]:
+    """What publish and release sign: the channels, and each box's manifest and plan."""
+    folders = sorted({relative.rsplit("/", 1)[0] for relative in named if relative})
+    return [*channels, *(f"{folder}/{name}" for folder in folders for name in (MANIFEST, PLAN))]
+
+
 def check_catalog(location: Path | str, box: str | None = None,
-                  token: str | None = None) -> Report:
-    """Check every box of a directory catalog (or `box` only), or `box` of an HTTP one."""
+                  token: str | None = None, signers: Path | None = None) -> Report:
+    """Check every box of a directory catalog (or `box` only), or `box` of an HTTP one;
+    with `signers` (an allowed_signers file) every signature too."""
+    if signers is not None and not signers.is_file():
+        raise GoldboxError(f"--signers {signers}: no such file (an OpenSSH allowed_signers "
+                           f"file)")
     report = Report()
     if isinstance(location, Path):
         if not location.is_dir():
@@ -281,6 +316,8 @@ def check_catalog(location: Path | str, box: str | None = None,
         if isinstance(location, Path):
             named |= _kept_unlisted(location / name, report)
             _dangling(location, name, named, report)
+        if signers is not None:
+            _check_signatures(source, _signed_files(channels, named), signers, report)
     return report
 
 

@@ -28,7 +28,8 @@ from goldbox.catalog.layout import (
     invalid,
     semver_key,
 )
-from goldbox.catalog.store import read_file_no_follow, write_file_atomically
+from goldbox.catalog.store import read_file_no_follow, remove_file, write_file_atomically
+from goldbox.signing import sign, signature_path
 
 CANDIDATE, RELEASED, REVOKED = "candidate", "released", "revoked"
 STATES = (CANDIDATE, RELEASED, REVOKED)
@@ -50,8 +51,12 @@ def _allowed(pattern: str, expected: str):
     return AfterValidator(check)
 
 
-BoxName = Annotated[str, _allowed(r"[a-z0-9][a-z0-9._-]*",
-                                  "a box name: lowercase letters, digits, '.', '_' or '-'")]
+NAME = r"[a-z0-9][a-z0-9._-]*"
+# `acme/goldbox-flask`: Vagrant installs a box under the name its metadata gives, so a
+# Vagrantfile's `config.vm.box = "acme/goldbox-flask"` needs exactly that name here.
+BoxName = Annotated[str, _allowed(rf"({NAME}/)?{NAME}",
+                                  "a box name, ORG/NAME or NAME, each of lowercase letters, "
+                                  "digits, '.', '_' or '-'")]
 ProviderName = Annotated[str, _allowed(r"[a-z0-9_-]+", "a Vagrant provider name such as "
                                                        "libvirt")]
 Architecture = Annotated[str, _allowed(r"[a-z0-9_]+", "an architecture such as amd64")]
@@ -180,8 +185,13 @@ def parse_metadata(text: str, label: str) -> BoxMetadata:
     return _parse(BoxMetadata, text, label)
 
 
+def folder_of(name: str) -> str:
+    """The catalog folder of a box: its name without the organisation (one per catalog)."""
+    return name.rsplit("/", 1)[-1]
+
+
 def _named_as_folder(metadata: BoxMetadata, path: Path, box: str) -> None:
-    if metadata.name != box:
+    if folder_of(metadata.name) != box:
         raise invalid(str(path), f"name = {metadata.name!r}, but it lies in the folder of "
                                  f"box {box!r}")
 
@@ -233,12 +243,12 @@ def channel_path(box_dir: Path, channel: str) -> Path:
     return box_dir.parent / channel_url_path(box_dir.name, channel)
 
 
-def save_state(box_dir: Path, state: BoxState) -> None:
+def save_state(box_dir: Path, state: BoxState, signing_key: Path | None = None) -> None:
     """Write the state, then each channel's metadata.json from it (each by a rename).
     Interrupted in between, the channels still list only files that exist: the next
     locked operation renders them again from the state."""
     write_state(box_dir, state)
-    render_channels(box_dir, state)
+    render_channels(box_dir, state, signing_key)
 
 
 def write_state(box_dir: Path, state: BoxState) -> None:
@@ -246,13 +256,37 @@ def write_state(box_dir: Path, state: BoxState) -> None:
     write_file_atomically(box_dir / STATE_FILE, _json(state))
 
 
-def render_channels(box_dir: Path, state: BoxState) -> None:
+def render_channels(box_dir: Path, state: BoxState, signing_key: Path | None = None) -> None:
+    """Each channel's metadata.json from the state, signed with `signing_key` if given.
+    With a key every channel is signed again (a new maintainer key takes over at the
+    next change), else only a changed channel is written."""
     for channel in CHANNELS:
         path = channel_path(box_dir, channel)
         data = _json(channel_metadata(state, channel))
-        if read_file_no_follow(path) == data.decode():
+        if signing_key is None and read_file_no_follow(path) == data.decode():
             continue
         path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        write_signed(path, data, signing_key)
+
+
+def write_signed(path: Path, data: bytes, signing_key: Path | None) -> None:
+    """Write `path` atomically, its signature `<path>.sig` (signing.sign) first.
+
+    The order: the new signature is renamed into place, then the new file. Between the
+    two renames (and after a crash between them) a reader sees the old file with the new
+    signature, which fails verification (nothing unsigned is ever trusted), and the next
+    change repairs it: it finds the file different and writes both again. The other
+    order would leave a new file beside an old signature that a re-render of an
+    unchanged file never replaces. Without a key, a signature of older content is
+    removed: an unsigned file never lies beside a signature of something else."""
+    signature = signature_path(path)
+    if signing_key is None:
+        remove_file(signature)
+    else:
+        signed = sign(data.decode(), signing_key, str(path)).encode()
+        if read_file_no_follow(signature) != signed.decode():
+            write_file_atomically(signature, signed)
+    if read_file_no_follow(path) != data.decode():
         write_file_atomically(path, data)
 
 

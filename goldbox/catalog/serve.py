@@ -52,7 +52,7 @@ def _require_cert_with_key(cert: object, key: object) -> None:
 def host_site(directory: Path, listen: str | None = None,
               server_name: str = "_", cert: str | None = None, key: str | None = None,
               nginx_conf: str | None = None, insecure_http: bool = False,
-              log_dir: str = "/var/log/nginx") -> Site:
+              log_dir: str = "/var/log/nginx", org: str | None = None) -> Site:
     """The site `--render-only DIR` writes for a host's nginx: https on 443 with a
     certificate; without one, plain http on 80 only if the user said --insecure-http.
     Paths are as they will be on the serving host."""
@@ -65,7 +65,7 @@ def host_site(directory: Path, listen: str | None = None,
         "directory": str(directory.absolute()),
         "listen": listen or ("443" if cert else "80"), "server_name": server_name,
         "cert": cert, "key": key, "nginx_conf": nginx_conf, "insecure_http": insecure_http,
-        "access_log": f"{log_dir.rstrip('/')}/goldbox-catalog.access.log",
+        "org": org, "access_log": f"{log_dir.rstrip('/')}/goldbox-catalog.access.log",
         "error_log": f"{log_dir.rstrip('/')}/goldbox-catalog.error.log"}, "catalog-serve")
 
 
@@ -115,12 +115,12 @@ class Runtime:
         return validated(Site, raw, str(path))
 
     def local_site(self, port: int, cert: Path | None, key: Path | None,
-                   insecure_http: bool) -> Site:
+                   insecure_http: bool, org: str | None = None) -> Site:
         return validated(Site, {
             "directory": str(self.directory.absolute()), "listen": f"127.0.0.1:{port}",
             "cert": None if cert is None else str(cert.absolute()),
             "key": None if key is None else str(key.absolute()),
-            "insecure_http": insecure_http,
+            "insecure_http": insecure_http, "org": org,
             "access_log": str(self.directory.absolute() / "access.log"),
             "error_log": str(self.directory.absolute() / "error.log")}, "catalog-serve")
 
@@ -252,11 +252,13 @@ def _die_with_parent() -> None:
 
 def serve(catalog_dir: Path, build_dir: Path, port: int = 8099, cert: Path | None = None,
           key: Path | None = None, base_url: str | None = None, insecure_http: bool = False,
-          progress: Progress = print) -> None:
+          org: str | None = None, progress: Progress = print) -> None:
     """Serve `catalog_dir` with a private nginx on 127.0.0.1:`port` (0: a free port)
     until interrupted (Ctrl-C or SIGTERM): https with `cert` and `key`, else plain http.
     A private catalog whose `base_url` is plain http on another host is refused unless
-    `insecure_http` (the tokens would cross the network in clear text)."""
+    `insecure_http` (the tokens would cross the network in clear text). With `org`,
+    Vagrant's short names `<org>/<box>` are answered too (VAGRANT_SERVER_URL = the
+    printed URL)."""
     _require_cert_with_key(cert, key)
     require_catalog_dir(catalog_dir, create=False)
     runtime = Runtime.of(catalog_dir, build_dir)
@@ -267,7 +269,7 @@ def serve(catalog_dir: Path, build_dir: Path, port: int = 8099, cert: Path | Non
     if not port_is_free(port):
         raise GoldboxError(f"catalog-serve: port {port} on 127.0.0.1 is busy: pass --port "
                            f"with a free one (0: any) or set catalog.serve_port")
-    site = runtime.local_site(port, cert, key, insecure_http)
+    site = runtime.local_site(port, cert, key, insecure_http, org)
     require_safe_transport(catalog_dir, site, base_url)
     _render_runtime(catalog_dir, runtime, site)
     if shutil.which("nginx") is None:
@@ -283,6 +285,9 @@ def serve(catalog_dir: Path, build_dir: Path, port: int = 8099, cert: Path | Non
         url = f"{'https' if cert else 'http'}://127.0.0.1:{port}/"
         progress(f"serving {catalog_dir} at {url} with nginx (Ctrl-C stops)")
         progress(f"publish for it with: invoke publish --catalog {catalog_dir} --base-url {url}")
+        if org:
+            progress(f"short names: VAGRANT_SERVER_URL={url.rstrip('/')} vagrant box add "
+                     f"{org}/BOX")
         with contextlib.suppress(KeyboardInterrupt):
             nginx.wait()
     finally:

@@ -30,6 +30,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from goldbox.catalog.store import Progress, catalog_lock, write_file_atomically
 from goldbox.catalog.tokens import load_tokens, read_no_follow
+from goldbox.config import ORG
 from goldbox.errors import GoldboxError
 
 SITE_FILE = "goldbox-catalog.conf"
@@ -44,6 +45,7 @@ EXPECTED = {
     "path": "an absolute path of letters, digits, spaces and . _ @ + , = ~ / -",
     "listen": "PORT or ADDRESS:PORT (goldbox adds `ssl` itself with --cert)",
     "server_name": "host names of letters, digits, '*', '_', '.' or '-', space-separated",
+    "org": "an organisation: lowercase letters, digits, '_' or '-'",
 }
 
 
@@ -58,6 +60,7 @@ def _allowed(pattern: re.Pattern[str], kind: str):
 NginxPath = Annotated[str, _allowed(_NGINX_PATH, "path")]
 Listen = Annotated[str, _allowed(_LISTEN, "listen")]
 ServerName = Annotated[str, _allowed(_SERVER_NAME, "server_name")]
+Org = Annotated[str, _allowed(ORG, "org")]
 
 
 class Site(BaseModel):
@@ -75,6 +78,8 @@ class Site(BaseModel):
     # The nginx.conf of the nginx that includes the site (None: nginx's default one).
     nginx_conf: NginxPath | None = None
     insecure_http: bool = False
+    # catalog.org: the site answers Vagrant's short names, /<org>/<box>.
+    org: Org | None = None
 
     @property
     def site_file(self) -> Path:

@@ -28,6 +28,7 @@ from goldbox.catalog.layout import (
     box_file_name,
     channel_url_path,
     invalid,
+    is_url,
     relative_box_path,
     require_catalog_dir,
     require_safe_box_dir,
@@ -39,6 +40,7 @@ from goldbox.catalog.metadata import (
     RELEASED,
     REVOKED,
     SEMVER,
+    BoxMetadata,
     BoxState,
     Provider,
     VersionState,
@@ -47,6 +49,7 @@ from goldbox.catalog.metadata import (
     load_state,
     render_channels,
     save_state,
+    write_signed,
     write_state,
 )
 from goldbox.catalog.store import (
@@ -55,11 +58,11 @@ from goldbox.catalog.store import (
     copy_box,
     os_failure,
     remove_file,
-    write_file_atomically,
 )
 from goldbox.errors import GoldboxError
 from goldbox.manifest import Manifest, read_manifest
 from goldbox.plan_model import parse_plan
+from goldbox.signing import SUFFIX, signature_path
 
 DEFAULT_GRACE_HOURS = 24.0
 
@@ -128,7 +131,8 @@ def _tree(folder: Path) -> Iterator[Path]:
         yield from _tree(sub)
 
 
-def _sweep(box_dir: Path, state: BoxState, progress: Progress) -> None:
+def _sweep(box_dir: Path, state: BoxState, progress: Progress,
+           signing_key: Path | None = None) -> None:
     """Remove what an interrupted change left behind: temporary files, box files and
     folders the state does not name; render the channels from the state again. Every
     step looks at what is there with lstat: nothing is followed."""
@@ -162,7 +166,7 @@ def _sweep(box_dir: Path, state: BoxState, progress: Progress) -> None:
     except OSError as exc:
         raise os_failure(box_dir, "sweep", exc) from None
     if state.versions:
-        render_channels(box_dir, state)
+        render_channels(box_dir, state, signing_key)
 
 
 def _forget(state: BoxState, entries: list[VersionState], progress: Progress,
@@ -242,6 +246,7 @@ def _new_file_name(box: str, version: str, provider: str, sha256: str,
 def publish(manifest_path: Path, catalog_dir: Path, *, base_url: str | None = None,
             description: str | None = None, force: bool = False, release: bool = False,
             grace_hours: float = DEFAULT_GRACE_HOURS, now: float | None = None,
+            org: str | None = None, signing_key: Path | None = None,
             progress: Progress = print) -> Published:
     """Publish the box beside `manifest_path` (and the build's plan.json) to
     `catalog_dir` as a candidate (released at once with `release`).
@@ -249,11 +254,20 @@ def publish(manifest_path: Path, catalog_dir: Path, *, base_url: str | None = No
     The URLs in metadata.json are file:// URLs of `catalog_dir`, or lie under
     `base_url` when the tree is served over HTTP. An existing candidate's box is
     replaced only with `force`; a released version never. `description` (if given)
-    becomes the box's description. Every check runs before anything is written; a
+    becomes the box's description. With `org`, the box is named `<org>/<box>` in its
+    metadata (Vagrant installs it under that name; the catalog serves it at
+    `/<org>/<box>` too) and keeps its folder `<catalog>/<box>/`. With `signing_key`,
+    every channel's metadata.json, the manifest and plan.json get a signature beside
+    them (`<file>.sig`, `write_signed`). Every check runs before anything is written; a
     refusal changes nothing."""
     build = read_build(manifest_path)
     manifest = build.manifest
     box, version, provider = manifest.box_name, manifest.version, manifest.provider
+    name = checked(BoxMetadata, {"name": f"{org}/{box}" if org else box, "versions": []},
+                   "catalog.org").name
+    if org and box.endswith(SUFFIX):
+        raise invalid(str(manifest_path), f"box_name = {box!r}: /{org}/{box} is where the "
+                                          f"catalog serves a signature; rename the box")
     base = resolve_base_url(catalog_dir, base_url)
     box_dir = catalog_dir / box
     if catalog_dir.is_dir():
@@ -264,7 +278,7 @@ def publish(manifest_path: Path, catalog_dir: Path, *, base_url: str | None = No
         # Again under the lock: another publish may have finished meanwhile.
         state = _check_publishable(box_dir, version, provider, base, force)
         _purge_revoked(state, grace_hours, time.time() if now is None else now, progress)
-        _sweep(box_dir, state, progress)
+        _sweep(box_dir, state, progress, signing_key)
         entry = next((v for v in state.versions if v.version == version), None)
         if entry is None:
             entry = VersionState(version=version, status=CANDIDATE, providers=[])
@@ -281,7 +295,7 @@ def publish(manifest_path: Path, catalog_dir: Path, *, base_url: str | None = No
             raise os_failure(box_path.parent, "create", exc) from None
         try:
             # Files before the entries that name them: a listed version has its plan.
-            write_file_atomically(box_path.parent / PLAN, build.plan)
+            write_signed(box_path.parent / PLAN, build.plan, signing_key)
             copy_box(build.box, box_path, manifest.box_sha256, progress)
             progress(f"copied {box_path.name}")
             entry.providers = sorted(
@@ -292,17 +306,21 @@ def publish(manifest_path: Path, catalog_dir: Path, *, base_url: str | None = No
                 entry.status = RELEASED
             if description is not None:
                 state.description = description
+            if state.name != name:
+                progress(f"{box}: named {name} (was {state.name}); teammates add it as {name}")
+                state.name = name
             write_state(box_dir, state)
         except GoldboxError:
             if file_name != old_file:  # nothing names the new copy: take it back
                 remove_file(box_path)
             if replaced is None:
                 remove_file(box_path.parent / PLAN)
+                remove_file(signature_path(box_path.parent / PLAN))
             raise
-        render_channels(box_dir, state)
+        render_channels(box_dir, state, signing_key)
         progress(f"wrote {box_dir / 'metadata.json'}")
         published_manifest = manifest.model_copy(update={"box_file": file_name}).dump()
-        write_file_atomically(box_path.parent / MANIFEST, published_manifest.encode())
+        write_signed(box_path.parent / MANIFEST, published_manifest.encode(), signing_key)
         if old_file and old_file != file_name:
             remove_file(box_path.parent / old_file)
             progress(f"removed the replaced {old_file}")
@@ -310,7 +328,13 @@ def publish(manifest_path: Path, catalog_dir: Path, *, base_url: str | None = No
                           base + relative)
     progress(f"published {box} {version} ({provider}) as a "
              f"{'released version' if release else 'candidate'}: {published.url}")
-    if release:
+    if signing_key is None:
+        progress("not signed: catalog.signing_key is not set, so no signature was written "
+                 "(teammates' `invoke add` and `catalog-check --signers` will refuse it)")
+    if release and name != box and is_url(base):
+        progress(f"teammates: VAGRANT_SERVER_URL={_base_of(published).rstrip('/')} "
+                 f"vagrant box add {name} (or `invoke add {name}`)")
+    elif release:
         progress(f"teammates: vagrant box add {published.metadata_url}")
     else:
         progress(f"try it: vagrant box add {_base_of(published)}"
@@ -347,7 +371,7 @@ def _changing(catalog_dir: Path, box: str, progress: Progress) -> Iterator[BoxSt
 
 
 def release(catalog_dir: Path, box: str, version: str, *, require_verified: bool = False,
-            progress: Progress = print) -> None:
+            signing_key: Path | None = None, progress: Progress = print) -> None:
     """Make a candidate version visible on every channel (the default metadata.json)."""
     box_dir = catalog_dir / box
     with _changing(catalog_dir, box, progress) as state:
@@ -364,15 +388,16 @@ def release(catalog_dir: Path, box: str, version: str, *, require_verified: bool
                         f"verify --from-catalog URL@{version}` first (catalog.require_verified)")
         was = entry.status
         entry.status = RELEASED
-        _sweep(box_dir, state, progress)
-        save_state(box_dir, state)
+        _sweep(box_dir, state, progress, signing_key)
+        save_state(box_dir, state, signing_key)
     progress(f"{box} {version}: {'already released' if was == RELEASED else 'released'}; "
              f"`vagrant box outdated` now offers it")
 
 
 def revoke(catalog_dir: Path, box: str, version: str, *,
            grace_hours: float = DEFAULT_GRACE_HOURS, delete_now: bool = False,
-           now: float | None = None, progress: Progress = print) -> None:
+           now: float | None = None, signing_key: Path | None = None,
+           progress: Progress = print) -> None:
     """Hide a version from every channel at once; its files stay `grace_hours` for
     clients mid-download, then the next publish, prune or revoke deletes them. With
     `delete_now` (a leaked box) its files go at once too."""
@@ -384,8 +409,8 @@ def revoke(catalog_dir: Path, box: str, version: str, *,
         if delete_now:
             _forget(state, [entry], progress, "revoked with --now")
         _purge_revoked(state, grace_hours, now, progress)
-        save_state(box_dir, state)
-        _sweep(box_dir, state, progress)
+        save_state(box_dir, state, signing_key)
+        _sweep(box_dir, state, progress, signing_key)
     if delete_now:
         progress(f"{box} {version}: revoked, hidden from every channel, its files deleted")
     else:
@@ -425,7 +450,7 @@ def _superseded(state: BoxState, keep: int) -> list[VersionState]:
 
 def prune(catalog_dir: Path, box: str, keep: int, *,
           grace_hours: float = DEFAULT_GRACE_HOURS, now: float | None = None,
-          progress: Progress = print) -> list[str]:
+          signing_key: Path | None = None, progress: Progress = print) -> list[str]:
     """Keep the `keep` newest released versions of `box` (see `_superseded`). The others
     leave every channel now and their files go after `grace_hours` (for downloads
     under way), as a revoked version's do; files of versions revoked more than
@@ -444,8 +469,8 @@ def prune(catalog_dir: Path, box: str, keep: int, *,
         expired = _purge_revoked(state, grace_hours, now, progress)
         # Entries first, files second: a prune killed in between leaves folders that
         # the state no longer names, which this sweep (or the next one) removes.
-        save_state(box_dir, state)
-        _sweep(box_dir, state, progress)
+        save_state(box_dir, state, signing_key)
+        _sweep(box_dir, state, progress, signing_key)
     kept = [v.version for v in state.versions if v.status != REVOKED]
     removed = sorted({v.version for v in hidden} | set(expired), key=semver_key)
     progress(f"{box}: removed {', '.join(removed) or 'no version'}; kept "
