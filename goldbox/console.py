@@ -70,9 +70,9 @@ class Trouble:
     log: Path
 
     def message(self) -> str:
-        lines = " | ".join(f"`{line}`" for line in self.quoted)
-        return f"{self.summary}" + (f"; console: {lines}" if lines else "") + \
-            f"; full console: {self.log}"
+        quoted = " | ".join(f"`{line}`" for line in self.quoted)
+        console = f"; console: {quoted}" if quoted else ""
+        return f"{self.summary}{console}; full console: {self.log}"
 
 
 class GuestTrouble(GoldboxError):
