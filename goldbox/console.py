@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 
 from goldbox import proc
-from goldbox.errors import GoldboxError
+from goldbox.errors import GoldboxError, describe_os_error
 
 # Seconds without new console output (nor output of the waiting command) before the
 # guest is reached, after which a boot counts as hung: under TCG a Debian guest's
@@ -194,7 +194,12 @@ class ConsoleWatch:
         recent: deque[str] = deque(maxlen=RECENT)
         partial, offset = b"", 0
         while not self._done.wait(POLL_S):
-            chunk, offset = _read_from(self.log, offset)
+            try:
+                chunk, offset = _read_from(self.log, offset)
+            except OSError as exc:  # virtlogd writes it 0600: only root reads it then
+                print(f"note: cannot read the guest's console ({describe_os_error(exc)}): "
+                      "not watched", flush=True)
+                return None
             if chunk:
                 self._last_progress = time.monotonic()
                 *complete, partial = (partial + chunk).split(b"\n")

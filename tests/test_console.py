@@ -273,3 +273,14 @@ def test_a_stop_before_the_start_ends_the_command_as_it_starts(tmp_path):
     stop.stop()
     with pytest.raises(GoldboxError, match="exited with code -9"):
         proc.run(["sleep", "600"], prefix="sleep", stop=stop)
+
+
+def test_a_console_log_this_user_cannot_read_is_said_and_not_watched(tmp_path, capsys):
+    """virtlogd writes a domain's console log 0600 as root: a user who cannot read it is
+    told so, and a healthy boot is not ended for the silence the watcher cannot see."""
+    console = tmp_path / "console.log"
+    console.mkdir()  # unreadable as a file, for root too
+    run_watched(_python("time.sleep(3)"), console=console, silence=1, reached=NEVER,
+                prefix="guest", cwd=tmp_path)
+    assert f"note: cannot read the guest's console (Is a directory: {console}): not watched" \
+        in capsys.readouterr().out
