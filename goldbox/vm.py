@@ -181,10 +181,9 @@ def up(config: Config, platform: Platform) -> None:
 def _vagrant_up(directory: Path, console: Path, silence: int) -> None:
     """`vagrant up`, with its guest's console watched until the guest answers on SSH: a
     panic, an emergency shell, a failed fsck or a silent boot stops it (GuestTrouble).
-    The log starts empty and readable by all, whoever (libvirt's qemu or virtlogd) then
-    writes it."""
+    An earlier boot's log goes first, so its text is not read as this boot's (libvirt's
+    virtlogd then writes the file, mode 0600)."""
     console.unlink(missing_ok=True)
-    console.touch(mode=0o644)
     run_watched(["vagrant", "up", "--provider", PROVIDER], console=console, silence=silence,
                 reached=BOOTED, prefix="vagrant", cwd=directory,
                 env={"VAGRANT_DEFAULT_PROVIDER": PROVIDER})
