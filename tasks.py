@@ -124,7 +124,9 @@ def image(c, platform=None, builder="qemu", force=False, refresh=False):
 
     Output: dist/<platform>/<box>-<version>-libvirt.box and manifest.json. With no
     input changed since the last build it only confirms the box is up to date. The base
-    disk holds the updates published when it was made; --refresh takes today's."""
+    disk holds the updates published when it was made; --refresh takes today's. Each
+    packer boot's serial console goes to build/<platform>/logs/image-*.console.*.log,
+    watched as `invoke up` watches its boot (see `invoke --help up`), without a retry."""
     from goldbox.image import build_image
 
     config = load_config(ROOT)
@@ -141,7 +143,11 @@ def up(c, platform=None, disk_gib=None):
 
     Guest port 80 is forwarded to 127.0.0.1:<ports.host_http>. A disk larger than the
     box's (--disk-gib, vm.disk_gib) is given to the VM with vagrant-libvirt's
-    machine_virtual_size when the VM is created; its root partition and ext4 grow to it."""
+    machine_virtual_size when the VM is created; its root partition and ext4 grow to it.
+    The guest's serial console goes to build/<platform>/console.log: a boot whose console
+    shows a kernel panic, an emergency shell or a failed fsck, or stays silent for
+    $GOLDBOX_CONSOLE_SILENCE_S seconds (default 180 under TCG, 90 under KVM) before SSH
+    answers, is stopped, destroyed and booted once more; a second such boot is the error."""
     from goldbox.vm import up as boot
     from goldbox.vm import with_disk
 

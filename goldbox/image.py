@@ -36,6 +36,7 @@ from goldbox.artifacts import ArtifactCache, build_wheelhouse
 from goldbox.cache import Cache, Entry, identity_key
 from goldbox.cache_task import record_used
 from goldbox.config import Config, DebootstrapSource, Platform
+from goldbox.console import checked_path, run_watched, silence_limit
 from goldbox.context import Context
 from goldbox.errors import GoldboxError, describe_os_error
 from goldbox.files import remove_tree, sha256_file, swap_in, tree_sha256, write_atomically
@@ -59,6 +60,8 @@ if TYPE_CHECKING:
 
 # Bumped when the way a system image is made changes, so old ones are not reused.
 _SYSTEM_RECIPE = 1
+# What packer prints once the guest answers on SSH (its boot is over).
+PACKER_REACHED = "Connected to SSH!"
 VERSION_LINE = re.compile(r"goldbox-version (\w+)=(\S+)")
 
 
@@ -191,7 +194,8 @@ def _system_image(ctx: Context, rendered: Rendered, identity: dict, base: Entry,
         _packer_build(rendered.system_template, {
             "base_image": str(base.file()), "base_image_sha256": base.sha256(),
             "accelerator": accelerator, "stage_dir": str(stage), "output_dir": str(output),
-        }, f"qemu.{packer_source_name(ctx.platform)}", ctx.log)
+        }, f"qemu.{packer_source_name(ctx.platform)}", ctx.log,
+            _console(ctx, "system"), silence_limit(accelerator))
         (output / image).rename(folder / image)
         shutil.rmtree(output)
 
@@ -199,17 +203,30 @@ def _system_image(ctx: Context, rendered: Rendered, identity: dict, base: Entry,
                             summary=f"{ctx.platform.name} system image (packages, CPython)")
 
 
-def _packer_build(template: Path, variables: dict[str, str], only: str, log: Path) -> None:
+def _console(ctx: Context, stage: str) -> Path:
+    """The serial console log of one packer boot: beside the build's log, named after it."""
+    return checked_path(ctx.log.with_name(f"{ctx.log.stem}.console.{stage}.log"))
+
+
+def _packer_build(template: Path, variables: dict[str, str], only: str, log: Path,
+                  console: Path, silence: int | None) -> None:
     """`packer build -only=<only>` of a rendered template, with those of `variables` it
-    declares (plus Vagrant's insecure key) in a var file beside it."""
-    variables = {**variables, "ssh_private_key_file": str(insecure_private_key())}
+    declares (plus Vagrant's insecure key and the console log) in a var file beside it.
+    The guest's console is watched until packer reaches it on SSH (see goldbox.console:
+    `silence` None for a guest that writes nothing there, an installer), for a panic or
+    an emergency shell to the end."""
+    print(f"packer: guest console: {console}", flush=True)
+    variables = {**variables, "ssh_private_key_file": str(insecure_private_key()),
+                 "console_log": str(console)}
     declared = declared_variables(template)
     var_file = template.with_name(template.name.removesuffix(".pkr.hcl") + "-vars.json")
     write_atomically(var_file, json.dumps({k: v for k, v in variables.items() if k in declared},
                                           indent=2, sort_keys=True) + "\n")
     # Isolated: qemu, packer's child, must not outlive a killed goldbox.
-    proc.run(["packer", "build", "-color=false", f"-var-file={var_file.name}", f"-only={only}",
-              template.name], prefix="packer", log=log, cwd=template.parent, isolate=True)
+    run_watched(["packer", "build", "-color=false", f"-var-file={var_file.name}",
+                 f"-only={only}", template.name], console=console, silence=silence,
+                reached=PACKER_REACHED, prefix="packer", log=log, cwd=template.parent,
+                isolate=True)
 
 
 def _previous_manifest(ctx: Context) -> Manifest | None:
@@ -344,13 +361,17 @@ def _build_image(ctx: Context, force: bool, refresh: bool) -> ImageResult:
 
     for leftover in (ctx.packer_output, ctx.packer_box.parent):
         remove_tree(leftover)
+    # An installer (iso) writes nothing to the serial port: no silence limit for it.
+    silence = (silence_limit(acceleration.accelerator)
+               if isinstance(platform.source, DebootstrapSource) else None)
     try:
         with phases.phase("packer") as note:
             _packer_build(rendered.packer_template, {
                 **image_vars,
                 "accelerator": acceleration.accelerator, "stage_dir": str(stage),
                 "output_dir": str(ctx.packer_output), "box_output": str(ctx.packer_box),
-            }, f"{ctx.source_type}.{packer_source_name(platform)}", ctx.log)
+            }, f"{ctx.source_type}.{packer_source_name(platform)}", ctx.log,
+                _console(ctx, "golden"), silence)
             note.append(f"{ctx.builder}" + (f", accelerator {acceleration.accelerator}"
                                             if ctx.builder == "qemu" else ""))
         with phases.phase("box") as note:

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from goldbox.errors import GoldboxError
@@ -41,6 +41,31 @@ def stop_all() -> None:
         for child in _running:
             if child.returncode is None:
                 child.send_signal(signal.SIGKILL)
+
+
+class Stop:
+    """Ends one command `run` is running, from another thread: the console watcher ends
+    the boot of a guest that panicked. A `stop` before the command starts ends it as soon
+    as it starts; `requested` says whether `stop` was called."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self.requested = False
+
+    def stop(self) -> None:
+        with self._lock:
+            self.requested = True
+            if self._pid is not None:
+                os.kill(self._pid, signal.SIGKILL)
+
+    def _attach(self, pid: int | None) -> None:
+        """`run` attaches its child while the child cannot have been reaped (its pid
+        cannot name another process yet), and detaches it before reaping it."""
+        with self._lock:
+            self._pid = pid
+            if pid is not None and self.requested:
+                os.kill(pid, signal.SIGKILL)
 
 
 # A private mount namespace and PID namespace for one command: every mount it (or a
@@ -79,14 +104,17 @@ def run(
     env: Mapping[str, str] | None = None,
     isolate: bool = False,
     show: str | None = None,
+    stop: Stop | None = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> None:
     """Run `cmd` (stdout and stderr merged) and print each line as `[prefix] line`.
 
     With `log`, the unprefixed lines are appended to that file too. `env` is added to
     the current environment. With `isolate`, the command runs in namespaces of its own
     (see ISOLATE): for anything that mounts, or leaves processes behind (qemu). `show`
-    is how the command is named in messages. Raises GoldboxError if the command cannot
-    start or exits non-zero."""
+    is how the command is named in messages. `stop` lets another thread end the command;
+    `on_line` is called with each line of output as it comes. Raises GoldboxError if the
+    command cannot start or exits non-zero."""
     argv, shown = _argv(cmd, isolate, show)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     full_env = {**os.environ, **env} if env else None
@@ -104,6 +132,8 @@ def run(
         assert child.stdout is not None
         with _running_lock:
             _running.add(child)
+        if stop is not None:
+            stop._attach(child.pid)
         try:
             with child.stdout:
                 for raw in child.stdout:
@@ -112,9 +142,16 @@ def run(
                     log_file.write(line + "\n")
                     sys.stdout.write(f"[{prefix}] {line}\n")
                     sys.stdout.flush()
+                    if on_line is not None:
+                        on_line(line)
+            if stop is not None:  # exited, not reaped yet: still our child's pid
+                os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+                stop._attach(None)
             # wait4, not wait: its resource usage is what the phase table shows as CPU.
             _, status, usage = os.wait4(child.pid, 0)
         finally:
+            if stop is not None:
+                stop._attach(None)
             with _running_lock:
                 _running.discard(child)
         child.returncode = code = os.waitstatus_to_exitcode(status)

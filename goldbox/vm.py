@@ -19,11 +19,19 @@ from pathlib import Path
 import vagrant
 from goldbox import accel, libvirtd, proc
 from goldbox.config import Config, Platform, check_disk
+from goldbox.console import GuestTrouble, checked_path, run_watched, silence_limit
 from goldbox.context import PROVIDER, dist_dir
 from goldbox.errors import GoldboxError
 from goldbox.files import remove_tree, sha256_file, write_atomically
 from goldbox.manifest import Manifest, read_manifest
 from goldbox.render import RenderOptions, render_vagrantfile
+
+# The guest's serial console, beside the Vagrantfile (vagrant/Vagrantfile.j2 names it),
+# and where the console of a boot that failed is kept while the next one runs.
+CONSOLE_LOG = "console.log"
+FAILED_CONSOLE_LOG = "console.failed.log"
+# What `vagrant up` prints once the guest answers on SSH: the boot is over.
+BOOTED = "Machine booted and ready!"
 
 
 @dataclass(frozen=True)
@@ -184,7 +192,9 @@ def up(config: Config, platform: Platform) -> None:
                            "set ports.host_http in goldbox.toml to a free port")
     directory = vm_dir(config, platform)
     directory.mkdir(parents=True, exist_ok=True)
-    driver = accel.detect(config.cache_dir).libvirt_driver
+    console = checked_path(directory / CONSOLE_LOG)
+    acceleration = accel.detect(config.cache_dir)
+    silence, driver = silence_limit(acceleration.accelerator), acceleration.libvirt_driver
     render_vagrantfile(config, platform, directory, RenderOptions(libvirt_driver=driver))
     if daemons := libvirtd.ensure_answering():
         print("no libvirt daemon answered and no service manager runs here: goldbox started "
@@ -192,15 +202,30 @@ def up(config: Config, platform: Platform) -> None:
                           for name, (pid, pidfile) in daemons.daemons.items())
               + f"; stop them with `{daemons.stop_hint()}`")
     add_box(config, platform, built)
-    print(f"booting {platform.name} with vagrant-libvirt (driver {driver})")
+    print(f"booting {platform.name} with vagrant-libvirt (driver {driver}); "
+          f"guest console: {console}")
     started = time.monotonic()
     try:
-        _vagrant(config, platform).up(provider=PROVIDER)
-    except subprocess.CalledProcessError as exc:
-        raise GoldboxError(f"`vagrant up` failed with exit code {exc.returncode} "
-                           f"(in {directory})") from None
+        _vagrant_up(directory, console, silence)
+    except GuestTrouble as failed:
+        kept = console.with_name(FAILED_CONSOLE_LOG)
+        os.replace(console, kept)
+        print(f"{failed.trouble.summary}; booting once more (that boot's console: {kept})")
+        destroy(config, platform)
+        _vagrant_up(directory, console, silence)
     print(f"{platform.name} is up after {time.monotonic() - started:.0f} s: "
           f"http://127.0.0.1:{port}/")
+
+
+def _vagrant_up(directory: Path, console: Path, silence: int) -> None:
+    """`vagrant up`, with its guest's console watched until the guest answers on SSH: a
+    panic, an emergency shell, a failed fsck or a silent boot stops it (GuestTrouble).
+    An earlier boot's log goes first, so its text is not read as this boot's (libvirt's
+    virtlogd then writes the file, mode 0600)."""
+    console.unlink(missing_ok=True)
+    run_watched(["vagrant", "up", "--provider", PROVIDER], console=console, silence=silence,
+                reached=BOOTED, prefix="vagrant", cwd=directory,
+                env={"VAGRANT_DEFAULT_PROVIDER": PROVIDER})
 
 
 def require_running(config: Config, platform: Platform) -> None:

@@ -224,6 +224,13 @@ def test_image_up_verify_destroy_and_rebuild(libvirt_netns, vagrant_home, projec
     assert {"nginx", "uwsgi", "flask", "packer"} <= set(manifest["components"])
     # The guest unpacked the virtualenv made natively; pip did not run under TCG.
     assert "venv unpacked from the native build" in image.stdout
+    # Each packer boot (none when the box is up to date) logs its serial console, from
+    # the kernel's first line.
+    consoles = [line.split("guest console: ", 1)[1] for line in image.stdout.splitlines()
+                if line.startswith("packer: guest console: ")]
+    assert bool(consoles) == ("up to date" not in image.stdout)
+    assert all("Linux version" in Path(console).read_text(errors="replace")
+               for console in consoles)
     # `invoke render` renders what image built: the plan baked into the box, byte for byte.
     render, _ = run([INVOKE, "render", *ON_12])
     assert render.returncode == 0 and "note:" not in render.stdout, render.stdout
@@ -233,6 +240,9 @@ def test_image_up_verify_destroy_and_rebuild(libvirt_netns, vagrant_home, projec
     try:
         up, figures["up"] = run([INVOKE, "up", *ON_12], netns=libvirt_netns, env=vagrant_home)
         assert up.returncode == 0, "invoke up failed"
+        console = (CONFIG.build_dir / "debian-12" / "console.log").resolve()
+        assert f"guest console: {console}" in up.stdout
+        assert "Linux version" in console.read_text(errors="replace")
         verify, figures["verify"] = run([INVOKE, "verify", *ON_12], netns=libvirt_netns,
                                         env=vagrant_home)
         assert verify.returncode == 0, "invoke verify failed"
