@@ -206,26 +206,28 @@ def up(config: Config, platform: Platform) -> None:
           f"guest console: {console}")
     started = time.monotonic()
     try:
-        _vagrant_up(directory, console, silence)
+        vagrant_up_watched(directory, console, silence)
     except GuestTrouble as failed:
         kept = console.with_name(FAILED_CONSOLE_LOG)
         os.replace(console, kept)
         print(f"{failed.trouble.summary}; booting once more (that boot's console: {kept})")
         destroy(config, platform)
-        _vagrant_up(directory, console, silence)
+        vagrant_up_watched(directory, console, silence)
     print(f"{platform.name} is up after {time.monotonic() - started:.0f} s: "
           f"http://127.0.0.1:{port}/")
 
 
-def _vagrant_up(directory: Path, console: Path, silence: int) -> None:
-    """`vagrant up`, with its guest's console watched until the guest answers on SSH: a
-    panic, an emergency shell, a failed fsck or a silent boot stops it (GuestTrouble).
-    An earlier boot's log goes first, so its text is not read as this boot's (libvirt's
-    virtlogd then writes the file, mode 0600)."""
+def vagrant_up_watched(directory: Path, console: Path, silence: int,
+                       env: dict[str, str] | None = None) -> None:
+    """`vagrant up` in `directory` (`env` added to the environment), with its guest's
+    console watched until the guest answers on SSH: a panic, an emergency shell, a failed
+    fsck or a silent boot stops it (GuestTrouble). An earlier boot's log goes first, so
+    its text is not read as this boot's (libvirt's virtlogd then writes the file, mode
+    0600). Used by `invoke up` and by `verify --from-catalog`'s trial VM."""
     console.unlink(missing_ok=True)
     run_watched(["vagrant", "up", "--provider", PROVIDER], console=console, silence=silence,
                 reached=BOOTED, prefix="vagrant", cwd=directory,
-                env={"VAGRANT_DEFAULT_PROVIDER": PROVIDER})
+                env={"VAGRANT_DEFAULT_PROVIDER": PROVIDER, **(env or {})})
 
 
 def require_running(config: Config, platform: Platform) -> None:

@@ -348,6 +348,8 @@ def test_verify_from_catalog_then_release(libvirt_netns, project_copy, tmp_path)
                              netns=libvirt_netns, env=teammate, **in_copy)
     assert trial.returncode == 0, "invoke verify --from-catalog failed"
     assert f"libvirt domain goldbox-trial-{version}-default" in trial.stdout
+    console = Path(trial.stdout.split("guest console: ", 1)[1].split()[0])
+    assert "Linux version" in console.read_text(errors="replace")  # the trial boot's own log
     port = int(trial.stdout.split("HTTP on 127.0.0.1:")[1].split()[0])
     assert port != CONFIG.project.ports.host_http  # never the port of `invoke up`
     assert "PASS  http: GET / is exactly Hello!" in trial.stdout

@@ -221,9 +221,17 @@ def try_from_catalog(config: Config, platform_name: str | None, target: Target, 
     the suite's results (goldbox.verify.run_suite). Everything the catalog says is read
     and checked before the first vagrant command."""
     from goldbox import accel
+    from goldbox.console import checked_path, silence_limit
     from goldbox.render import RenderOptions, render_vagrantfile
     from goldbox.verify import run_suite
-    from goldbox.vm import Built, box_volume_path, delete_box_volume, require_same_image
+    from goldbox.vm import (
+        CONSOLE_LOG,
+        Built,
+        box_volume_path,
+        delete_box_volume,
+        require_same_image,
+        vagrant_up_watched,
+    )
 
     reader = Reader(cacert)
     candidate = choose(target, reader)
@@ -238,8 +246,9 @@ def try_from_catalog(config: Config, platform_name: str | None, target: Target, 
                            f"{manifest.platform}, not --platform {platform.name}")
     plan = fetch_plan(candidate, reader, work)
     box = download_box(candidate, reader, work)
+    acceleration = accel.detect(config.cache_dir)
     render_vagrantfile(trial, platform, work, RenderOptions(
-        libvirt_driver=accel.detect(config.cache_dir).libvirt_driver,
+        libvirt_driver=acceleration.libvirt_driver,
         domain_prefix=domain_prefix(candidate)))
     # A volume of this name and version (uploaded by `invoke up`) is what vagrant-libvirt
     # would boot: used only if it holds these very bytes, and then left to its owner.
@@ -254,10 +263,11 @@ def try_from_catalog(config: Config, platform_name: str | None, target: Target, 
                  "--provider", PROVIDER, *(["--cacert", str(cacert)] if cacert else [])],
                 work, env)
     try:
+        console = checked_path(work / CONSOLE_LOG)
         progress(f"booting {candidate.box} {candidate.version} as libvirt domain "
                  f"{domain_prefix(candidate)}default, HTTP on 127.0.0.1:"
-                 f"{trial.project.ports.host_http}")
-        run_vagrant(["up", "--provider", PROVIDER], work, env)
+                 f"{trial.project.ports.host_http}; guest console: {console}")
+        vagrant_up_watched(work, console, silence_limit(acceleration.accelerator), env)
         ssh_config = work / "ssh-config"
         ssh_config.write_text(run_vagrant(["ssh-config"], work, env))
         results = run_suite(trial, platform, ssh_config, Built(box, manifest, plan))
