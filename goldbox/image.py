@@ -140,7 +140,7 @@ def _build_image(ctx: Context, force: bool, refresh: bool) -> ImageResult:
             note.append(f"{ctx.builder}" + (f", accelerator {host.acceleration.accelerator}"
                                             if ctx.builder == "qemu" else ""))
         with phases.phase("box") as note:
-            manifest = box_phase(ctx, host, render, golden, base, phases.seconds())
+            manifest = box_phase(ctx, host, render.digest, golden, base, phases.seconds())
             note.append(f"{ctx.box_file} {manifest.box_size / 2**20:.0f} MiB")
     finally:
         remove_tree(ctx.packer_output)
@@ -274,13 +274,15 @@ def packer_phase(ctx: Context, host: Host, render: Render, system: SystemImage |
     return GoldenBuild(printed)
 
 
-def box_phase(ctx: Context, host: Host, render: Render, golden: GoldenBuild,
+def box_phase(ctx: Context, host: Host, digest: str, golden: GoldenBuild,
               base: Entry | None, phases: dict[str, float]) -> Manifest:
+    """dist/<p>/ with the box and its manifest: the versions the golden build found,
+    packer's, and the day of the base disk's OS updates."""
     components = {"cpython": ctx.platform.python.version, **golden.components,
                   "packer": ".".join(map(str, host.packer))}
     if base is not None:
         components["os-updates"] = _updates_day(base)
-    return install_box(ctx, render.digest, phases, components)
+    return install_box(ctx, digest, phases, components)
 
 
 def _sweep(ctx: Context) -> None:

@@ -26,8 +26,6 @@ from goldbox.files import sha256_file, write_atomically
 from goldbox.plan import Prebuilt, StagedFile, app_section, python_section
 from goldbox.requirements import check_sdist
 
-PREBUILT_RECORD = "prebuilt.json"
-
 
 @dataclass(frozen=True)
 class NativeBuild:
@@ -93,7 +91,7 @@ def native_inputs(ctx: Context) -> str:
 
 
 def record_prebuilt(ctx: Context, prebuilt: Prebuilt) -> None:
-    write_atomically(ctx.build / PREBUILT_RECORD, json.dumps(
+    write_atomically(ctx.prebuilt_record, json.dumps(
         {"inputs": native_inputs(ctx), "prebuilt": dataclasses.asdict(prebuilt)},
         indent=2, sort_keys=True) + "\n")
 
@@ -101,7 +99,7 @@ def record_prebuilt(ctx: Context, prebuilt: Prebuilt) -> None:
 def recorded_prebuilt(ctx: Context) -> Prebuilt | None:
     """What the last native build recorded for these inputs, or None."""
     try:
-        record = json.loads((ctx.build / PREBUILT_RECORD).read_text())
+        record = json.loads((ctx.prebuilt_record).read_text())
         if record["inputs"] != native_inputs(ctx):
             return None
         recorded = record["prebuilt"]
