@@ -99,7 +99,7 @@ def artifacts(c, platform=None, import_=None):
 
     Without --import, downloads the platform's python.url into the cache. A host that
     cannot reach it imports a copy with --import PATH (its sha256 must match)."""
-    from goldbox import image
+    from goldbox import image_artifacts as image
 
     config = load_config(ROOT)
     chosen = config.platform(platform)

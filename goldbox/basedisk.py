@@ -11,7 +11,6 @@ at first boot), an empty /etc/machine-id, no resolv.conf of the build host."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
 import shutil
 import textwrap
@@ -20,14 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from goldbox import PROJECT_ROOT, proc
+from goldbox import proc
 from goldbox.cache import Cache, Entry, as_cache, identity_key
 from goldbox.chroot_provision import plan_head, provision_in_chroot
 from goldbox.config import BOX_DISK_GIB
 from goldbox.errors import GoldboxError
-from goldbox.files import tree_sha256
 from goldbox.keys import insecure_public_key
-from goldbox.plan import python_section, repositories_section
+from goldbox.plan import repositories_section
+from goldbox.recipe import goldbox_code, provision_code
 from goldbox.rootfs import chroot_run, debootstrap_rootfs
 
 # What the base needs to boot under qemu, get an address by DHCP and let Vagrant and
@@ -54,19 +53,26 @@ GROW_ROOT_SCRIPT = textwrap.dedent("""\
     """)
 
 
+# The steps of provision the base disk runs natively (install_runtime_packages), and the
+# goldbox code that makes it (the policy: goldbox/recipe.py).
+BASE_STEPS = ("repositories", "packages")
+_CODE = ("basedisk", "chroot_provision", "rootfs")
+
+
 def base_disk_identity(platform: Any, size_gib: int = BOX_DISK_GIB) -> dict:
     """What goes into the base disk of `platform`: suite, mirror, packages, size, the
     Vagrant public key, the runtime packages provision installs natively (with the
-    repositories it installs them from, and provision/ itself) and this module's own
-    source (the recipe)."""
+    repositories it installs them from, and the code of those two steps) and the code
+    that makes it. Nothing of the platform's Python: a pin or a configure flag keeps
+    the base disk (and the OS updates it was made with)."""
     source = platform.source
     return {
         "platform": platform.name, "suite": source.suite, "mirror": source.mirror,
         "packages": sorted({*BASE_PACKAGES, source.kernel_package}), "size_gib": size_gib,
         "authorized_key": insecure_public_key(),
         "runtime": runtime_plan(platform),
-        "provision": tree_sha256(PROJECT_ROOT / "provision"),
-        "recipe": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+        "provision": provision_code(BASE_STEPS),
+        "code": goldbox_code(*_CODE),
     }
 
 
@@ -81,7 +87,6 @@ def runtime_plan(platform: Any) -> dict:
         "repositories": repositories_section(platform),
         "packages": {"groups": [], "build": [], "runtime": list(platform.packages.runtime),
                      "update": True},
-        "python": python_section(platform, None),
     }
 
 
@@ -106,7 +111,7 @@ def install_runtime_packages(root: Path, plan: dict, log: Path | None = None) ->
     """provision's repositories and packages steps in the rootfs (see runtime_plan);
     apt's downloads and lists are removed afterwards (the guest needs them no more)."""
     with apt_from_the_host(root):
-        provision_in_chroot(root, plan, ["repositories", "packages"],
+        provision_in_chroot(root, plan, list(BASE_STEPS),
                             label="the base disk's runtime plan", prefix="base disk", log=log)
         superseded = superseded_kernels(root)
         if superseded:

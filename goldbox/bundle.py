@@ -21,15 +21,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from goldbox import PROJECT_ROOT, proc
+from goldbox import proc
 from goldbox.artifacts import ArtifactCache
 from goldbox.cache import Cache, as_cache
 from goldbox.chroot_provision import STAGE, plan_head, provision_in_chroot
 from goldbox.errors import GoldboxError
-from goldbox.files import remove_tree, sha256_file, tree_sha256
+from goldbox.files import remove_tree, sha256_file
+from goldbox.recipe import goldbox_code, provision_code
 from goldbox.rootfs import chroot_run, debootstrap_rootfs
 
-_RECIPE = 4
+# The goldbox code that makes the native build's entries (the policy: goldbox/recipe.py).
+_CODE = ("bundle", "chroot_provision", "rootfs")
 # Where provision's python step unpacks and builds the source: not part of the bundle.
 _PROVISION_SOURCE_DIR = "usr/local/src/goldbox-python"
 PROVENANCE = "share/goldbox/cpython-build.json"
@@ -76,7 +78,7 @@ def bundle_identity(*, platform: str, release: ReleaseChroot, python_version: st
                     tarball_sha256: str, configure_flags: list[str]) -> dict:
     """What goes into a CPython bundle (its cache identity)."""
     return {
-        "recipe": _RECIPE,
+        "code": goldbox_code(*_CODE),
         "platform": platform,
         "suite": release.suite,
         "mirror": release.mirror,
@@ -84,8 +86,9 @@ def bundle_identity(*, platform: str, release: ReleaseChroot, python_version: st
         "python_version": python_version,
         "tarball_sha256": tarball_sha256,
         "configure_flags": configure_flags,
-        # provision's python step is the build recipe: a change to it rebuilds.
-        "provision": tree_sha256(PROJECT_ROOT / "provision"),
+        # provision's python step builds it: a change to that step rebuilds, one to
+        # another step does not.
+        "provision": provision_code(["python"]),
     }
 
 
@@ -139,7 +142,7 @@ def build_native_wheel(cache: Cache | Path, *, release: ReleaseChroot, bundle: B
     it without a compiler. The sdist is checked against `sdist_sha256` first."""
     cache = as_cache(cache)
     setuptools = ArtifactCache(cache).ensure(*SETUPTOOLS)
-    identity = {"recipe": _RECIPE, "bundle": bundle.sha256, "sdist": sdist_sha256,
+    identity = {"code": goldbox_code(*_CODE), "bundle": bundle.sha256, "sdist": sdist_sha256,
                 "setuptools": setuptools.name,
                 "packages": sorted(set(release.packages)), "suite": release.suite}
 
@@ -186,14 +189,14 @@ def build_app_env(cache: Cache | Path, *, platform: str, release: ReleaseChroot,
     app = {**app, "env_bundle": None}
     requirements = app_dir / Path(app["requirements"]).relative_to(app["source"])
     identity = {
-        "recipe": _RECIPE, "platform": platform, "bundle": bundle.sha256,
+        "code": goldbox_code(*_CODE), "platform": platform, "bundle": bundle.sha256,
         "suite": release.suite, "packages": sorted(set(release.packages)),
         "requirements": sha256_file(requirements),
         "wheelhouse": {path.name: sha256_file(path)
                        for path in sorted(wheelhouse.iterdir()) if path.is_file()},
         "app": {key: value for key, value in app.items() if key != "source"},
-        # provision's app step is the recipe: a change to it rebuilds.
-        "provision": tree_sha256(PROJECT_ROOT / "provision"),
+        # provision's app step makes it: a change to that step rebuilds.
+        "provision": provision_code(["app"]),
     }
     name = f"app-env-{platform}.tar.gz"
 

@@ -5,6 +5,7 @@ image` (as mkosi passes its Context through its steps). No phase rebuilds a path
 
     build/<p>/image.lock          held by the one `invoke image` of <p> in this checkout
     build/<p>/logs/image-*.log    each run's full log
+    build/<p>/prebuilt.json       what the last native build made (`invoke render` reads it)
     build/<p>/work/               wheelhouse, stage folders, packer's output and box
     dist/<p>/                     the finished box, manifest.json, plan.json
     dist/.<p>.partial/            the next dist/<p>/ while it is assembled
@@ -87,6 +88,11 @@ class Context:
     @property
     def system_stage(self) -> Path:
         return self.work / "system-stage"
+
+    @property
+    def prebuilt_record(self) -> Path:
+        """What the last native build made, for `invoke render` (goldbox/native.py)."""
+        return self.build / "prebuilt.json"
 
     @property
     def packer_output(self) -> Path:

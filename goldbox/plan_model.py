@@ -119,8 +119,9 @@ class Cleanup(_Section):
 
 
 class Plan(_Section):
-    """A whole plan; the plans provision runs natively in a chroot have only the
-    sections of their steps (goldbox/chroot_provision.py)."""
+    """A whole plan; every step's section is optional: the plans provision runs natively
+    in a chroot have only the sections of their steps (goldbox/chroot_provision.py), so
+    the base disk's plan, and its cache key, hold no python."""
 
     format: Literal[1]
     platform: str
@@ -129,7 +130,7 @@ class Plan(_Section):
     stage_dir: str
     repositories: Repositories | None = None
     packages: Packages | None = None
-    python: Python
+    python: Python | None = None
     app: App | None = None
     uwsgi: Uwsgi | None = None
     nginx: Nginx | None = None

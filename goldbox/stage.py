@@ -69,6 +69,7 @@ def system_stage(root: Path, stage: Path, plan: Path, extra: list[Path],
     """What the system image's build uploads: the plan, provision/ and the CPython bundle
     or tarball (and the wheelhouse when the python step bootstraps pip from it)."""
     fresh_stage(root, stage, plan, extra)
-    if read_plan(plan).python.pip_bootstrap:
+    python = read_plan(plan).python
+    if python and python.pip_bootstrap:
         shutil.copytree(wheelhouse, stage / "wheelhouse")
     return stage

@@ -11,13 +11,11 @@ from pathlib import Path
 import pytest
 
 from goldbox import PROJECT_ROOT
-from goldbox import bundle as bundle_module
 from goldbox.artifacts import ArtifactCache
 from goldbox.bundle import (
     ReleaseChroot,
     build_cpython_bundle,
     build_native_wheel,
-    bundle_identity,
     prefix_of,
 )
 from goldbox.config import load_config
@@ -35,23 +33,6 @@ UWSGI_SHA256 = "79ca1891ef2df14508ab0471ee8c0eb94bd2d51d03f32f90c4bbe557ab1e99d0
 def test_prefix_follows_the_configure_flags():
     assert prefix_of([]) == "/usr/local"
     assert prefix_of(["--prefix=/opt/py/", "--with-lto"]) == "/opt/py"
-
-
-def test_bundle_identity_follows_provision_but_not_its_bytecode(tmp_path, monkeypatch):
-    """provision's python step is the bundle's build recipe, so editing provision/
-    must rebuild the bundle; a __pycache__ left by a test run must not."""
-    project = tmp_path / "project"
-    (project / "provision").mkdir(parents=True)
-    (project / "provision/steps.py").write_text("MAKE = 'make'\n")
-    monkeypatch.setattr(bundle_module, "PROJECT_ROOT", project)
-    inputs = dict(platform="debian-12", release=ReleaseChroot("bookworm", "http://m", ("gcc",)),
-                  python_version="3.13.5", tarball_sha256="0" * 64, configure_flags=[])
-    before = bundle_identity(**inputs)
-    (project / "provision/__pycache__").mkdir()
-    (project / "provision/__pycache__/steps.cpython-311.pyc").write_bytes(b"bytecode")
-    assert bundle_identity(**inputs) == before
-    (project / "provision/steps.py").write_text("MAKE = 'make -j2'\n")
-    assert bundle_identity(**inputs) != before
 
 
 @pytest.mark.slow

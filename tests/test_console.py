@@ -167,7 +167,7 @@ def test_a_packer_boot_that_never_reaches_its_guest_ends(tmp_path):
     """goldbox's own packer build (the system image's template) of a disk that does not
     boot: qemu writes the console log packer's template names, nothing comes, and the
     watcher stops packer, and qemu with it, after the silence limit."""
-    from goldbox.image import _packer_build
+    from goldbox.packer import packer_build
 
     platform = CONFIG.platform("debian-12")
     rendered = render_platform(CONFIG, platform, tmp_path / "render")
@@ -182,7 +182,7 @@ def test_a_packer_boot_that_never_reaches_its_guest_ends(tmp_path):
     watchdog.start()
     try:
         with pytest.raises(GuestTrouble, match=r"^no console output for 5 s"):
-            _packer_build(rendered.system_template, {
+            packer_build(rendered.system_template, {
                 "base_image": str(disk), "base_image_sha256": digest, "accelerator": "tcg",
                 "stage_dir": str(tmp_path / "stage"), "output_dir": str(tmp_path / "out"),
             }, "qemu.debian-12", tmp_path / "logs" / "image-1.log", console, 5)

@@ -24,14 +24,15 @@ INVOKE = str(Path(sys.executable).parent / "invoke")
 DEFAULT = load_config().project.box.default_platform  # what `invoke image` builds
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts, chattr)")
 
-# Runs the real `_install_box` of goldbox/image.py on a project copy, from a box that
+# Runs the real `install_box` of goldbox/dist.py on a project copy, from a box that
 # "packer" left in build/<p>/work/box/ (a stand-in file: packer is not what is tested).
 INSTALL_BOX = """
 import sys
 from pathlib import Path
 from goldbox.config import load_config
 from goldbox.context import Context
-from goldbox.image import Phases, _install_box
+from goldbox.dist import install_box
+from goldbox.phase_report import Phases
 from goldbox.errors import GoldboxError
 config = load_config(Path(sys.argv[1]))
 ctx = Context(config, config.platform(None))
@@ -44,7 +45,7 @@ ctx.log.write_text("goldbox-version nginx=1.22.1\\n")
 phases = Phases(log=ctx.log)
 try:
     with phases.phase("box"):
-        _install_box(ctx, "f" * 64, phases, {})
+        install_box(ctx, "f" * 64, phases.seconds(), {})
 except GoldboxError as exc:
     print(f"goldbox: error: {exc}", file=sys.stderr)
     sys.exit(1)

@@ -168,7 +168,8 @@ def test_a_missing_program_is_a_failed_command_not_a_traceback():
 # writing, running and syncing, against a throwaway folder.
 MECHANICS = r'''
 import os, sys
-from provision import steps
+from provision.steps import app
+from provision.steps.common import Context
 from provision.runner import Runner, StepFailed
 
 base = sys.argv[1]
@@ -193,11 +194,11 @@ except StepFailed:
 source, copy = os.path.join(base, "src"), os.path.join(base, "dst")
 os.makedirs(os.path.join(source, "pkg"))
 open(os.path.join(source, "pkg", "a.py"), "w").write("a\n")
-ctx = steps.Context({"stage_dir": base}, runner, None, None)
-assert steps._sync_tree(ctx, source, copy) is True
-assert steps._sync_tree(ctx, source, copy) is False
+ctx = Context({"stage_dir": base}, runner, None, None)
+assert app._sync_tree(ctx, source, copy) is True
+assert app._sync_tree(ctx, source, copy) is False
 open(os.path.join(copy, "pkg", "gone.py"), "w").write("x\n")
-assert steps._sync_tree(ctx, source, copy) is True
+assert app._sync_tree(ctx, source, copy) is True
 assert sorted(os.listdir(os.path.join(copy, "pkg"))) == ["a.py"]
 print("mechanics ok under %d.%d" % sys.version_info[:2])
 '''
@@ -224,11 +225,12 @@ def test_runner_and_tree_sync_for_real(interpreter, tmp_path):
 # root and a fake running service, so only what the step decides is observed.
 UWSGI_RESTARTS = r'''
 import os, sys
-from provision import steps
+from provision.steps import nginx, uwsgi
+from provision.steps.common import Context
 from provision.runner import Runner
 
 base = sys.argv[1]
-steps.UWSGI_SERVES = os.path.join(base, "var/lib/goldbox/uwsgi-serves.sha256")
+uwsgi.UWSGI_SERVES = os.path.join(base, "var/lib/goldbox/uwsgi-serves.sha256")
 root = os.path.join(base, "srv/app")
 record = os.path.join(root, "env/lib/python3.13/site-packages/flask-3.1.1.dist-info/RECORD")
 os.makedirs(os.path.dirname(record))
@@ -259,7 +261,7 @@ plan = {"app": {"root": root}, "uwsgi": {"service": "goldbox-uwsgi", "files": [
 
 def run():
     services = Services()
-    changed, _ = steps.uwsgi(steps.Context(plan, Runner(out=open(os.devnull, "w")), None,
+    changed, _ = uwsgi.run(Context(plan, Runner(out=open(os.devnull, "w")), None,
                                            services))
     return changed, services.calls
 
@@ -290,7 +292,7 @@ plan["nginx"] = {"service": "nginx", "remove": [], "files": [
 
 def run_nginx():
     services = Services()
-    changed, _ = steps.nginx(steps.Context(plan, Runner(out=open(os.devnull, "w")), None,
+    changed, _ = nginx.run(Context(plan, Runner(out=open(os.devnull, "w")), None,
                                            services))
     return changed, services.calls
 
@@ -316,7 +318,8 @@ def test_uwsgi_restarts_when_the_app_or_its_venv_changed(interpreter, tmp_path):
 # runner that records the free-space commands instead of trimming or filling this disk.
 CLEANUP = r'''
 import os, sys
-from provision import steps
+from provision.steps import cleanup
+from provision.steps.common import Context
 from provision.runner import Runner
 
 base = sys.argv[1]
@@ -352,9 +355,9 @@ class Packages(object):
 class Services(object):
     booted = True
 
-steps.IDENTITY_AND_BUILD_FILES = [at(p) for p in steps.IDENTITY_AND_BUILD_FILES]
-steps.MACHINE_ID = at("/etc/machine-id")
-steps.LOG_DIRS = [at("/var/log")]
+cleanup.IDENTITY_AND_BUILD_FILES = [at(p) for p in cleanup.IDENTITY_AND_BUILD_FILES]
+cleanup.MACHINE_ID = at("/etc/machine-id")
+cleanup.LOG_DIRS = [at("/var/log")]
 for path in ["/etc/ssh/ssh_host_ed25519_key", "/root/.bash_history", "/var/log/syslog.1",
              "/var/log/journal/x/system.journal", "/var/cache/pkg/nginx.deb",
              "/tmp/goldbox-stage/plan.json"]:
@@ -366,10 +369,10 @@ plan = {"stage_dir": at("/tmp/goldbox-stage"),
         "cleanup": {"enabled": True, "paths": [at("/tmp/goldbox-stage")],
                     "zero_free_space": True}}
 runner = Recording()
-ctx = steps.Context(plan, runner, Packages(runner), Services())
+ctx = Context(plan, runner, Packages(runner), Services())
 
-steps.takes_discards = lambda mountpoint: True
-changed, note = steps.cleanup(ctx)
+cleanup.takes_discards = lambda mountpoint: True
+changed, note = cleanup.run(ctx)
 assert changed and note.endswith("; free space trimmed"), note
 assert runner.commands == ["fstrim"], runner.commands
 left = sorted(os.path.relpath(os.path.join(d, n), base) for d, _, ns in os.walk(base) for n in ns)
@@ -381,20 +384,20 @@ assert os.path.getsize(at("/var/log/syslog")) == 0
 # Nothing left to clean: no change reported, nothing written, the disk not trimmed again.
 runner.commands = []
 before = [os.stat(at(p)).st_mtime for p in ("/etc/machine-id", "/var/log/syslog")]
-assert steps.cleanup(ctx) == (False, "nothing to clean")
+assert cleanup.run(ctx) == (False, "nothing to clean")
 assert runner.commands == []
 assert [os.stat(at(p)).st_mtime for p in ("/etc/machine-id", "/var/log/syslog")] == before
 
 # A disk that takes no discards is zero-filled instead; a chroot is neither.
 write("/var/log/syslog", "more\n")
-steps.takes_discards = lambda mountpoint: False
-changed, note = steps.cleanup(ctx)
+cleanup.takes_discards = lambda mountpoint: False
+changed, note = cleanup.run(ctx)
 assert changed and note.endswith("; free space zero-filled"), note
 assert runner.commands == ["dd", "sync"], runner.commands
 write("/var/log/syslog", "more\n")
 Services.booted = False
 runner.commands = []
-assert steps.cleanup(ctx)[0] is True and runner.commands == []
+assert cleanup.run(ctx)[0] is True and runner.commands == []
 print("cleanup ok under %d.%d" % sys.version_info[:2])
 '''
 
@@ -408,7 +411,7 @@ def test_cleanup_trims_once_and_reports_unchanged_with_nothing_to_clean(interpre
 def test_discard_support_is_read_from_the_disks_queue(tmp_path):
     """A partition has no queue of its own: its disk's discard_max_bytes decides."""
     sys.path.insert(0, str(PROJECT_ROOT))
-    from provision.steps import takes_discards
+    from provision.steps.cleanup import takes_discards
 
     device = os.stat(tmp_path).st_dev
     sys_root = tmp_path / "sys"

@@ -1,0 +1,65 @@
+"""`invoke image`'s phases as typed results (goldbox/image.py): the box's component
+versions come from the golden build's own output, and the manifest is written once,
+with them. Real packer (its null builder: no VM) and goldbox's own code; fast."""
+
+import json
+from pathlib import Path
+
+from goldbox.accel import Acceleration
+from goldbox.config import load_config
+from goldbox.context import Context
+from goldbox.image import GoldenBuild, Host, box_phase
+from goldbox.manifest import read_manifest
+from goldbox.packer import packer_build
+
+# A packer build that boots nothing and prints what the golden build's last provisioner
+# prints of a guest.
+NULL_BUILD = """
+variable "ssh_private_key_file" {
+  type = string
+}
+source "null" "guest" {
+  communicator = "none"
+}
+build {
+  sources = ["source.null.guest"]
+  provisioner "shell-local" {
+    inline = ["echo goldbox-version nginx=1.22.1", "echo goldbox-version uwsgi=2.0.31"]
+  }
+}
+"""
+
+
+def test_a_builds_versions_are_what_it_printed_not_the_rest_of_the_log(tmp_path):
+    """An earlier build of the run (the system image's) printed versions too: they are
+    not this build's."""
+    template = tmp_path / "golden.pkr.hcl"
+    template.write_text(NULL_BUILD)
+    log = tmp_path / "image.log"
+    log.write_text("goldbox-version nginx=0.0.1\ngoldbox-version flask=0.1\n")
+    printed = packer_build(template, {"stage_dir": "unused"}, "null.guest", log,
+                           tmp_path / "console.log", None)  # no guest, no console
+    assert printed == {"nginx": "1.22.1", "uwsgi": "2.0.31"}
+    assert json.loads(tmp_path.joinpath("golden-vars.json").read_text()).keys() == {
+        "ssh_private_key_file"}
+
+
+def test_the_manifest_holds_the_golden_builds_versions_and_the_phases_before(project_copy):
+    config = load_config(project_copy)
+    ctx = Context(config, config.platform("debian-12"))
+    ctx.packer_box.parent.mkdir(parents=True)
+    ctx.packer_box.write_bytes(b"a box\n")
+    ctx.stage.mkdir(parents=True)
+    (ctx.stage / "plan.json").write_text("{}\n")
+    ctx.log.parent.mkdir(parents=True)
+    ctx.log.write_text("goldbox-version nginx=0.0.1\n")
+    host = Host(Acceleration("tcg", "test"), (1, 6, 6))
+    golden = GoldenBuild({"cpython": "3.13.15", "nginx": "1.22.1", "uwsgi": "2.0.31",
+                          "flask": "3.1.1"})
+    manifest = box_phase(ctx, host, "d" * 64, golden, None, {"render": 1.0, "packer": 60.0})
+    assert read_manifest(ctx.manifest) == manifest
+    assert manifest.components == {"cpython": "3.13.15", "nginx": "1.22.1", "uwsgi": "2.0.31",
+                                   "flask": "3.1.1", "packer": "1.6.6"}
+    assert manifest.phases == {"render": 1.0, "packer": 60.0}
+    assert manifest.input_hash == "d" * 64
+    assert Path(ctx.dist / "plan.json").read_text() == "{}\n"
