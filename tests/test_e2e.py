@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -166,14 +167,16 @@ def _assert_swept_and_dev_intact(project: Path, dev_before: list[str]) -> None:
 
 def test_sigkill_during_the_native_build_leaves_no_mount_or_process(tarball_in_cache,
                                                                    project_copy):
-    """A configure flag of its own gives this run a CPython bundle no one has built."""
+    """A configure variable of this run's own (./configure takes VAR=value and ignores
+    one it does not know) gives it a CPython bundle no one has built, whatever the
+    shared cache holds."""
     platform = project_copy / "platforms" / "debian-12.toml"
     text = platform.read_text()
     flags = 'configure_flags = ["--prefix=/usr/local", "--disable-test-modules"]'
     assert flags in text, "test out of date: debian-12's configure flags changed"
     platform.write_text(text.replace(
         flags, 'configure_flags = ["--prefix=/usr/local", "--disable-test-modules", '
-               '"--without-doc-strings"]'))
+               f'"GOLDBOX_TEST_RUN={uuid.uuid4().hex}"]'))
     dev_before = sorted(os.listdir("/dev"))
     result, below = _kill_in_chroot(project_copy, "SIGKILL", "debian-12", settle=3)
     assert result.returncode == -signal.SIGKILL
@@ -379,7 +382,7 @@ def test_packer_failure_names_phase_and_log_and_keeps_the_previous_box(project_c
     dist/ untouched, no partial box or system image left."""
     template = project_copy / "packer" / "debootstrap.pkr.hcl.j2"
     text = template.read_text()
-    step = 'inline = ["mkdir -p {{ stage_dir }}"]'
+    step = "inline = [{% filter hcl %}mkdir -p {{ stage_dir | sh }}{% endfilter %}]"
     assert step in text, "test out of date: the template's first shell step changed"
     template.write_text(text.replace(
         step, 'inline = ["echo goldbox-test: failing on purpose >&2; exit 3"]', 1))
