@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -359,7 +360,7 @@ def test_verify_from_catalog_then_release(libvirt_netns, project_copy, tmp_path)
     assert f"libvirt domain goldbox-trial-{version}-default" in trial.stdout
     console = Path(trial.stdout.split("guest console: ", 1)[1].split()[0])
     assert "Linux version" in console.read_text(errors="replace")  # the trial boot's own log
-    port = int(trial.stdout.split("HTTP on 127.0.0.1:")[1].split()[0])
+    port = int(re.search(r"HTTP on 127\.0\.0\.1:(\d+)", trial.stdout).group(1))
     assert port != CONFIG.project.ports.host_http  # never the port of `invoke up`
     assert "PASS  http: GET / is exactly Hello!" in trial.stdout
     assert "PASS  box: no SSH host keys baked in" in trial.stdout
