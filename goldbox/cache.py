@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import hashlib
 import json
 import os
@@ -43,6 +42,7 @@ from goldbox.files import (
     unmount_all_under,
     write_atomically,
 )
+from goldbox.locks import exclusive
 
 # Bumped when the layout of entries changes: every key changes with it.
 FORMAT = 1
@@ -99,20 +99,10 @@ class Entry:
 
 @contextlib.contextmanager
 def locked(lock_file: Path, *, wait: bool = True) -> Iterator[bool]:
-    """Hold an exclusive flock on `lock_file` for the block. With wait=False, yield False
-    at once if another process holds it."""
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        handle = open(lock_file, "a")
-    except OSError as exc:
-        raise GoldboxError(f"cannot open the lock file {lock_file}: {exc.strerror}") from None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+    """Hold the entry lock `lock_file` for the block. With wait=False, yield False at once
+    if another process holds it."""
+    with exclusive(lock_file, wait=wait) as holder:
+        yield holder is None
 
 
 class Cache:

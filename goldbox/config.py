@@ -10,12 +10,13 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from goldbox import PROJECT_ROOT
 from goldbox.errors import GoldboxError
+from goldbox.validation import validated
 
 # Allow-lists. Each is anchored with ^...\Z, so `.match` and `.fullmatch` agree (Python's
 # `$` also matches before a final newline), and spells digits [0-9] (`\d` takes every
@@ -448,69 +449,12 @@ def _read_toml(path: Path, label: str) -> dict[str, Any]:
         raise GoldboxError(f"{label}: cannot read it: {exc.strerror}") from None
 
 
-def _models_at(model: type[BaseModel], loc: tuple) -> list[type[BaseModel]]:
-    """The model(s) that describe the table at `loc`: several for a tagged union."""
-    models = [model]
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        tagged = [m for m in models if _tag(m) == part]
-        if tagged:  # ("source", "iso", ...): pydantic names the union member by its tag
-            models = tagged
-            continue
-        field = models[0].model_fields.get(part)
-        if field is None:
-            return []
-        annotation = field.annotation
-        members = [a for a in (annotation, *get_args(annotation))
-                   if isinstance(a, type) and issubclass(a, BaseModel)]
-        models = members or [m for a in get_args(annotation) for m in _members(a)]
-        if not models:
-            return []
-    return models
-
-
-def _members(annotation: Any) -> list[type[BaseModel]]:
-    return [a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
-
-
-def _tag(model: type[BaseModel]) -> str | None:
-    kind = model.model_fields.get("kind")
-    return get_args(kind.annotation)[0] if kind else None
-
-
-def _describe(error: dict, label: str, model: type[BaseModel]) -> str:
-    loc = tuple(error["loc"])
-    key = ".".join(str(p) for i, p in enumerate(loc) if not (i and loc[i - 1] == "source"))
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        models = _models_at(model, loc[:-1])
-        allowed = sorted({name for m in models for name in m.model_fields})
-        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
-        return f"{label}: unknown key {key!r}{hint}"
-    if kind == "missing":
-        return f"{label}: missing key {key!r}"
-    if kind == "union_tag_invalid":
-        ctx = error["ctx"]
-        return f"{label}: {key}.kind = {ctx['tag']!r}: expected one of {ctx['expected_tags']}"
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{label}: {key} = {error.get('input')!r}: {message}"
-
-
-def _validate(model: type[BaseModel], data: dict, label: str):
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        raise GoldboxError(_describe(first, label, model)) from None
-
-
 def load_platform(path: Path, root: Path) -> Platform:
     label = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
     data = _read_toml(path, label)
     if "name" in data:
         raise GoldboxError(f"{label}: unknown key 'name' (the platform's name is its file name)")
-    platform = _validate(Platform, {"name": path.stem, **data}, label)
+    platform = validated(Platform, {"name": path.stem, **data}, label)
     if isinstance(platform.source, IsoSource):
         _require_file(root / platform.source.answer_file, label, "source.answer_file")
     return platform
@@ -523,7 +467,7 @@ def _require_file(path: Path, label: str, key: str) -> None:
 
 def load_config(root: Path = PROJECT_ROOT, config_file: str = "goldbox.toml") -> Config:
     """Read goldbox.toml and every platforms/*.toml below `root`, or stop with one line."""
-    project = _validate(ProjectConfig, _read_toml(root / config_file, config_file), config_file)
+    project = validated(ProjectConfig, _read_toml(root / config_file, config_file), config_file)
     files = sorted((root / "platforms").glob("*.toml"))
     platforms = {path.stem: load_platform(path, root) for path in files}
     if project.box.default_platform not in platforms:

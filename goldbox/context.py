@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import functools
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from goldbox import locks
 from goldbox.cache import Cache
 from goldbox.config import Config, Platform
 from goldbox.errors import GoldboxError
@@ -129,19 +128,9 @@ class Context:
         """Hold build/<p>/image.lock: one `invoke image` per platform and checkout, since
         two would delete and rewrite each other's work folder and dist/ output."""
         lock_file = self.build / "image.lock"
-        lock_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_file, "a+") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                lock.seek(0)
-                holder = lock.read().strip() or "unknown"
+        with locks.exclusive(lock_file, wait=False) as holder:
+            if holder is not None:
                 raise GoldboxError(
                     f"another `invoke image` (pid {holder}) is building {self.platform.name} "
-                    f"in this checkout ({lock_file} is locked): wait for it or stop it"
-                ) from None
-            lock.seek(0)
-            lock.truncate()
-            lock.write(f"{os.getpid()}\n")
-            lock.flush()
+                    f"in this checkout ({lock_file} is locked): wait for it or stop it")
             yield

@@ -1,24 +1,33 @@
 """Crash-safe file operations shared by every part of goldbox.
 
 Nothing goldbox writes is ever seen half-written: files are written under a temporary
-name, flushed to disk and renamed; a folder that replaces another is swapped in with one
+name (`partial_file`: the one atomic write, used by the build, the cache and the catalog),
+flushed to disk and renamed; a folder that replaces another is swapped in with one
 atomic rename(2) (RENAME_EXCHANGE), so the old one stays until the new one is in place.
 Trees are deleted only after everything mounted below them is unmounted, so a leftover
 bind mount of the host's /dev can never make goldbox delete device nodes."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from goldbox import proc
+from goldbox.errors import GoldboxError
 
 _CHUNK = 1 << 20
+# What a file being written is named until it is complete (a dot name: never served,
+# and swept by whoever owns the folder).
+PARTIAL_PREFIX = ".goldbox-partial-"
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -26,9 +35,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
+    for chunk in file_chunks(path):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -67,21 +75,80 @@ def fsync_tree(root: Path) -> None:
         fsync_path(Path(folder))
 
 
-def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write `text` to a temporary name beside `path`, flush it, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def os_failure(path: Path, doing: str, exc: OSError) -> GoldboxError:
+    """An OSError as one line naming the file and what could not be done to it."""
+    return GoldboxError(f"{path}: cannot {doing}: {exc.strerror or exc}")
+
+
+@contextlib.contextmanager
+def partial_file(dest: Path, doing: str = "write", mode: int = 0o644, *,
+                 refuse_link: Callable[[Path], GoldboxError] | None = None
+                 ) -> Iterator[BinaryIO]:
+    """A new file beside `dest` (PARTIAL_PREFIX*, made with O_EXCL: never through a
+    link), open for writing, that becomes `dest` when the block ends normally: flushed
+    to disk, given `mode` and renamed over `dest` (which replaces a link at `dest`
+    instead of following it). Otherwise it is removed, so nothing is ever half-written.
+    An OSError becomes one line naming `dest`. With `refuse_link`, a link as `dest`'s
+    folder is refused with that error (for trees others can write: the rename would
+    land wherever the link points)."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if refuse_link is not None and stat.S_ISLNK(os.lstat(dest.parent).st_mode):
+            raise refuse_link(dest.parent)
+        fd, tmp = tempfile.mkstemp(prefix=PARTIAL_PREFIX, dir=dest.parent)
+    except OSError as exc:
+        raise os_failure(dest, doing, exc) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        os.replace(tmp, dest)
+        fsync_path(dest.parent)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise os_failure(dest, doing, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_path(path.parent)
+
+
+def write_atomically(path: Path, data: str | bytes, mode: int = 0o644, *,
+                     refuse_link: Callable[[Path], GoldboxError] | None = None) -> None:
+    """Write `data` (text is UTF-8) to `path` through `partial_file`: readers see the old
+    file or the whole new one, never part of it."""
+    with partial_file(path, "write", mode, refuse_link=refuse_link) as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
+
+
+def copy_hashing(chunks: Iterable[bytes], out: BinaryIO, hashers: dict[str, Any], *,
+                 start: int = 0, total: int = 0, label: str = "",
+                 progress: Callable[[str], None] | None = None) -> int:
+    """Write `chunks` to `out`, feeding each to every hasher (hashlib objects by name);
+    `start` bytes came before them. Says `label: 50% (x of y MiB)` through `progress` at
+    every quarter of `total` (when known). Returns the bytes received in all."""
+    received = start
+    reported = 4 * start // total if total else 0
+    for chunk in chunks:
+        out.write(chunk)
+        for hasher in hashers.values():
+            hasher.update(chunk)
+        received += len(chunk)
+        quarter = 4 * received // total if total else 0
+        if progress is not None and quarter > reported:
+            reported = quarter
+            progress(f"{label}: {25 * quarter}% ({received / 2**20:.1f} of "
+                     f"{total / 2**20:.1f} MiB)")
+    return received
+
+
+def file_chunks(path: Path, start: int = 0) -> Iterator[bytes]:
+    """The bytes of the file at `path` from `start` on, a MiB at a time."""
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        while chunk := handle.read(_CHUNK):
+            yield chunk
 
 
 def swap_in(new: Path, target: Path) -> Path | None:

@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from goldbox.errors import GoldboxError
 from goldbox.files import write_atomically
+from goldbox.validation import validated
 
 FORMAT = 1
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -57,16 +58,7 @@ def parse_manifest(text: str, label: str) -> Manifest:
         raise GoldboxError(f"{label}: not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise GoldboxError(f"{label}: expected a JSON object, found {type(data).__name__}")
-    try:
-        return Manifest.model_validate(data)
-    except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        key = ".".join(str(part) for part in error["loc"])
-        if error["type"] == "missing":
-            raise GoldboxError(f"{label}: missing key {key!r}") from None
-        expected = EXPECTED.get(key, error["msg"].removeprefix("Value error, "))
-        raise GoldboxError(f"{label}: {key} = {error['input']!r}: expected {expected}"
-                           ) from None
+    return validated(Manifest, data, label, expected=EXPECTED)
 
 
 def read_manifest(path: Path) -> Manifest:

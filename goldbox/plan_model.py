@@ -9,9 +9,10 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from goldbox.errors import GoldboxError
+from goldbox.validation import validated
 
 
 class _Section(BaseModel):
@@ -141,12 +142,7 @@ class Plan(_Section):
 
 def check_plan(data: dict, label: str) -> Plan:
     """`data` as a Plan, or one GoldboxError naming `label` and the first bad key."""
-    try:
-        return Plan.model_validate(data)
-    except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        key = ".".join(str(part) for part in error["loc"])
-        raise GoldboxError(f"{label}: {key}: {error['msg']}") from None
+    return validated(Plan, data, label)
 
 
 def parse_plan(text: str, label: str) -> Plan:

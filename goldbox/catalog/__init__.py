@@ -17,7 +17,6 @@ One module per concern:
 from goldbox.catalog.layout import (
     LOCK_FILE,
     METADATA,
-    PARTIAL_PREFIX,
     STATE_FILE,
     box_file_name,
     catalog_directory,
@@ -29,6 +28,7 @@ from goldbox.catalog.listing import BoxRow, format_table, list_boxes
 from goldbox.catalog.metadata import CHANNELS, BoxMetadata, Provider, Version, parse_metadata
 from goldbox.catalog.store import catalog_lock
 from goldbox.catalog.versions import Published, prune, publish, record_verified, release, revoke
+from goldbox.files import PARTIAL_PREFIX
 
 __all__ = [
     "CHANNELS", "LOCK_FILE", "METADATA", "PARTIAL_PREFIX", "STATE_FILE", "BoxMetadata",

@@ -53,21 +53,20 @@ from goldbox.catalog.metadata import (
     BoxMetadata,
     BoxState,
     BoxUrl,
+    CatalogModel,
     Provider,
     Version,
     VersionState,
     _allowed,
-    _Model,
-    _parse,
     checked,
     load_state,
+    parse_json,
     render_channels,
     write_state,
 )
 from goldbox.catalog.store import (
     Progress,
     catalog_lock,
-    fsync_dir,
     open_no_follow,
     os_failure,
     write_file_atomically,
@@ -75,6 +74,7 @@ from goldbox.catalog.store import (
 from goldbox.catalog.trial import _auth_headers
 from goldbox.catalog.versions import _check_base
 from goldbox.errors import GoldboxError
+from goldbox.files import copy_hashing, file_chunks, fsync_path
 
 STAGING_DIR = ".goldbox-import"
 # The checksum types Vagrant checks a box against, and their length in hex characters.
@@ -112,7 +112,7 @@ class RemoteVersion(Version):
     status: Literal["active", "unreleased", "revoked"] | None = None
 
 
-class RemoteBox(_Model):
+class RemoteBox(CatalogModel):
     """A box's metadata as HCP Vagrant (API v2) or any static catalog serves it."""
     name: RemoteName
     description: str | None = None
@@ -205,7 +205,7 @@ def read_remote(url: str) -> RemoteBox:
         text = data.decode()
     except UnicodeDecodeError as exc:
         raise invalid(url, f"not valid JSON: {exc}") from None
-    return _parse(RemoteBox, text, url)
+    return parse_json(RemoteBox, text, url)
 
 
 def _recorded(url: str) -> str:
@@ -379,18 +379,9 @@ def _download(url: str, partial: Path, kind: str, what: str,
             out.truncate()
             hashers = _hashers(kind)
         received = start
-        reported = 4 * start // total if total else 0
         try:
-            for chunk in chunks:
-                out.write(chunk)
-                for hasher in hashers.values():
-                    hasher.update(chunk)
-                received += len(chunk)
-                quarter = 4 * received // total if total else 0
-                if quarter > reported:
-                    reported = quarter
-                    progress(f"{what}: {25 * quarter}% ({received / 2**20:.1f} of "
-                             f"{total / 2**20:.1f} MiB)")
+            received = copy_hashing(chunks, out, hashers, start=start, total=total,
+                                    label=what, progress=progress)
         except (requests.RequestException, OSError) as exc:
             out.flush()
             raise _broken_off(url, received, total, type(exc).__name__, partial) from None
@@ -442,10 +433,7 @@ def _open_source(url: str, have: int, what: str,
 
 def _file_chunks(path: Path, start: int) -> Iterator[bytes]:
     try:
-        with open(path, "rb") as handle:
-            handle.seek(start)
-            while chunk := handle.read(_CHUNK):
-                yield chunk
+        yield from file_chunks(path, start)
     except OSError as exc:
         raise os_failure(path, "read", exc) from None
 
@@ -459,7 +447,7 @@ def _place(partial: Path, dest: Path) -> None:
                 raise link_refused(folder)
         os.chmod(partial, 0o644)
         os.replace(partial, dest)
-        fsync_dir(dest.parent)
+        fsync_path(dest.parent)
     except OSError as exc:
         raise os_failure(dest, "place", exc) from None
 

@@ -30,7 +30,6 @@ MANIFEST = "manifest.json"
 PLAN = "plan.json"
 ORIGIN = "imported.json"  # beside an imported box: where it came from
 CHANNELS_DIR = "channels"
-PARTIAL_PREFIX = ".goldbox-partial-"
 _URL = re.compile(r"^https?://", re.IGNORECASE)
 
 

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 
 from goldbox.catalog.layout import (
     METADATA,
@@ -30,6 +30,7 @@ from goldbox.catalog.layout import (
 )
 from goldbox.catalog.store import read_file_no_follow, remove_file, write_file_atomically
 from goldbox.signing import sign, signature_path
+from goldbox.validation import validated
 
 CANDIDATE, RELEASED, REVOKED = "candidate", "released", "revoked"
 STATES = (CANDIDATE, RELEASED, REVOKED)
@@ -68,12 +69,12 @@ ChecksumType = Annotated[str, _allowed(r"[A-Za-z0-9]+", "a checksum type such as
 Checksum = Annotated[str, _allowed(r"[0-9A-Fa-f]+", "a hex checksum")]
 
 
-class _Model(BaseModel):
+class CatalogModel(BaseModel):
     # Other Vagrant servers add keys of their own: ignored, never passed on.
     model_config = ConfigDict(extra="ignore", strict=True)
 
 
-class Provider(_Model):
+class Provider(CatalogModel):
     name: ProviderName
     url: BoxUrl
     checksum_type: ChecksumType | None = None
@@ -94,12 +95,12 @@ class Provider(_Model):
         return self.url.rsplit("/", 1)[1]
 
 
-class Version(_Model):
+class Version(CatalogModel):
     version: SemVer
     providers: list[Provider]
 
 
-class BoxMetadata(_Model):
+class BoxMetadata(CatalogModel):
     name: BoxName
     description: str = ""
     versions: list[Version]
@@ -138,41 +139,14 @@ class BoxState(BoxMetadata):
         return self
 
 
-def _key(location: tuple) -> str:
-    """('versions', 0, 'version') -> 'versions[0].version'."""
-    key = ""
-    for part in location:
-        key += f"[{part}]" if isinstance(part, int) else f".{part}" if key else str(part)
-    return key
-
-
-def _problem(error: dict) -> str:
-    """One pydantic error as goldbox says it: the key, its value, what was expected."""
-    key = _key(tuple(error["loc"]))
-    message = error["msg"].removeprefix("Value error, ").replace("Input should be",
-                                                                 "expected")
-    if error["type"] == "missing":
-        return f"missing key {key!r}"
-    if error["type"] == "extra_forbidden":
-        return f"unknown key {key!r}"
-    if not key:
-        return message
-    if error["type"] == "value_error" and isinstance(error.get("input"), dict):
-        return f"{key}: {message}"  # a check across keys names them itself
-    return f"{key} = {error.get('input')!r}: {message}"
-
-
-def checked(model: type[_Model], data: object, label: str):
+def checked(model: type[CatalogModel], data: object, label: str):
     """`data` as a `model`, or one GoldboxError naming `label`, the key and the value."""
     if not isinstance(data, dict):
         raise invalid(label, f"expected a JSON object, found {type(data).__name__}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise invalid(label, _problem(exc.errors(include_url=False)[0])) from None
+    return validated(model, data, label)
 
 
-def _parse(model: type[_Model], text: str, label: str):
+def parse_json(model: type[CatalogModel], text: str, label: str):
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -182,7 +156,7 @@ def _parse(model: type[_Model], text: str, label: str):
 
 def parse_metadata(text: str, label: str) -> BoxMetadata:
     """Vagrant box metadata (a channel's metadata.json, local or remote), checked."""
-    return _parse(BoxMetadata, text, label)
+    return parse_json(BoxMetadata, text, label)
 
 
 def folder_of(name: str) -> str:
@@ -216,7 +190,7 @@ def load_state(box_dir: Path) -> BoxState:
         return BoxState(name=metadata.name, description=metadata.description,
                         versions=[VersionState(version=v.version, providers=v.providers,
                                                status=RELEASED) for v in metadata.versions])
-    state = _parse(BoxState, text, str(path))
+    state = parse_json(BoxState, text, str(path))
     _named_as_folder(state, path, box_dir.name)
     return state
 

@@ -6,23 +6,23 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import os
-import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from goldbox.catalog.layout import LOCK_FILE, PARTIAL_PREFIX, link_refused
+from goldbox.catalog.layout import LOCK_FILE, link_refused
 from goldbox.errors import GoldboxError
+from goldbox.files import (
+    copy_hashing,
+    file_chunks,
+    os_failure,
+    partial_file,
+    write_atomically,
+)
+from goldbox.locks import exclusive
 
 Progress = Callable[[str], None]
-_CHUNK = 1 << 20
-
-
-def os_failure(path: Path, doing: str, exc: OSError) -> GoldboxError:
-    return GoldboxError(f"{path}: cannot {doing}: {exc.strerror or exc}")
 
 
 def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
@@ -52,81 +52,29 @@ def read_file_no_follow(path: Path) -> str | None:
 
 @contextlib.contextmanager
 def catalog_lock(catalog_dir: Path, progress: Progress) -> Iterator[None]:
-    """Hold the catalog's exclusive lock; say so when another process holds it. A link
-    as the lock file is refused: opened for writing, it would create or lock whatever
-    file it names."""
+    """Hold the catalog's exclusive lock; say so when another process holds it."""
     path = catalog_dir / LOCK_FILE
-    try:
-        fd = open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    except OSError as exc:
-        raise GoldboxError(f"{path}: cannot open the catalog's lock file: {exc.strerror} "
-                           f"(every publisher needs write access to it)") from None
-    with os.fdopen(fd, "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            progress(f"waiting for the catalog lock ({path}), held by another publish or prune")
-            fcntl.flock(lock, fcntl.LOCK_EX)
+
+    def waiting(holder: str) -> None:
+        progress(f"waiting for the catalog lock ({path}), held by another publish or prune "
+                 f"(pid {holder})")
+    with exclusive(path, waiting=waiting, what="the catalog's lock file",
+                   hint="every publisher needs write access to it", refuse_link=link_refused):
         yield
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def _partial_file(dest: Path, doing: str, mode: int = 0o644) -> Iterator[tuple[int, Path]]:
-    """A temporary file beside `dest` that becomes `dest` by a rename when the block
-    ends normally, and is removed otherwise; OSError becomes one line naming `dest`.
-    A link as `dest`'s folder is refused (the rename would land wherever it points)."""
-    try:
-        if stat.S_ISLNK(os.lstat(dest.parent).st_mode):
-            raise link_refused(dest.parent)
-        fd, tmp = tempfile.mkstemp(prefix=PARTIAL_PREFIX, dir=dest.parent)
-    except OSError as exc:
-        raise os_failure(dest, doing, exc) from None
-    try:
-        yield fd, Path(tmp)
-        os.chmod(tmp, mode)
-        os.replace(tmp, dest)
-        fsync_dir(dest.parent)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise os_failure(dest, doing, exc) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_file_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
-    with _partial_file(path, "write", mode) as (fd, _), os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    """files.write_atomically with the catalog's rule: a link as the folder is refused."""
+    write_atomically(path, data, mode, refuse_link=link_refused)
 
 
 def copy_box(source: Path, dest: Path, expected_sha256: str, progress: Progress) -> None:
     """Copy `source` to `dest` via a temporary name, checking its sha256 on the way."""
-    total = source.stat().st_size
     digest = hashlib.sha256()
-    done, reported = 0, 0
-    with _partial_file(dest, "copy the box") as (fd, _):
-        with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
-            while chunk := src.read(_CHUNK):
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                quarter = 4 * done // total if total else 4
-                if quarter > reported:
-                    reported = quarter
-                    progress(f"copying {source.name}: {25 * quarter}% "
-                             f"({done / 2**20:.1f} of {total / 2**20:.1f} MiB)")
-            out.flush()
-            os.fsync(out.fileno())
+    with partial_file(dest, "copy the box", refuse_link=link_refused) as out:
+        copy_hashing(file_chunks(source), out, {"sha256": digest},
+                     total=source.stat().st_size, label=f"copying {source.name}",
+                     progress=progress)
         if digest.hexdigest() != expected_sha256:
             raise GoldboxError(
                 f"{source}: sha256 is {digest.hexdigest()}, but its manifest says "

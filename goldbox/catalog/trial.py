@@ -27,10 +27,11 @@ import requests
 from goldbox import proc
 from goldbox.catalog.layout import MANIFEST, PLAN, box_file_name, is_url, semver_key
 from goldbox.catalog.metadata import parse_metadata
-from goldbox.config import SEMVER, Config, ProjectConfig, _validate
+from goldbox.config import SEMVER, Config, ProjectConfig
 from goldbox.errors import GoldboxError
 from goldbox.manifest import Manifest, parse_manifest
 from goldbox.plan_model import read_plan
+from goldbox.validation import validated
 
 PROVIDER = "libvirt"
 
@@ -196,7 +197,7 @@ def trial_config(config: Config, candidate: Candidate, host_http: int, label: st
     data = config.project.model_dump()
     data["box"].update(name=candidate.box, version=candidate.version)
     data["ports"]["host_http"] = host_http
-    project = _validate(ProjectConfig, data, label)
+    project = validated(ProjectConfig, data, label)
     return config.model_copy(update={"project": project})
 
 

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from goldbox.catalog.layout import (
     MANIFEST,
-    PARTIAL_PREFIX,
     PLAN,
     box_file_name,
     channel_url_path,
@@ -60,6 +59,7 @@ from goldbox.catalog.store import (
     remove_file,
 )
 from goldbox.errors import GoldboxError
+from goldbox.files import PARTIAL_PREFIX
 from goldbox.manifest import Manifest, read_manifest
 from goldbox.plan_model import parse_plan
 from goldbox.signing import SUFFIX, signature_path
