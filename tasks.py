@@ -18,6 +18,8 @@ from goldbox.errors import GoldboxError, describe_os_error
 
 # The project is the folder holding this tasks.py: goldbox.toml, platforms/, app/, templates.
 ROOT = Path(__file__).resolve().parent
+TOKEN_HELP = ("read token for a private HTTP catalog, sent to --catalog's origin only "
+              "(default: $VAGRANT_CLOUD_TOKEN, sent to $VAGRANT_SERVER_URL's origin only)")
 
 
 def reports_errors(body):
@@ -171,8 +173,8 @@ def verify(c, platform=None, from_catalog=None, catalog=None, cacert=None):
 
     Prints a pass/fail table; exits non-zero if any check fails. With --from-catalog,
     checks what teammates get instead: a private VAGRANT_HOME adds the box through the
-    catalog URL (VAGRANT_CLOUD_TOKEN / VAGRANT_SERVER_URL apply; --cacert FILE trusts a
-    private CA), boots it in build/from-catalog/ as libvirt domain
+    catalog URL (VAGRANT_CLOUD_TOKEN goes to VAGRANT_SERVER_URL's origin only, as in
+    docs/catalog.md "Tokens"; --cacert FILE trusts a private CA), boots it in build/from-catalog/ as libvirt domain
     goldbox-trial-<version>-default with HTTP on a free port of its own (never the VM of
     `invoke up`), runs the same checks against the box's own published plan.json,
     destroys it, and records the pass for the version's sha256 (which `invoke release`
@@ -272,16 +274,25 @@ def _signing_key(config):
 
 
 @task(help={"catalog": "catalog directory or http(s) base URL (default: catalog.location)",
-            "box": "only this box (an HTTP catalog cannot be listed: default box.name)"})
+            "box": "only this box (an HTTP catalog cannot be listed: default box.name)",
+            "token": TOKEN_HELP,
+            "cacert": "CA certificate (PEM) for an https catalog this host does not trust"})
 @reports_errors
-def boxes(c, catalog=None, box=None):
-    """List a catalog's versions: provider, size, date, platform and CPython version."""
+def boxes(c, catalog=None, box=None, token=None, cacert=None):
+    """List a catalog's versions: provider, size, date, platform and CPython version.
+
+    A private HTTP catalog is read with a token under goldbox's one token rule: --token
+    for --catalog's origin, else VAGRANT_CLOUD_TOKEN for VAGRANT_SERVER_URL's origin;
+    never to another origin, over plain http only to a loopback address."""
     from goldbox.catalog import catalog_location, format_table, is_url, list_boxes
+    from goldbox.catalog.client import catalog_client
 
     config = load_config(ROOT)
     location = catalog_location(catalog, config)
+    client = catalog_client(location if is_url(location) else None, token=token,
+                            cacert=Path(cacert) if cacert else None, token_option=True)
     print(format_table(list_boxes(location, box or (config.project.box.name
-                                                    if is_url(location) else None))))
+                                                    if is_url(location) else None), client)))
 
 
 @task(help={"keep": "how many of the newest released versions to keep (at least 1)",
@@ -497,7 +508,8 @@ def catalog_import(c, url, catalog=None, box=None, base_url=None, allow_unchecke
     listed, with its sha256. Versions keep their state (HCP's active: released,
     unreleased: candidate; revoked ones stay behind) and note where they came from. A
     cut-off download continues on the next run; a re-run copies only what is new.
-    VAGRANT_CLOUD_TOKEN goes only to VAGRANT_SERVER_URL's host."""
+    VAGRANT_CLOUD_TOKEN goes only to VAGRANT_SERVER_URL's origin (scheme, host, port),
+    over plain http only to a loopback address (docs/catalog.md, "Tokens")."""
     from goldbox.catalog import catalog_directory
     from goldbox.catalog.importer import import_box
 
@@ -520,7 +532,8 @@ def add(c, target, signers=None, cacert=None, provider=None):
     """Add a box with stock Vagrant, only if a trusted maintainer signed its metadata.
 
     Fetches the metadata and its signature (<metadata URL>.sig; VAGRANT_CLOUD_TOKEN goes
-    as a Bearer token to VAGRANT_SERVER_URL's host only), verifies them against the
+    as a Bearer token to VAGRANT_SERVER_URL's origin only, over plain http only to a
+    loopback address: docs/catalog.md, "Tokens"), verifies them against the
     allowed_signers file, then runs `vagrant box add` on the verified copy, so Vagrant
     checks the box against the signed sha256. Prints who signed it. Afterwards `vagrant
     box outdated` asks the catalog as usual; `invoke add` again adds an update verified."""
@@ -539,7 +552,7 @@ def add(c, target, signers=None, cacert=None, provider=None):
 
 @task(help={"catalog": "catalog directory or http(s) base URL (default: catalog.location)",
             "box": "only this box (an HTTP catalog cannot be listed: default box.name)",
-            "token": "read token for a private HTTP catalog (default: $VAGRANT_CLOUD_TOKEN)",
+            "token": TOKEN_HELP,
             "signers": "an OpenSSH allowed_signers file: also verify the signature of every "
                        "channel's metadata.json, manifest.json and plan.json (one line per "
                        "file that fails)"})
@@ -551,16 +564,13 @@ def catalog_check(c, catalog=None, box=None, token=None, signers=None):
     (downloaded again over HTTP), one entry per (provider, architecture), box names,
     metadata.json served as application/json, no dangling files or entries; with
     --signers, each signed file's signature (<file>.sig) by a key the file lists."""
-    import os
-
     from goldbox.catalog import catalog_location, is_url
     from goldbox.catalog.check import check_catalog
 
     config = load_config(ROOT)
     where = catalog_location(catalog, config)
     report = check_catalog(where, box or (config.project.box.name if is_url(where) else None),
-                           token or os.environ.get("VAGRANT_CLOUD_TOKEN"),
-                           None if signers is None else Path(signers))
+                           token, None if signers is None else Path(signers))
     for problem in report.problems:
         print(problem)
     if report.problems:

@@ -6,7 +6,8 @@ metadata.json: whoever can change the catalog or the connection could change bot
 goldbox fetches the metadata and its signature (the metadata URL + `.sig`), verifies
 them (goldbox.signing), and hands Vagrant the VERIFIED copy from a local file: Vagrant
 downloads the box named there and checks it against the signed sha256. A catalog on
-plain http is then as safe to add from as one on https (the token aside).
+plain http is then as safe to add from as one on https (the token aside: the token
+rule of goldbox.catalog.client applies, as to every read of a catalog).
 
 Afterwards the installed box's `metadata_url` (Vagrant's record of where to look for
 updates) is set to the catalog's URL, not the local copy's, so `vagrant box outdated`
@@ -21,11 +22,9 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
-
-import requests
 
 from goldbox import proc
+from goldbox.catalog.client import catalog_client
 from goldbox.catalog.layout import is_url
 from goldbox.catalog.metadata import parse_metadata
 from goldbox.errors import GoldboxError
@@ -63,29 +62,6 @@ def metadata_url(target: str, environ: dict[str, str]) -> str:
     return f"{server.rstrip('/')}/{target}"
 
 
-def _fetch(url: str, environ: dict[str, str], cacert: Path | None) -> bytes | None:
-    """The body at `url` (None for 404). VAGRANT_CLOUD_TOKEN goes, as Vagrant sends it
-    (Authorization: Bearer), to VAGRANT_SERVER_URL's host only; requests drops it on a
-    redirect to another host."""
-    server = environ.get("VAGRANT_SERVER_URL")
-    token = environ.get("VAGRANT_CLOUD_TOKEN")
-    same_host = server and urlsplit(server).netloc == urlsplit(url).netloc
-    headers = {"Authorization": f"Bearer {token}"} if token and same_host else {}
-    try:
-        response = requests.get(url, headers=headers, timeout=60,
-                                verify=str(cacert) if cacert else True)
-    except requests.RequestException as exc:
-        raise GoldboxError(f"cannot read {url}: {exc}") from None
-    if response.status_code == 404:
-        return None
-    if response.status_code == 401:
-        raise GoldboxError(f"{url}: HTTP 401, the catalog is private; set VAGRANT_CLOUD_TOKEN "
-                           f"(and VAGRANT_SERVER_URL to the catalog's URL)")
-    if not response.ok:
-        raise GoldboxError(f"{url}: HTTP {response.status_code}")
-    return response.content
-
-
 def _text(data: bytes, label: str) -> str:
     try:
         return data.decode()
@@ -97,10 +73,11 @@ def verified_metadata(url: str, signers: Path, environ: dict[str, str],
                       cacert: Path | None) -> tuple[str, str]:
     """The metadata at `url` and the principal who signed it, or one GoldboxError: no
     metadata, no signature, a foreign key, a signature of other content."""
-    data = _fetch(url, environ, cacert)
+    client = catalog_client(None, cacert=cacert, environ=environ)
+    data = client.read(url)
     if data is None:
         raise GoldboxError(f"{url}: HTTP 404, no such box")
-    signature = _fetch(url + SUFFIX, environ, cacert)
+    signature = client.read(url + SUFFIX)
     text = _text(data, url)
     principal = verify(text, None if signature is None else _text(signature, url + SUFFIX),
                        signers, url)

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from goldbox.catalog.client import catalog_client
 from goldbox.catalog.layout import (
     CHANNELS_DIR,
     MANIFEST,
@@ -91,34 +92,22 @@ def _file_chunks(fd: int) -> Iterator[bytes]:
 
 
 class _Http:
-    def __init__(self, base: str, token: str | None):
+    def __init__(self, base: str, token: str | None, cacert: Path | None):
         self.base = base
-        self.host = urlsplit(base).netloc
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = catalog_client(base, token=token, cacert=cacert, token_option=True)
 
     def where(self, relative: str) -> str:
         return self.base + relative
 
-    def _request(self, method: str, url: str, **options) -> requests.Response:
-        headers = self.headers if urlsplit(url).netloc == self.host else {}
-        try:
-            response = requests.request(method, url, headers=headers, timeout=60, **options)
-        except requests.RequestException as exc:
-            raise GoldboxError(f"cannot read {url}: {exc}") from None
-        if response.status_code == 401:
-            raise GoldboxError(f"{url}: HTTP 401, the catalog is private; pass --token or "
-                               f"set VAGRANT_CLOUD_TOKEN")
-        return response
-
     def read(self, relative: str) -> bytes | None:
-        response = self._request("GET", self.where(relative))
+        response = self.client.request("GET", self.where(relative))
         return response.content if response.ok else None
 
     def content_type(self, relative: str) -> str | None:
-        return self._request("HEAD", self.where(relative)).headers.get("Content-Type")
+        return self.client.request("HEAD", self.where(relative)).headers.get("Content-Type")
 
     def box_chunks(self, relative: str, url: str) -> Iterator[bytes] | None:
-        response = self._request("GET", url, stream=True)
+        response = self.client.request("GET", url, stream=True)
         if not response.ok:
             return None
         return response.iter_content(_CHUNK)
@@ -278,8 +267,10 @@ def _signed_files(channels: list[str], named: set[str]) -> list[str]:
 
 
 def check_catalog(location: Path | str, box: str | None = None,
-                  token: str | None = None, signers: Path | None = None) -> Report:
-    """Check every box of a directory catalog (or `box` only), or `box` of an HTTP one;
+                  token: str | None = None, signers: Path | None = None,
+                  cacert: Path | None = None) -> Report:
+    """Check every box of a directory catalog (or `box` only), or `box` of an HTTP one
+    (read under the token rule of goldbox.catalog.client: `token` is for `location`);
     with `signers` (an allowed_signers file) every signature too."""
     if signers is not None and not signers.is_file():
         raise GoldboxError(f"--signers {signers}: no such file (an OpenSSH allowed_signers "
@@ -293,7 +284,7 @@ def check_catalog(location: Path | str, box: str | None = None,
     else:
         if box is None:
             raise GoldboxError(f"catalog {location}: an HTTP catalog needs a box name (--box)")
-        source, boxes = _Http(location, token), [box]
+        source, boxes = _Http(location, token, cacert), [box]
     for name in boxes:
         report.checked_boxes += 1
         digests: dict[str, str | GoldboxError | None] = {}

@@ -14,7 +14,7 @@ copies only what is new.
 The source is untrusted input: its metadata goes through the typed models with their
 allow-lists, goldbox names every file it writes (never from the source's URLs), a
 source served over HTTP may not name local (file://) boxes, and a token is sent only to
-the host VAGRANT_SERVER_URL names, as Vagrant does."""
+the origin VAGRANT_SERVER_URL names (goldbox.catalog.client)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import requests
 from pydantic import TypeAdapter, ValidationError, model_validator
 
+from goldbox.catalog.client import Client, catalog_client
 from goldbox.catalog.layout import (
     METADATA,
     ORIGIN,
@@ -71,8 +72,7 @@ from goldbox.catalog.store import (
     os_failure,
     write_file_atomically,
 )
-from goldbox.catalog.trial import _auth_headers
-from goldbox.catalog.versions import _check_base
+from goldbox.catalog.versions import require_same_base
 from goldbox.errors import GoldboxError
 from goldbox.files import copy_hashing, file_chunks, fsync_path
 
@@ -130,8 +130,9 @@ class Imported:
 
 @dataclass(frozen=True)
 class _Source:
-    """Where the metadata came from, and what may be fetched because of it."""
+    """Where the metadata came from, what may be fetched because of it, and how."""
     url: str
+    client: Client
 
     @property
     def local(self) -> bool:
@@ -150,8 +151,8 @@ def import_box(url: str, catalog_dir: Path, *, box: str | None = None,
     `box`, default the source's name without its organisation). Files the source lists
     without a checksum are refused unless `allow_unchecked`. Raises one GoldboxError
     naming what failed when a file could not be imported; the rest is listed."""
-    source = _Source(_checked_url(url))
-    remote = read_remote(source.url)
+    source = _Source(_checked_url(url), catalog_client(None))
+    remote = read_remote(source.url, source.client)
     name = box or remote.name.rsplit("/", 1)[-1]
     checked(BoxMetadata, {"name": name, "versions": []}, f"--box {name}")
     base = resolve_base_url(catalog_dir, base_url)
@@ -162,7 +163,7 @@ def import_box(url: str, catalog_dir: Path, *, box: str | None = None,
         box_dir = catalog_dir / name
         require_safe_box_dir(box_dir)
         state = load_state(box_dir)
-        _check_base(state, str(box_dir / METADATA), base)
+        require_same_base(state, str(box_dir / METADATA), base)
         if state.description == "" and remote.description:
             state.description = remote.description
         staging = _staging_dir(catalog_dir)
@@ -184,7 +185,7 @@ def _checked_url(url: str) -> str:
                            f"file:// URL of a box's metadata") from None
 
 
-def read_remote(url: str) -> RemoteBox:
+def read_remote(url: str, client: Client) -> RemoteBox:
     """The source's box metadata (at most 16 MiB), checked."""
     if url.startswith("file:"):
         path = _local_path(url)
@@ -194,11 +195,9 @@ def read_remote(url: str) -> RemoteBox:
         except OSError as exc:
             raise os_failure(path, "read", exc) from None
     else:
-        data = b""
-        for chunk in _response(url, {"Accept": "application/json"}).iter_content(_CHUNK):
-            data += chunk
-            if len(data) > _MAX_METADATA:
-                break
+        data = client.read(url, _MAX_METADATA, {"Accept": "application/json"})
+        if data is None:
+            raise GoldboxError(f"{url}: HTTP 404")
     if len(data) > _MAX_METADATA:
         raise invalid(url, f"larger than {_MAX_METADATA >> 20} MiB: not box metadata")
     try:
@@ -217,22 +216,6 @@ def _recorded(url: str) -> str:
 
 def _local_path(url: str) -> Path:
     return Path(unquote(urlsplit(url).path))
-
-
-def _response(url: str, headers: dict[str, str] | None = None) -> requests.Response:
-    """GET `url` (streamed), the token only for VAGRANT_SERVER_URL's host; requests drops
-    it again on a redirect to another host."""
-    try:
-        response = requests.get(url, headers={**_auth_headers(url), **(headers or {})},
-                                timeout=60, stream=True)
-    except requests.RequestException as exc:
-        raise GoldboxError(f"cannot read {url}: {type(exc).__name__}") from None
-    if response.status_code == 401:
-        raise GoldboxError(f"{url}: HTTP 401: set VAGRANT_CLOUD_TOKEN to your token and "
-                           f"VAGRANT_SERVER_URL to the server's URL")
-    if not response.ok and response.status_code != 416:
-        raise GoldboxError(f"{url}: HTTP {response.status_code}")
-    return response
 
 
 def _staging_dir(catalog_dir: Path) -> Path:
@@ -322,7 +305,7 @@ def _copy_provider(source: _Source, box: str, version: str, provider: RemoteProv
         progress(f"{what}: {dest.name} already in place and checked")
     else:
         partial = staging / f"{file_name}.{expected[:16] or 'unchecked'}.part"
-        digests = _download(provider.url, partial, kind, what, progress)
+        digests = _download(source.client, provider.url, partial, kind, what, progress)
         if expected and digests[kind] != expected:
             _remove(partial)
             progress(f"{what}: {provider.url}: {kind} is {digests[kind]}, the metadata "
@@ -359,7 +342,7 @@ def _digests_of(path: Path, kind: str) -> dict[str, str] | None:
     return {name: hasher.hexdigest() for name, hasher in hashers.items()}
 
 
-def _download(url: str, partial: Path, kind: str, what: str,
+def _download(client: Client, url: str, partial: Path, kind: str, what: str,
               progress: Progress) -> dict[str, str]:
     """Fill `partial` with the file at `url`, continuing what an earlier run left there;
     return its digests. A broken connection is one line; the bytes received stay for
@@ -373,7 +356,7 @@ def _download(url: str, partial: Path, kind: str, what: str,
         while chunk := out.read(_CHUNK):
             for hasher in hashers.values():
                 hasher.update(chunk)
-        chunks, total, start = _open_source(url, out.tell(), what, progress)
+        chunks, total, start = _open_source(client, url, out.tell(), what, progress)
         if start == 0:  # from the first byte: whatever an earlier run left goes
             out.seek(0)
             out.truncate()
@@ -400,7 +383,7 @@ def _broken_off(url: str, received: int, total: int, why: str,
                         f"run the import again to continue")
 
 
-def _open_source(url: str, have: int, what: str,
+def _open_source(client: Client, url: str, have: int, what: str,
                  progress: Progress) -> tuple[Iterator[bytes], int, int]:
     """The rest of the file from byte `have` on: (chunks, its full size or 0 if unknown,
     where the chunks start: `have`, or 0 when the source sends it whole again)."""
@@ -414,7 +397,7 @@ def _open_source(url: str, have: int, what: str,
         progress(f"{what}: copying {path}" + (f" from byte {start}" if start else ""))
         return _file_chunks(path, start), size, start
     headers = {"Range": f"bytes={have}-"} if have else {}
-    response = _response(url, headers)
+    response, chunks = client.chunks(url, headers, also=(416,))
     if response.status_code == 416:  # nothing after `have`: the partial file is whole
         response.close()
         return iter(()), have, have
@@ -428,7 +411,7 @@ def _open_source(url: str, have: int, what: str,
     # A connection closed early then ends the chunks instead of losing the last one's
     # bytes: `_download` compares what came with the announced size.
     response.raw.enforce_content_length = False
-    return response.iter_content(_CHUNK), total, start
+    return chunks, total, start
 
 
 def _file_chunks(path: Path, start: int) -> Iterator[bytes]:

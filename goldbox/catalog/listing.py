@@ -7,8 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
+from goldbox.catalog.client import Client, catalog_client
 from goldbox.catalog.layout import (
     MANIFEST,
     METADATA,
@@ -38,24 +37,19 @@ def where(location: Path | str, relative: str) -> str:
     return str(location / relative) if isinstance(location, Path) else location + relative
 
 
-def reader(location: Path | str,
-           headers: dict[str, str] | None = None) -> Callable[[str], str | None]:
+def reader(location: Path | str, client: Client) -> Callable[[str], str | None]:
     """Read a catalog-relative path from a directory (never through a link) or a base
-    URL; None if absent."""
+    URL (through `client`); None if absent."""
     if isinstance(location, Path):
         return lambda relative: read_file_no_follow(location / relative)
 
     def read_url(relative: str) -> str | None:
         url = where(location, relative)
+        data = client.read(url)
         try:
-            response = requests.get(url, timeout=30, headers=headers)
-        except requests.RequestException as exc:
+            return None if data is None else data.decode()
+        except UnicodeDecodeError as exc:
             raise GoldboxError(f"cannot read {url}: {exc}") from None
-        if response.status_code == 404:
-            return None
-        if not response.ok:
-            raise GoldboxError(f"cannot read {url}: HTTP {response.status_code}")
-        return response.text
     return read_url
 
 
@@ -66,9 +60,11 @@ def _published_manifest(read: Callable[[str], str | None], relative: str,
     return parse_manifest(text, where(location, relative)) if text is not None else None
 
 
-def list_boxes(location: Path | str, box: str | None = None) -> list[BoxRow]:
+def list_boxes(location: Path | str, box: str | None = None,
+               client: Client | None = None) -> list[BoxRow]:
     """One row per version and provider, newest version first. A directory catalog lists
-    every box in it (or only `box`); an HTTP catalog cannot be listed, so it needs `box`."""
+    every box in it (or only `box`); an HTTP catalog cannot be listed, so it needs `box`,
+    and is read through `client` (default: the token rule's for VAGRANT_SERVER_URL)."""
     if isinstance(location, Path):
         require_catalog_dir(location, create=False)
         names = [box] if box else sorted(p.parent.name for p in location.glob(f"*/{METADATA}"))
@@ -78,7 +74,7 @@ def list_boxes(location: Path | str, box: str | None = None) -> list[BoxRow]:
         raise GoldboxError(f"catalog {location}: an HTTP catalog needs a box name")
     else:
         names = [box]
-    read = reader(location)
+    read = reader(location, client or catalog_client(None))
     rows = []
     for name in names:
         label = where(location, f"{name}/{METADATA}")

@@ -16,19 +16,19 @@ import hashlib
 import os
 import shutil
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-import requests
-
 from goldbox import proc
+from goldbox.catalog.client import catalog_client
 from goldbox.catalog.layout import MANIFEST, PLAN, box_file_name, is_url, semver_key
 from goldbox.catalog.metadata import parse_metadata
 from goldbox.config import SEMVER, Config, ProjectConfig
 from goldbox.errors import GoldboxError
+from goldbox.files import copy_hashing, file_chunks, partial_file
 from goldbox.manifest import Manifest, parse_manifest
 from goldbox.plan_model import read_plan
 from goldbox.validation import validated
@@ -54,55 +54,46 @@ class Candidate:
         return self.box_url.rsplit("/", 1)[0] + "/" + name
 
 
-@dataclass(frozen=True)
 class Reader:
-    """How the catalog is read: as Vagrant reads it (the token only to the host
-    VAGRANT_SERVER_URL names), trusting `cacert` for https when given."""
+    """How the catalog is read: through goldbox.catalog.client, under its token rule
+    (VAGRANT_CLOUD_TOKEN to VAGRANT_SERVER_URL's origin only, as Vagrant sends it),
+    trusting `cacert` for https when given; a catalog may also be a local folder."""
 
-    cacert: Path | None = None
-
-    def get(self, url: str, **options) -> requests.Response:
-        try:
-            response = requests.get(url, headers=_auth_headers(url), timeout=60,
-                                    verify=str(self.cacert) if self.cacert else True, **options)
-        except requests.RequestException as exc:
-            raise GoldboxError(f"cannot read {url}: {exc}") from None
-        if response.status_code == 401:
-            raise GoldboxError(f"{url}: HTTP 401: set VAGRANT_CLOUD_TOKEN to your catalog "
-                               f"token and VAGRANT_SERVER_URL to the catalog's URL")
-        if not response.ok:
-            raise GoldboxError(f"{url}: HTTP {response.status_code}")
-        return response
+    def __init__(self, cacert: Path | None = None):
+        self.client = catalog_client(None, cacert=cacert)
 
     def text(self, url: str) -> str:
         """The text at `url`, or one GoldboxError naming it."""
         if is_url(url):
-            return self.get(url).text
-        path = _local_path(url)
+            data = self.client.read(url)
+            if data is None:
+                raise GoldboxError(f"{url}: HTTP 404")
+            return _decoded(data, url)
         try:
-            return path.read_text(encoding="utf-8")
+            return _local_path(url).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise GoldboxError(f"{url}: cannot read: {exc}") from None
 
     def copy(self, url: str, dest: Path) -> str:
         """Copy what `url` holds to `dest`; returns its sha256."""
+        if is_url(url):
+            return self.client.download(url, dest)
         digest = hashlib.sha256()
-        with open(dest, "wb") as out:
-            if is_url(url):
-                chunks = self.get(url, stream=True).iter_content(1 << 20)
-            else:
-                chunks = _read_chunks(_local_path(url))
-            for chunk in chunks:
-                digest.update(chunk)
-                out.write(chunk)
+        with partial_file(dest, "copy") as out:
+            copy_hashing(_read_chunks(_local_path(url)), out, {"sha256": digest})
         return digest.hexdigest()
 
 
-def _read_chunks(path: Path):
+def _decoded(data: bytes, url: str) -> str:
     try:
-        with open(path, "rb") as source:
-            while chunk := source.read(1 << 20):
-                yield chunk
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise GoldboxError(f"{url}: cannot read: {exc}") from None
+
+
+def _read_chunks(path: Path) -> Iterator[bytes]:
+    try:
+        yield from file_chunks(path)
     except OSError as exc:
         raise GoldboxError(f"{path}: cannot read: {exc}") from None
 
@@ -113,14 +104,6 @@ def parse_target(text: str) -> Target:
     if url and SEMVER.fullmatch(version):
         return Target(url, version)
     return Target(text, None)
-
-
-def _auth_headers(url: str) -> dict[str, str]:
-    """What Vagrant would send: the token only to the host VAGRANT_SERVER_URL names."""
-    token, server = os.environ.get("VAGRANT_CLOUD_TOKEN"), os.environ.get("VAGRANT_SERVER_URL")
-    if token and server and urlsplit(server).hostname == urlsplit(url).hostname:
-        return {"Authorization": f"Bearer {token}"}
-    return {}
 
 
 def _local_path(url: str) -> Path:

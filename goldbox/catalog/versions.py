@@ -193,7 +193,7 @@ def _hide(entry: VersionState, now: float) -> None:
         entry.status = REVOKED
 
 
-def _check_base(state: BoxState, label: str, base: str) -> None:
+def require_same_base(state: BoxState, label: str, base: str) -> None:
     """All versions of a box must be reachable the same way (file:// or one base URL)."""
     for entry in state.versions:
         for provider in entry.providers:
@@ -217,7 +217,7 @@ def _check_publishable(box_dir: Path, version: str, provider: str, base: str,
     require_safe_box_dir(box_dir)
     state = load_state(box_dir)
     label = str(box_dir / "metadata.json")
-    _check_base(state, label, base)
+    require_same_base(state, label, base)
     for entry in state.versions:
         if entry.version != version:
             continue
