@@ -28,9 +28,9 @@ BAD_INPUTS = [
     ("unknown nested platform key", DEBIAN, 'suite = "bookworm"', 'suite = "bookworm"\nflavour = 1',
      f"{DEBIAN}: unknown key 'source.flavour' (allowed: kernel_package, kind, mirror, suite)"),
     ("wrong type", "goldbox.toml", "uwsgi_processes = 2", 'uwsgi_processes = "two"',
-     "goldbox.toml: app.uwsgi_processes = 'two': Input should be a valid integer"),
+     "goldbox.toml: app.uwsgi_processes = 'two': expected a valid integer"),
     ("out of range", "goldbox.toml", "host_http = 8088", "host_http = 70000",
-     "goldbox.toml: ports.host_http = 70000: Input should be less than or equal to 65535"),
+     "goldbox.toml: ports.host_http = 70000: expected less than or equal to 65535"),
     ("unknown platform", "goldbox.toml", 'default_platform = "debian-13"',
      'default_platform = "ubuntu-24.04"',
      "goldbox.toml: box.default_platform = 'ubuntu-24.04': unknown platform (known: "),
@@ -54,7 +54,7 @@ BAD_INPUTS = [
     ("unknown source kind", DEBIAN, 'kind = "debootstrap"', 'kind = "netboot"',
      f"{DEBIAN}: source.kind = 'netboot': expected one of 'debootstrap', 'iso'"),
     ("unknown family", DEBIAN, 'family = "debian"', 'family = "arch"',
-     f"{DEBIAN}: family = 'arch': Input should be 'debian' or 'el'"),
+     f"{DEBIAN}: family = 'arch': expected 'debian' or 'el'"),
     ("catalog base_url not http", "goldbox.toml", 'location = "dist/catalog"',
      'location = "dist/catalog"\nbase_url = "boxes.example.org"',
      "goldbox.toml: catalog.base_url = 'boxes.example.org': expected an http:// or https:// "
@@ -87,7 +87,7 @@ BAD_INPUTS = [
      f"{DEBIAN}: nginx.conf_path = \"/etc/nginx/conf.d/it's.conf\": " + GUEST_PATH_EXPECTED),
     ("shell in a path to remove", DEBIAN, 'remove = ["/etc/nginx/sites-enabled/default"]',
      'remove = ["/etc/nginx/sites-enabled/*"]',
-     f"{DEBIAN}: nginx.remove.0 = '/etc/nginx/sites-enabled/*': " + GUEST_PATH_EXPECTED),
+     f"{DEBIAN}: nginx.remove[0] = '/etc/nginx/sites-enabled/*': " + GUEST_PATH_EXPECTED),
     ("trailing newline in a box name", "goldbox.toml", 'name = "goldbox-flask"',
      'name = "goldbox-flask\\n"',
      "goldbox.toml: box.name = 'goldbox-flask\\n': expected lowercase letters, digits, '.', "
@@ -126,7 +126,7 @@ BAD_INPUTS = [
      "'/'-separated components"),
     ("an option as a package", DEBIAN, '"build-essential", ',
      '"-oAPT::Update::Pre-Invoke::=reboot", ',
-     f"{DEBIAN}: packages.build.0 = '-oAPT::Update::Pre-Invoke::=reboot': expected a "
+     f"{DEBIAN}: packages.build[0] = '-oAPT::Update::Pre-Invoke::=reboot': expected a "
      "package name"),
     ("two packages in a kernel package", DEBIAN, 'kernel_package = "linux-image-cloud-amd64"',
      'kernel_package = "linux-image-cloud-amd64,netcat"',
@@ -142,16 +142,16 @@ BAD_INPUTS = [
      f"{DEBIAN}: repositories.apt_sources = "),
     ("HCL template in a boot command", "platforms/centos-6.4.toml",
      'boot_command = ["<tab> text', 'boot_command = ["${file(\\"/etc/shadow\\")}", "<tab> text',
-     "platforms/centos-6.4.toml: source.boot_command.0 = '${file(\"/etc/shadow\")}': "
+     "platforms/centos-6.4.toml: source.boot_command[0] = '${file(\"/etc/shadow\")}': "
      "expected no '${' or '%{'"),
     ("newline in a yum repo name", "platforms/centos-6.4.toml",
      'name = "CentOS 6.4 - Base (vault)"', 'name = "Base\\ngpgcheck=0"',
-     "platforms/centos-6.4.toml: repositories.yum_repos.0.name = 'Base\\ngpgcheck=0': "
+     "platforms/centos-6.4.toml: repositories.yum_repos[0].name = 'Base\\ngpgcheck=0': "
      "expected one line of printable text"),
     ("newline in a yum baseurl", "platforms/centos-6.4.toml",
      'baseurl = "http://vault.centos.org/6.4/os/$basearch/"',
      'baseurl = "http://vault.centos.org/6.4/os/$basearch/\\ngpgcheck=0"',
-     "platforms/centos-6.4.toml: repositories.yum_repos.0.baseurl = "
+     "platforms/centos-6.4.toml: repositories.yum_repos[0].baseurl = "
      "'http://vault.centos.org/6.4/os/$basearch/\\ngpgcheck=0': expected an http://, https://, "
      "ftp:// or file:// URL"),
     ("option as an SELinux boolean", "platforms/centos-6.4.toml",
@@ -159,7 +159,7 @@ BAD_INPUTS = [
      "platforms/centos-6.4.toml: selinux.booleans.-P.[key] = '-P': expected lowercase"),
     ("shell in a configure flag", DEBIAN, '"--disable-test-modules"]',
      '"--disable-test-modules", "--with-x=$(id)"]',
-     f"{DEBIAN}: python.configure_flags.2 = '--with-x=$(id)': expected a ./configure option"),
+     f"{DEBIAN}: python.configure_flags[2] = '--with-x=$(id)': expected a ./configure option"),
     ("staged file outside the stage", "platforms/centos-6.4.toml",
      'pip_bootstrap = "wheelhouse/pip-20.3.4-py2.py3-none-any.whl"',
      'pip_bootstrap = "../../etc/shadow"',
@@ -167,7 +167,7 @@ BAD_INPUTS = [
      "relative path"),
     ("unknown uwsgi socket kind", "goldbox.toml", 'uwsgi_socket = "unix"',
      'uwsgi_socket = "abstract"',
-     "goldbox.toml: ports.uwsgi_socket = 'abstract': Input should be 'unix' or 'tcp'"),
+     "goldbox.toml: ports.uwsgi_socket = 'abstract': expected 'unix' or 'tcp'"),
     # Settings that contradict each other: one line naming both keys.
     ("uwsgi on nginx's port", "goldbox.toml", "uwsgi = 8080", "uwsgi = 80",
      "goldbox.toml: ports.uwsgi = 80 and ports.guest_http = 80: uWSGI (on TCP for "

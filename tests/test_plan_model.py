@@ -30,7 +30,8 @@ def test_a_broken_plan_is_one_line_naming_the_key(tmp_path):
     rendered.plan.write_text(json.dumps(data))
     with pytest.raises(GoldboxError) as caught:
         read_plan(rendered.plan)
-    assert str(caught.value).startswith(f"{rendered.plan}: uwsgi.socket.kind: Input should be")
+    assert str(caught.value).startswith(
+        f"{rendered.plan}: uwsgi.socket.kind = 'carrier-pigeon': expected ")
     rendered.plan.write_text("{")
     with pytest.raises(GoldboxError, match="not a readable plan"):
         read_plan(rendered.plan)
