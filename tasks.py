@@ -174,7 +174,8 @@ def verify(c, platform=None, from_catalog=None, catalog=None, cacert=None):
     Prints a pass/fail table; exits non-zero if any check fails. With --from-catalog,
     checks what teammates get instead: a private VAGRANT_HOME adds the box through the
     catalog URL (VAGRANT_CLOUD_TOKEN goes to VAGRANT_SERVER_URL's origin only, as in
-    docs/catalog.md "Tokens"; --cacert FILE trusts a private CA), boots it in build/from-catalog/ as libvirt domain
+    docs/catalog.md "Tokens"; --cacert FILE trusts a private CA), boots it in
+    build/from-catalog/ as libvirt domain
     goldbox-trial-<version>-default with HTTP on a free port of its own (never the VM of
     `invoke up`), runs the same checks against the box's own published plan.json,
     destroys it, and records the pass for the version's sha256 (which `invoke release`
