@@ -1,6 +1,8 @@
 """Helpers shared by the catalog tests: the real Vagrant CLI in a private VAGRANT_HOME,
-`invoke catalog-serve` (a real nginx) on a free port of 127.0.0.1, and a test CA made
-with the real openssl."""
+`invoke catalog-serve` (a real nginx) on a free port of 127.0.0.1, a test CA made with
+the real openssl, a teammate's folder, tokens made by `invoke catalog-token`, and the
+`catalog` and `boxes_dir` fixtures (import catalog_fixture, boxes_dir_fixture into a
+test module to use them)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,69 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import pytest
+
+from tests.boxes import make_box
+from tests.conftest import run_invoke
+
+QUIET = lambda line: None  # noqa: E731 (a progress callback that says nothing)
+
+
+@pytest.fixture(name="catalog")
+def catalog_fixture(tmp_path: Path) -> Path:
+    """An empty catalog directory."""
+    path = tmp_path / "catalog"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(name="boxes_dir")
+def boxes_dir_fixture(tmp_path: Path) -> Callable[..., Path]:
+    """Build a test box of a version under tmp/dist/<version>/: boxes_dir(version) -> manifest."""
+    def build(version: str, **options) -> Path:
+        return make_box(tmp_path / "dist" / version, version, **options)
+    return build
+
+
+def issue_token(project: Path, catalog: Path, name: str) -> str:
+    """A teammate's read token, made by `invoke catalog-token add`."""
+    result = run_invoke(project, "catalog-token", "add", name, "--catalog", str(catalog))
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The one `goldbox: error:` line a failed command must print (exit 1)."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("goldbox: error: "), result.stderr
+    return lines[0]
+
+
+def team_folder(tmp_path: Path, box: str, ca: Path) -> Path:
+    """A teammate's project folder whose Vagrantfile names `box` and trusts the test CA."""
+    team = tmp_path / "team"
+    team.mkdir()
+    (team / "Vagrantfile").write_text(
+        f'Vagrant.configure("2") do |config|\n  config.vm.box = "{box}"\n'
+        f'  config.vm.box_download_ca_cert = "{ca}"\nend\n')
+    return team
+
+
+def nginx_accepts(host: Path, include: Path) -> None:
+    """`nginx -t` of a host's nginx.conf (in the new folder `host`) that includes
+    `include`, as /etc/nginx/conf.d/ would."""
+    host.mkdir()
+    (host / "nginx.conf").write_text(
+        f"pid {host}/nginx.pid;\nerror_log {host}/error.log;\nevents {{}}\n"
+        f"http {{\n include {include};\n}}\n")
+    checked = subprocess.run(["nginx", "-t", "-p", f"{host}/", "-c", str(host / "nginx.conf"),
+                              "-e", str(host / "error.log")],
+                             capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stderr
 
 
 def vagrant(home: Path, *args: str, check: bool = True,

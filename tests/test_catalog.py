@@ -28,10 +28,15 @@ from goldbox.catalog import (
 from goldbox.config import load_config
 from goldbox.errors import GoldboxError
 from tests.boxes import BOX_NAME, make_box
-from tests.catalog_fixtures import installed, serving, vagrant
+from tests.catalog_fixtures import (
+    QUIET,
+    boxes_dir_fixture,  # noqa: F401 (a fixture)
+    catalog_fixture,  # noqa: F401 (a fixture)
+    installed,
+    serving,
+    vagrant,
+)
 from tests.conftest import run_invoke
-
-QUIET = lambda line: None  # noqa: E731
 
 
 def publish_released(manifest: Path, catalog: Path, **options):
@@ -55,21 +60,6 @@ def state_versions(catalog: Path, box: str = BOX_NAME) -> list[dict]:
 
 def versions(catalog: Path, box: str = BOX_NAME) -> list[str]:
     return [entry["version"] for entry in metadata(catalog, box)["versions"]]
-
-
-@pytest.fixture
-def boxes_dir(tmp_path: Path):
-    """Build a test box of a version under tmp/dist/<version>/: boxes_dir(version) -> manifest."""
-    def build(version: str, **options) -> Path:
-        return make_box(tmp_path / "dist" / version, version, **options)
-    return build
-
-
-@pytest.fixture
-def catalog(tmp_path: Path) -> Path:
-    path = tmp_path / "catalog"
-    path.mkdir()
-    return path
 
 
 # ---- the layout, versions and metadata ---------------------------------------------------

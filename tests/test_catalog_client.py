@@ -18,10 +18,8 @@ from goldbox.catalog.client import Client, Token, catalog_client, origin, token_
 from goldbox.catalog.tokens import add_token
 from goldbox.errors import GoldboxError
 from tests.boxes import BOX_NAME, make_box
-from tests.catalog_fixtures import serving
+from tests.catalog_fixtures import QUIET, serving
 from tests.conftest import run_invoke
-
-QUIET = lambda line: None  # noqa: E731
 
 
 @contextlib.contextmanager

@@ -19,10 +19,8 @@ import pytest
 from goldbox import PROJECT_ROOT
 from goldbox.catalog import LOCK_FILE, PARTIAL_PREFIX, STATE_FILE, publish
 from tests.boxes import BOX_NAME, make_box
-from tests.catalog_fixtures import installed, vagrant
+from tests.catalog_fixtures import QUIET, installed, vagrant
 from tests.conftest import run_invoke
-
-QUIET = lambda line: None  # noqa: E731
 
 KILLED_AT_STEP = """\
 import os, signal, sys

@@ -20,7 +20,11 @@ import pytest
 
 from goldbox.catalog import STATE_FILE
 from tests.boxes import make_box
-from tests.catalog_fixtures import installed, vagrant
+from tests.catalog_fixtures import (
+    catalog_fixture,  # noqa: F401 (a fixture)
+    installed,
+    vagrant,
+)
 
 STANDIN = Path(__file__).parent / "hcp_standin.py"
 FILES = ["1.0.0-libvirt-amd64", "1.0.0-virtualbox-amd64", "1.0.0-virtualbox-arm64",
@@ -90,13 +94,6 @@ def listed(catalog: Path, channel: str = "stable") -> dict[str, list[dict]]:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture
-def catalog(tmp_path: Path) -> Path:
-    path = tmp_path / "catalog"
-    path.mkdir()
-    return path
 
 
 def test_import_copies_every_version_provider_and_architecture_with_states(

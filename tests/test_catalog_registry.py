@@ -27,25 +27,17 @@ from goldbox.catalog import (
     revoke,
 )
 from goldbox.catalog.tokens import TOKENS_FILE
-from tests.boxes import BOX_NAME, make_box
-from tests.catalog_fixtures import installed, serving, vagrant
+from tests.boxes import BOX_NAME
+from tests.catalog_fixtures import (
+    QUIET,
+    boxes_dir_fixture,  # noqa: F401 (a fixture)
+    catalog_fixture,  # noqa: F401 (a fixture)
+    installed,
+    nginx_accepts,
+    serving,
+    vagrant,
+)
 from tests.conftest import run_invoke
-
-QUIET = lambda line: None  # noqa: E731
-
-
-@pytest.fixture
-def catalog(tmp_path: Path) -> Path:
-    path = tmp_path / "catalog"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def boxes_dir(tmp_path: Path):
-    def build(version: str, **options) -> Path:
-        return make_box(tmp_path / "dist" / version, version, **options)
-    return build
 
 
 def raw_get(base: str, path: str, method: str = "GET",
@@ -119,15 +111,7 @@ def test_render_only_writes_a_site_a_host_nginx_accepts(project_copy, catalog, b
     assert "server_name boxes.example.org;" in text and "map " not in text
     assert stat.S_IMODE(site.stat().st_mode) == 0o644
     # nginx -t of a host config that includes it, as /etc/nginx/conf.d/ would.
-    host = tmp_path / "host"
-    host.mkdir()
-    (host / "nginx.conf").write_text(
-        f"pid {host}/nginx.pid;\nerror_log {host}/error.log;\nevents {{}}\n"
-        f"http {{\n include {site};\n}}\n")
-    checked = subprocess.run(["nginx", "-t", "-p", f"{host}/", "-c", str(host / "nginx.conf"),
-                              "-e", str(host / "error.log")],
-                             capture_output=True, text=True, check=False)
-    assert checked.returncode == 0, checked.stderr
+    nginx_accepts(tmp_path / "host", site)
 
     token = run_invoke(project_copy, "catalog-token", "add", "alice", "--catalog", str(catalog))
     assert token.returncode == 0, token.stderr

@@ -19,26 +19,15 @@ from goldbox.catalog import LOCK_FILE, STATE_FILE, parse_metadata, publish
 from goldbox.catalog.metadata import load_state
 from goldbox.catalog.store import write_file_atomically
 from goldbox.errors import GoldboxError
-from tests.boxes import BOX_NAME, make_box
+from tests.boxes import BOX_NAME
+from tests.catalog_fixtures import (
+    QUIET,
+    boxes_dir_fixture,  # noqa: F401 (a fixture)
+    catalog_fixture,  # noqa: F401 (a fixture)
+)
 from tests.conftest import run_invoke
 
-QUIET = lambda line: None  # noqa: E731
-
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the root-only checks need root")
-
-
-@pytest.fixture
-def catalog(tmp_path: Path) -> Path:
-    path = tmp_path / "catalog"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def boxes_dir(tmp_path: Path):
-    def build(version: str) -> Path:
-        return make_box(tmp_path / "dist" / version, version)
-    return build
 
 
 def tree(root: Path) -> dict[str, str]:

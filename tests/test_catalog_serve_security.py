@@ -24,10 +24,17 @@ from goldbox.catalog.serve import free_port
 from goldbox.catalog.sites import SITES_FILE, site_id
 from goldbox.catalog.tokens import TOKENS_FILE
 from tests.boxes import BOX_NAME, make_box
-from tests.catalog_fixtures import let_workers_in, serving, vagrant
+from tests.catalog_fixtures import (
+    QUIET,
+    issue_token,
+    let_workers_in,
+    nginx_accepts,
+    one_line_error,
+    serving,
+    vagrant,
+)
 from tests.conftest import run_invoke
 
-QUIET = lambda line: None  # noqa: E731
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="nginx runs its workers as another "
                                                        "user only when started as root")
 
@@ -39,19 +46,6 @@ def catalog(tmp_path: Path) -> Path:
     publish(make_box(tmp_path / "dist" / "0.1.0", "0.1.0"), catalog_dir=path, release=True,
             progress=QUIET)
     return path
-
-
-def add_token(project: Path, catalog: Path, name: str) -> str:
-    result = run_invoke(project, "catalog-token", "add", name, "--catalog", str(catalog))
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 1, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("goldbox: error: "), result.stderr
-    return lines[0]
 
 
 def runtime_of(project: Path) -> Path:
@@ -167,7 +161,7 @@ def test_root_catalog_is_served_by_unprivileged_workers_that_follow_no_link(
     (catalog / BOX_NAME / "leak.json").symlink_to(secret)
     (catalog / "etc").symlink_to("/etc")
     assert catalog.stat().st_uid == 0
-    token = add_token(project_copy, catalog, "alice")
+    token = issue_token(project_copy, catalog, "alice")
     bearer = {"Authorization": f"Bearer {token}"}
     with serving(project_copy, catalog) as base:
         master = int((runtime_of(project_copy) / "nginx.pid").read_text())
@@ -210,7 +204,7 @@ def test_a_catalog_its_workers_cannot_read_is_refused_naming_the_fix(project_cop
 
 
 def test_tokens_match_case_sensitively_and_appear_in_no_log(project_copy, catalog):
-    token = add_token(project_copy, catalog, "alice")
+    token = issue_token(project_copy, catalog, "alice")
     assert token != swap_case(token)
     (catalog / BOX_NAME / "link.json").symlink_to(catalog / BOX_NAME / "metadata.json")
     wrong = "W" * 32
@@ -261,7 +255,7 @@ def test_https_with_a_test_ca_and_stock_vagrant_with_and_without_a_token(
         assert base.startswith("https://127.0.0.1:")
         publish(make_box(tmp_path / "dist" / "0.1.0", "0.1.0"), catalog_dir=catalog,
                 base_url=base, release=True, progress=QUIET)
-        token = add_token(project_copy, catalog, "alice")  # reloads, still https
+        token = issue_token(project_copy, catalog, "alice")  # reloads, still https
         metadata_url = f"{base}{BOX_NAME}/metadata.json"
         response = requests.get(metadata_url, headers={"Authorization": f"Bearer {token}"},
                                 verify=str(tls["ca"]), timeout=10)
@@ -296,20 +290,12 @@ def test_render_only_is_https_by_default_and_plain_http_must_be_asked_for(
                                      "--render-only", str(out), "--cert", "/etc/ssl/b.pem"))
     assert "--cert and --key go together" in line
     # With this host's real files, a host nginx accepts the https site (nginx -t).
-    add_token(project_copy, catalog, "alice")
+    issue_token(project_copy, catalog, "alice")
     real = run_invoke(project_copy, "catalog-serve", "--catalog", str(catalog), "--render-only",
                       str(out), "--cert", str(tls["cert"]), "--key", str(tls["key"]),
                       "--listen", "127.0.0.1:8443", "--log-dir", str(tmp_path))
     assert real.returncode == 0, real.stderr
-    host = tmp_path / "host"
-    host.mkdir()
-    (host / "nginx.conf").write_text(
-        f"pid {host}/nginx.pid;\nerror_log {host}/error.log;\nevents {{}}\n"
-        f"http {{\n include {out}/goldbox-catalog.conf;\n}}\n")
-    checked = subprocess.run(["nginx", "-t", "-p", f"{host}/", "-c", str(host / "nginx.conf"),
-                              "-e", str(host / "error.log")],
-                             capture_output=True, text=True, check=False)
-    assert checked.returncode == 0, checked.stderr
+    nginx_accepts(tmp_path / "host", out / "goldbox-catalog.conf")
     plain = run_invoke(project_copy, "catalog-serve", "--catalog", str(catalog),
                        "--render-only", str(out), "--insecure-http")
     assert plain.returncode == 0, plain.stderr
@@ -322,7 +308,7 @@ def test_render_only_is_https_by_default_and_plain_http_must_be_asked_for(
 
 def test_a_private_catalog_with_an_http_base_url_beyond_loopback_is_refused(
         project_copy, catalog, tmp_path):
-    add_token(project_copy, catalog, "alice")
+    issue_token(project_copy, catalog, "alice")
     toml = project_copy / "goldbox.toml"
     toml.write_text(toml.read_text().replace(
         '# base_url = "https://boxes.example.org/"', 'base_url = "http://boxes.example.org/"'))

@@ -14,17 +14,17 @@ import requests
 from goldbox.catalog import publish, release
 from goldbox.errors import GoldboxError
 from tests.boxes import BOX_NAME, make_box
-from tests.catalog_fixtures import serving, set_catalog_keys, vagrant
+from tests.catalog_fixtures import (
+    QUIET,
+    issue_token,
+    serving,
+    set_catalog_keys,
+    team_folder,
+    vagrant,
+)
 from tests.conftest import run_invoke
 
-QUIET = lambda line: None  # noqa: E731
 SHORT = f"acme/{BOX_NAME}"
-
-
-def add_token(project: Path, catalog: Path, name: str) -> str:
-    result = run_invoke(project, "catalog-token", "add", name, "--catalog", str(catalog))
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 def publish_version(tmp_path: Path, catalog: Path, base: str, version: str,
@@ -38,18 +38,12 @@ def test_a_short_name_with_stock_vagrant_over_https_with_a_token(project_copy, t
     set_catalog_keys(project_copy, org="acme")
     catalog = tmp_path / "catalog"
     catalog.mkdir()
-    team = tmp_path / "team"
-    team.mkdir()
-    (team / "Vagrantfile").write_text(
-        'Vagrant.configure("2") do |config|\n'
-        f'  config.vm.box = "{SHORT}"\n'
-        f'  config.vm.box_download_ca_cert = "{tls["ca"]}"\n'
-        'end\n')
+    team = team_folder(tmp_path, SHORT, tls["ca"])
     home = team / "vagrant.d"
     with serving(project_copy, catalog, "--cert", str(tls["cert"]),
                  "--key", str(tls["key"])) as base:
         publish_version(tmp_path, catalog, base, "0.1.0")
-        token = add_token(project_copy, catalog, "alice")
+        token = issue_token(project_copy, catalog, "alice")
         server = {"VAGRANT_SERVER_URL": base.rstrip("/"), "VAGRANT_DEFAULT_PROVIDER": "libvirt"}
         env = {**server, "VAGRANT_CLOUD_TOKEN": token}
 
@@ -82,7 +76,7 @@ def test_the_short_name_url_serves_metadata_json_and_its_signature(project_copy,
                  "--key", str(tls["key"])) as base:
         publish_version(tmp_path, catalog, base, "0.1.0")
         (catalog / BOX_NAME / "metadata.json.sig").write_text("a signature\n")
-        token = add_token(project_copy, catalog, "alice")
+        token = issue_token(project_copy, catalog, "alice")
         auth = {"headers": {"Authorization": f"Bearer {token}"}, "verify": str(tls["ca"]),
                 "timeout": 10}
         head = requests.head(f"{base}{SHORT}", **auth)

@@ -18,11 +18,18 @@ import pytest
 from goldbox.catalog import prune, publish, release
 from goldbox.signing import sign
 from tests.boxes import BOX_NAME, make_box
-from tests.catalog_fixtures import make_test_ca, serving, set_catalog_keys, vagrant
-from tests.conftest import run_invoke
+from tests.catalog_fixtures import (
+    QUIET,
+    issue_token,
+    make_test_ca,
+    one_line_error,
+    serving,
+    set_catalog_keys,
+    team_folder,
+    vagrant,
+)
 from tests.test_signing import allowed_signers, make_key
 
-QUIET = lambda line: None  # noqa: E731
 SIGNED = ["metadata.json", "channels/candidate/metadata.json", "0.1.0/libvirt/manifest.json",
           "0.1.0/libvirt/plan.json"]
 
@@ -46,13 +53,6 @@ def invoke(project: Path, *args: str, env: dict[str, str] | None = None):
     return subprocess.run([str(Path(sys.executable).parent / "invoke"), *args], cwd=project,
                           capture_output=True, text=True, timeout=600, check=False,
                           env={**clean, **(env or {})})
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 1, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("goldbox: error: "), result.stderr
-    return lines[0]
 
 
 def signed_catalog(tmp_path: Path, key: Path, base: str | None = None) -> Path:
@@ -190,19 +190,14 @@ def test_add_by_short_name_over_https_verifies_then_vagrant_adds_and_outdated_wo
     set_catalog_keys(project_copy, org="acme")
     catalog = tmp_path / "catalog"
     catalog.mkdir()
-    team = tmp_path / "team"
-    team.mkdir()
-    (team / "Vagrantfile").write_text(
-        f'Vagrant.configure("2") do |config|\n  config.vm.box = "acme/{BOX_NAME}"\n'
-        f'  config.vm.box_download_ca_cert = "{tls["ca"]}"\nend\n')
+    team = team_folder(tmp_path, f"acme/{BOX_NAME}", tls["ca"])
     with serving(project_copy, catalog, "--cert", str(tls["cert"]),
                  "--key", str(tls["key"])) as base:
         for version in ("0.1.0", "0.2.0"):
             publish(make_box(tmp_path / "dist" / version, version), catalog_dir=catalog,
                     base_url=base, org="acme", signing_key=keys["alice"], progress=QUIET)
         release(catalog, BOX_NAME, "0.1.0", signing_key=keys["alice"], progress=QUIET)
-        token = run_invoke(project_copy, "catalog-token", "add", "alice", "--catalog",
-                           str(catalog)).stdout.strip()
+        token = issue_token(project_copy, catalog, "alice")
         server = {"VAGRANT_SERVER_URL": base.rstrip("/"), "VAGRANT_CLOUD_TOKEN": token}
         home = team / "vagrant.d"
 

@@ -31,10 +31,9 @@ from goldbox.errors import GoldboxError
 from goldbox.manifest import Manifest
 from goldbox.render import render_platform
 from tests.boxes import BOX_NAME, make_box
-from tests.catalog_fixtures import serving
+from tests.catalog_fixtures import QUIET, serving
 from tests.conftest import run_invoke
 
-QUIET = lambda line: None  # noqa: E731
 HOSTILE_NAMES = ['x"; system("id"); "', "#{system('id')}", "goldbox-test\n"]
 
 
