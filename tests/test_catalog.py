@@ -101,7 +101,7 @@ def test_publish_refuses_a_build_without_its_plan(catalog, boxes_dir):
     with pytest.raises(GoldboxError, match=rf"^{plan}: not a readable plan"):
         publish(manifest, catalog, progress=QUIET)
     plan.write_text('{"format": 1}')  # JSON, but not a plan
-    with pytest.raises(GoldboxError, match=rf"^{plan}: platform: Field required"):
+    with pytest.raises(GoldboxError, match=rf"^{plan}: missing key 'platform'"):
         publish(manifest, catalog, progress=QUIET)
     assert tree(catalog) == before
 
