@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from goldbox.errors import GoldboxError
 from goldbox.files import write_atomically
-from goldbox.validation import validated
+from goldbox.validation import validated_json
 
 FORMAT = 1
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -52,13 +52,7 @@ EXPECTED = {
 def parse_manifest(text: str, label: str) -> Manifest:
     """A manifest from its JSON text, or one GoldboxError naming `label`, the key, its
     value and what was expected."""
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise GoldboxError(f"{label}: not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise GoldboxError(f"{label}: expected a JSON object, found {type(data).__name__}")
-    return validated(Manifest, data, label, expected=EXPECTED)
+    return validated_json(Manifest, text, label, expected=EXPECTED)
 
 
 def read_manifest(path: Path) -> Manifest:

@@ -5,14 +5,13 @@ provision/ reads the same JSON in the guest with the stdlib alone."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from goldbox.errors import GoldboxError
-from goldbox.validation import validated
+from goldbox.validation import validated, validated_json
 
 
 class _Section(BaseModel):
@@ -147,13 +146,7 @@ def check_plan(data: dict, label: str) -> Plan:
 
 def parse_plan(text: str, label: str) -> Plan:
     """A plan from its JSON text (a file, or one a catalog serves), named `label`."""
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise GoldboxError(f"{label}: not a readable plan: {exc}") from None
-    if not isinstance(data, dict):
-        raise GoldboxError(f"{label}: expected a JSON object")
-    return check_plan(data, label)
+    return validated_json(Plan, text, label)
 
 
 def read_plan(path: Path) -> Plan:

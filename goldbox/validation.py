@@ -6,6 +6,7 @@ same way everywhere: the file, the key, the value found and what was expected.""
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, ValidationError
@@ -24,6 +25,19 @@ def validated(model: type[M], data: object, label: str, *,
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         raise GoldboxError(f"{label}: {describe_error(error, model, expected)}") from None
+
+
+def validated_json(model: type[M], text: str, label: str, *,
+                   expected: dict[str, str] | None = None) -> M:
+    """A `model` from JSON text that must hold an object (a file, or what a server
+    sent), or one GoldboxError naming `label`."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise GoldboxError(f"{label}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise GoldboxError(f"{label}: expected a JSON object, found {type(data).__name__}")
+    return validated(model, data, label, expected=expected)
 
 
 def describe_error(error: Any, model: type[BaseModel],

@@ -33,5 +33,5 @@ def test_a_broken_plan_is_one_line_naming_the_key(tmp_path):
     assert str(caught.value).startswith(
         f"{rendered.plan}: uwsgi.socket.kind = 'carrier-pigeon': expected ")
     rendered.plan.write_text("{")
-    with pytest.raises(GoldboxError, match="not a readable plan"):
+    with pytest.raises(GoldboxError, match="not valid JSON"):
         read_plan(rendered.plan)

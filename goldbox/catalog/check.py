@@ -12,11 +12,11 @@ no entry names (dangling), none named that is missing."""
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import requests
@@ -39,7 +39,7 @@ from goldbox.catalog.metadata import (
     load_state,
     parse_metadata,
 )
-from goldbox.catalog.store import open_no_follow
+from goldbox.catalog.store import open_existing
 from goldbox.errors import GoldboxError
 from goldbox.plan_model import parse_plan
 from goldbox.signing import SUFFIX, verify
@@ -64,29 +64,26 @@ class _Directory:
         return str(self.root / relative)
 
     def read(self, relative: str) -> bytes | None:
-        path = self.root / relative
-        try:
-            with os.fdopen(open_no_follow(path, os.O_RDONLY), "rb") as handle:
-                return handle.read()
-        except FileNotFoundError:
+        handle = open_existing(self.root / relative)
+        if handle is None:
             return None
-        except OSError as exc:
-            raise GoldboxError(f"{path}: cannot read: {exc.strerror}") from None
+        with handle:
+            try:
+                return handle.read()
+            except OSError as exc:
+                raise GoldboxError(f"{self.root / relative}: cannot read: {exc.strerror}"
+                                   ) from None
 
     def content_type(self, relative: str) -> str | None:
         return None  # a directory has no headers; served, check its URL
 
     def box_chunks(self, relative: str, url: str) -> Iterator[bytes] | None:
-        path = self.root / relative
-        try:
-            fd = open_no_follow(path, os.O_RDONLY)
-        except FileNotFoundError:
-            return None
-        return _file_chunks(fd)
+        handle = open_existing(self.root / relative)
+        return None if handle is None else _chunks_of(handle)
 
 
-def _file_chunks(fd: int) -> Iterator[bytes]:
-    with os.fdopen(fd, "rb") as handle:
+def _chunks_of(handle: BinaryIO) -> Iterator[bytes]:
+    with handle:
         while chunk := handle.read(_CHUNK):
             yield chunk
 

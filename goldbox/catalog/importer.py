@@ -61,13 +61,13 @@ from goldbox.catalog.metadata import (
     _allowed,
     checked,
     load_state,
-    parse_json,
     render_channels,
     write_state,
 )
 from goldbox.catalog.store import (
     Progress,
     catalog_lock,
+    open_existing,
     open_no_follow,
     os_failure,
     write_file_atomically,
@@ -75,6 +75,7 @@ from goldbox.catalog.store import (
 from goldbox.catalog.versions import require_same_base
 from goldbox.errors import GoldboxError
 from goldbox.files import copy_hashing, file_chunks, fsync_path
+from goldbox.validation import validated_json
 
 STAGING_DIR = ".goldbox-import"
 # The checksum types Vagrant checks a box against, and their length in hex characters.
@@ -204,7 +205,7 @@ def read_remote(url: str, client: Client) -> RemoteBox:
         text = data.decode()
     except UnicodeDecodeError as exc:
         raise invalid(url, f"not valid JSON: {exc}") from None
-    return parse_json(RemoteBox, text, url)
+    return validated_json(RemoteBox, text, url)
 
 
 def _recorded(url: str) -> str:
@@ -328,14 +329,11 @@ def _hashers(kind: str) -> dict:
 
 def _digests_of(path: Path, kind: str) -> dict[str, str] | None:
     """The digests of a file already at `path` (never through a link), None if absent."""
-    try:
-        fd = open_no_follow(path, os.O_RDONLY)
-    except FileNotFoundError:
+    handle = open_existing(path)
+    if handle is None:
         return None
-    except OSError as exc:
-        raise os_failure(path, "read", exc) from None
     hashers = _hashers(kind)
-    with os.fdopen(fd, "rb") as handle:
+    with handle:
         while chunk := handle.read(_CHUNK):
             for hasher in hashers.values():
                 hasher.update(chunk)

@@ -30,7 +30,7 @@ from goldbox.catalog.layout import (
 )
 from goldbox.catalog.store import read_file_no_follow, remove_file, write_file_atomically
 from goldbox.signing import sign, signature_path
-from goldbox.validation import validated
+from goldbox.validation import validated, validated_json
 
 CANDIDATE, RELEASED, REVOKED = "candidate", "released", "revoked"
 STATES = (CANDIDATE, RELEASED, REVOKED)
@@ -146,17 +146,9 @@ def checked(model: type[CatalogModel], data: object, label: str):
     return validated(model, data, label)
 
 
-def parse_json(model: type[CatalogModel], text: str, label: str):
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise invalid(label, f"not valid JSON: {exc}") from None
-    return checked(model, data, label)
-
-
 def parse_metadata(text: str, label: str) -> BoxMetadata:
     """Vagrant box metadata (a channel's metadata.json, local or remote), checked."""
-    return parse_json(BoxMetadata, text, label)
+    return validated_json(BoxMetadata, text, label)
 
 
 def folder_of(name: str) -> str:
@@ -190,7 +182,7 @@ def load_state(box_dir: Path) -> BoxState:
         return BoxState(name=metadata.name, description=metadata.description,
                         versions=[VersionState(version=v.version, providers=v.providers,
                                                status=RELEASED) for v in metadata.versions])
-    state = parse_json(BoxState, text, str(path))
+    state = validated_json(BoxState, text, str(path))
     _named_as_folder(state, path, box_dir.name)
     return state
 

@@ -10,6 +10,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from goldbox.catalog.layout import LOCK_FILE, link_refused
 from goldbox.errors import GoldboxError
@@ -35,16 +36,24 @@ def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
         raise
 
 
-def read_file_no_follow(path: Path) -> str | None:
-    """A catalog file's text, None when it does not exist; a link is refused."""
+def open_existing(path: Path) -> BinaryIO | None:
+    """A catalog file open for reading, None when it does not exist; a link is refused,
+    any other failure is one line naming it."""
     try:
-        fd = open_no_follow(path, os.O_RDONLY)
+        return os.fdopen(open_no_follow(path, os.O_RDONLY), "rb")
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise os_failure(path, "read", exc) from None
+
+
+def read_file_no_follow(path: Path) -> str | None:
+    """A catalog file's text, None when it does not exist; a link is refused."""
+    handle = open_existing(path)
+    if handle is None:
+        return None
     try:
-        with os.fdopen(fd, "rb") as handle:
+        with handle:
             return handle.read().decode()
     except (OSError, UnicodeDecodeError) as exc:
         raise GoldboxError(f"{path}: cannot read: {exc}") from None
