@@ -190,7 +190,7 @@ def test_an_unwritable_lock_file_is_one_line(project_copy):
         line = _one_line_error(run_invoke(project_copy, "image"))
     finally:
         subprocess.run(["chattr", "-i", lock], check=True)
-    assert line == f"goldbox: error: Operation not permitted: {lock}"
+    assert line == f"goldbox: error: {lock}: cannot open the lock file: Operation not permitted"
 
 
 @pytest.mark.parametrize("target, expected", [
