@@ -3,9 +3,9 @@
 Used for a cache entry (`<kind>/<key>.lock`), one `invoke image` per platform
 (`build/<p>/image.lock`) and a catalog (`<catalog>/.goldbox.lock`). The lock file is
 opened with O_NOFOLLOW: a link in its place, in a folder others can write, would make us
-create or lock whatever file it names, so it is refused. The holder writes its pid into
-the file, so whoever finds it locked can say who holds it; the pid is cleared before the
-lock is let go."""
+create or lock whatever file it names, so it is refused. Whoever finds it locked learns
+the holder's pid from the kernel (/proc/locks): nothing is written into the lock file,
+which takes no disk space (a catalog on a nearly full disk) and is never stale."""
 
 from __future__ import annotations
 
@@ -30,22 +30,18 @@ def exclusive(path: Path, *, wait: bool = True, waiting: Callable[[str], None] |
     A lock file that cannot be opened is one GoldboxError naming it and `what` it is,
     followed by `hint`; a link is refused by `refuse_link(path)` (default: one line)."""
     fd = open_lock_file(path, what=what, hint=hint, refuse_link=refuse_link)
-    with os.fdopen(fd, "r+", encoding="utf-8", errors="replace") as lock:
+    with os.fdopen(fd, "ab") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _holder(lock)
+            holder = holder_of(lock.fileno())
             if not wait:
                 yield holder
                 return
             if waiting is not None:
                 waiting(holder)
             fcntl.flock(lock, fcntl.LOCK_EX)
-        _record(lock, f"{os.getpid()}\n")
-        try:
-            yield None
-        finally:
-            _record(lock, "")
+        yield None
 
 
 def open_lock_file(path: Path, *, what: str = "the lock file", hint: str = "",
@@ -54,7 +50,7 @@ def open_lock_file(path: Path, *, what: str = "the lock file", hint: str = "",
     link."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise (refuse_link or _link_refused)(path) from None
@@ -67,16 +63,21 @@ def _link_refused(path: Path) -> GoldboxError:
                         "taken through a link): remove the link")
 
 
-def _holder(lock) -> str:
-    lock.seek(0)
-    return lock.read(64).strip() or "unknown"
-
-
-def _record(lock, text: str) -> None:
-    """Write `text` as the lock file's whole content (best effort: a lock file one may
-    lock but not write, say a teammate's, is still a lock)."""
-    with contextlib.suppress(OSError):
-        lock.seek(0)
-        lock.truncate()
-        lock.write(text)
-        lock.flush()
+def holder_of(fd: int) -> str:
+    """The pid of the process holding a flock on the file open at `fd` (from
+    /proc/locks: `1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF`), or
+    "unknown"."""
+    status = os.fstat(fd)
+    device = (os.major(status.st_dev), os.minor(status.st_dev))
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            for line in locks:
+                fields = line.split()
+                if len(fields) < 6 or fields[1] != "FLOCK":  # "->": a waiter
+                    continue
+                major, minor, inode = fields[5].split(":")
+                if int(inode) == status.st_ino and (int(major, 16), int(minor, 16)) == device:
+                    return fields[4]
+    except (OSError, ValueError):
+        pass
+    return "unknown"
