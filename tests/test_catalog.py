@@ -98,7 +98,7 @@ def test_publish_refuses_a_build_without_its_plan(catalog, boxes_dir):
                                            rf"build's plan beside its manifest"):
         publish(manifest, catalog, progress=QUIET)
     plan.write_text("{not json")
-    with pytest.raises(GoldboxError, match=rf"^{plan}: not a readable plan"):
+    with pytest.raises(GoldboxError, match=rf"^{plan}: not valid JSON"):
         publish(manifest, catalog, progress=QUIET)
     plan.write_text('{"format": 1}')  # JSON, but not a plan
     with pytest.raises(GoldboxError, match=rf"^{plan}: missing key 'platform'"):

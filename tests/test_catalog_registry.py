@@ -335,9 +335,9 @@ DEFECTS = {
     "missing plan": (lambda c: (c / BOX_NAME / "0.2.0" / "libvirt" / "plan.json").unlink(),
                      "0.2.0/libvirt/plan.json: missing (publish copies the build's plan"),
     "broken plan": (lambda c: (c / BOX_NAME / "0.2.0" / "libvirt" / "plan.json")
-                    .write_text("{not json"), "0.2.0/libvirt/plan.json: not a readable plan"),
+                    .write_text("{not json"), "0.2.0/libvirt/plan.json: not valid JSON"),
     "not a plan": (lambda c: (c / BOX_NAME / "0.2.0" / "libvirt" / "plan.json")
-                   .write_text("{}"), "0.2.0/libvirt/plan.json: format: Field required"),
+                   .write_text("{}"), "0.2.0/libvirt/plan.json: missing key 'format'"),
 }
 
 
