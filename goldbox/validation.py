@@ -7,13 +7,26 @@ same way everywhere: the file, the key, the value found and what was expected.""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar, get_args
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 
 from goldbox.errors import GoldboxError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def allowed(pattern: str | re.Pattern[str], expected: str) -> AfterValidator:
+    """A validator for an Annotated str: the whole value matches `pattern` (fullmatch: no
+    trailing newline slips through), else "expected <expected>"."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"expected {expected}")
+        return value
+    return AfterValidator(check)
 
 
 def validated(model: type[M], data: object, label: str, *,

@@ -130,7 +130,7 @@ def test_a_planted_sites_record_cannot_inject_nginx_or_overwrite_files(project_c
     (catalog / SITES_FILE).write_text(json.dumps(record))
     line = one_line_error(run_invoke(project_copy, "catalog-token", "add", "bob",
                                      "--catalog", str(catalog)))
-    assert f"{catalog / SITES_FILE}: sites.0.listen = '80; include /etc/shadow'" in line
+    assert f"{catalog / SITES_FILE}: sites[0].listen = '80; include /etc/shadow'" in line
 
 
 # ---- nginx as teams run it -----------------------------------------------------------------

@@ -58,7 +58,6 @@ from goldbox.catalog.metadata import (
     Provider,
     Version,
     VersionState,
-    _allowed,
     checked,
     load_state,
     render_channels,
@@ -75,7 +74,7 @@ from goldbox.catalog.store import (
 from goldbox.catalog.versions import require_same_base
 from goldbox.errors import GoldboxError
 from goldbox.files import copy_hashing, file_chunks, fsync_path
-from goldbox.validation import validated_json
+from goldbox.validation import allowed, validated_json
 
 STAGING_DIR = ".goldbox-import"
 # The checksum types Vagrant checks a box against, and their length in hex characters.
@@ -85,7 +84,7 @@ STATES = {None: RELEASED, "active": RELEASED, "unreleased": CANDIDATE}
 _CHUNK = 1 << 20
 _MAX_METADATA = 16 << 20
 
-RemoteName = Annotated[str, _allowed(r"([A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-]*",
+RemoteName = Annotated[str, allowed(r"([A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-]*",
                                      "a box name, optionally ORG/NAME")]
 
 

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from goldbox.catalog.layout import (
     METADATA,
@@ -30,7 +30,7 @@ from goldbox.catalog.layout import (
 )
 from goldbox.catalog.store import read_file_no_follow, remove_file, write_file_atomically
 from goldbox.signing import sign, signature_path
-from goldbox.validation import validated, validated_json
+from goldbox.validation import allowed, validated, validated_json
 
 CANDIDATE, RELEASED, REVOKED = "candidate", "released", "revoked"
 STATES = (CANDIDATE, RELEASED, REVOKED)
@@ -41,32 +41,21 @@ SEMVER = r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
 SHA256 = r"[0-9a-f]{64}"
 
 
-def _allowed(pattern: str, expected: str):
-    """A validator: the whole value matches `pattern` (fullmatch: no trailing newline)."""
-    compiled = re.compile(pattern)
-
-    def check(value: str) -> str:
-        if not compiled.fullmatch(value):
-            raise ValueError(f"expected {expected}")
-        return value
-    return AfterValidator(check)
-
-
 NAME = r"[a-z0-9][a-z0-9._-]*"
 # `acme/goldbox-flask`: Vagrant installs a box under the name its metadata gives, so a
 # Vagrantfile's `config.vm.box = "acme/goldbox-flask"` needs exactly that name here.
-BoxName = Annotated[str, _allowed(rf"({NAME}/)?{NAME}",
+BoxName = Annotated[str, allowed(rf"({NAME}/)?{NAME}",
                                   "a box name, ORG/NAME or NAME, each of lowercase letters, "
                                   "digits, '.', '_' or '-'")]
-ProviderName = Annotated[str, _allowed(r"[a-z0-9_-]+", "a Vagrant provider name such as "
+ProviderName = Annotated[str, allowed(r"[a-z0-9_-]+", "a Vagrant provider name such as "
                                                        "libvirt")]
-Architecture = Annotated[str, _allowed(r"[a-z0-9_]+", "an architecture such as amd64")]
-SemVer = Annotated[str, _allowed(SEMVER, "MAJOR.MINOR.PATCH")]
-Sha256 = Annotated[str, _allowed(SHA256, "a sha256: 64 lowercase hex characters")]
-BoxUrl = Annotated[str, _allowed(r"(https?|file)://[^\s\"'`\\<>]+",
+Architecture = Annotated[str, allowed(r"[a-z0-9_]+", "an architecture such as amd64")]
+SemVer = Annotated[str, allowed(SEMVER, "MAJOR.MINOR.PATCH")]
+Sha256 = Annotated[str, allowed(SHA256, "a sha256: 64 lowercase hex characters")]
+BoxUrl = Annotated[str, allowed(r"(https?|file)://[^\s\"'`\\<>]+",
                                  "an http://, https:// or file:// URL")]
-ChecksumType = Annotated[str, _allowed(r"[A-Za-z0-9]+", "a checksum type such as sha256")]
-Checksum = Annotated[str, _allowed(r"[0-9A-Fa-f]+", "a hex checksum")]
+ChecksumType = Annotated[str, allowed(r"[A-Za-z0-9]+", "a checksum type such as sha256")]
+Checksum = Annotated[str, allowed(r"[0-9A-Fa-f]+", "a hex checksum")]
 
 
 class CatalogModel(BaseModel):

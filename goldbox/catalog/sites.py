@@ -26,12 +26,13 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 import jinja2
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from goldbox.catalog.store import Progress, catalog_lock, write_file_atomically
 from goldbox.catalog.tokens import load_tokens, read_no_follow
 from goldbox.config import ORG
 from goldbox.errors import GoldboxError
+from goldbox.validation import allowed, validated
 
 SITE_FILE = "goldbox-catalog.conf"
 # Not *.conf: Debian's nginx includes conf.d/*.conf at the http level; the site includes it.
@@ -49,18 +50,10 @@ EXPECTED = {
 }
 
 
-def _allowed(pattern: re.Pattern[str], kind: str):
-    def check(value: str) -> str:
-        if not pattern.fullmatch(value):
-            raise ValueError(f"expected {EXPECTED[kind]}")
-        return value
-    return AfterValidator(check)
-
-
-NginxPath = Annotated[str, _allowed(_NGINX_PATH, "path")]
-Listen = Annotated[str, _allowed(_LISTEN, "listen")]
-ServerName = Annotated[str, _allowed(_SERVER_NAME, "server_name")]
-Org = Annotated[str, _allowed(ORG, "org")]
+NginxPath = Annotated[str, allowed(_NGINX_PATH, EXPECTED["path"])]
+Listen = Annotated[str, allowed(_LISTEN, EXPECTED["listen"])]
+ServerName = Annotated[str, allowed(_SERVER_NAME, EXPECTED["server_name"])]
+Org = Annotated[str, allowed(ORG, EXPECTED["org"])]
 
 
 class Site(BaseModel):
@@ -99,17 +92,6 @@ class SitesRecord(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sites: list[Site] = []
-
-
-def validated(model: type[BaseModel], data: object, label: str):
-    """`data` as `model`, or one GoldboxError naming `label`, the key and its value."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        key = ".".join(str(part) for part in error["loc"])
-        problem = error["msg"].removeprefix("Value error, ")
-        raise GoldboxError(f"{label}: {key} = {error.get('input')!r}: {problem}") from None
 
 
 def site_id(catalog_dir: Path) -> str:

@@ -22,11 +22,12 @@ import stat
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, RootModel, ValidationError
+from pydantic import RootModel, ValidationError
 
 from goldbox.catalog.layout import require_catalog_dir
 from goldbox.catalog.store import Progress, catalog_lock, write_file_atomically
 from goldbox.errors import GoldboxError
+from goldbox.validation import allowed
 
 TOKENS_FILE = ".goldbox-tokens.json"
 _TEAMMATE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -37,16 +38,8 @@ EXPECTED_TOKEN = "a token of 32 or more of A-Z a-z 0-9 _ -"
 _MAX_BYTES = 1 << 20
 
 
-def _allowed(pattern: re.Pattern[str], expected: str):
-    def check(value: str) -> str:
-        if not pattern.fullmatch(value):
-            raise ValueError(expected)
-        return value
-    return AfterValidator(check)
-
-
-Teammate = Annotated[str, _allowed(_TEAMMATE, EXPECTED_TEAMMATE)]
-Token = Annotated[str, _allowed(_TOKEN, EXPECTED_TOKEN)]
+Teammate = Annotated[str, allowed(_TEAMMATE, EXPECTED_TEAMMATE)]
+Token = Annotated[str, allowed(_TOKEN, EXPECTED_TOKEN)]
 
 
 class Tokens(RootModel[dict[Teammate, Token]]):
