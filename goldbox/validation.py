@@ -1,7 +1,8 @@
 """Untrusted data into a pydantic model, or one line saying what is wrong.
 
 Every reader of an outside format (goldbox.toml, a platform file, plan.json, a manifest,
-a catalog's metadata and state) goes through `validated`, so a bad value is reported the
+a catalog's metadata, state and sites) goes through `validated` (JSON text through
+`validated_json`), with `allowed` for the allow-lists of strings, so a bad value is reported the
 same way everywhere: the file, the key, the value found and what was expected."""
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ def describe_error(error: Any, model: type[BaseModel],
     if kind == "missing":
         return f"missing key {key!r}"
     if kind == "extra_forbidden":
-        allowed = sorted({name for m in _models_at(model, loc[:-1]) for name in m.model_fields})
-        return f"unknown key {key!r}" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+        names = sorted({name for m in _models_at(model, loc[:-1]) for name in m.model_fields})
+        return f"unknown key {key!r}" + (f" (allowed: {', '.join(names)})" if names else "")
     if kind == "union_tag_invalid":
         ctx = error["ctx"]
         return f"{key}.kind = {ctx['tag']!r}: expected one of {ctx['expected_tags']}"
