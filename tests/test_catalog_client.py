@@ -8,8 +8,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.server
+import ssl
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -23,10 +25,12 @@ from tests.conftest import run_invoke
 
 
 @contextlib.contextmanager
-def recording_server(routes: dict[str, tuple[int, dict[str, str], bytes]]
+def recording_server(routes: dict[str, tuple[int, dict[str, str], bytes]],
+                     tls: dict[str, Path] | None = None
                      ) -> Iterator[tuple[str, list[tuple[str, str | None]]]]:
-    """An HTTP server on a free port of 127.0.0.1 answering `routes` (path -> status,
-    headers, body); yields its base URL and the (path, Authorization) of every request."""
+    """An HTTP server (https with `tls`'s certificate) on a free port of 127.0.0.1
+    answering `routes` (path -> status, headers, body); yields its base URL and the
+    (path, Authorization) of every request."""
     seen: list[tuple[str, str | None]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -43,10 +47,14 @@ def recording_server(routes: dict[str, tuple[int, dict[str, str], bytes]]
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls["cert"], tls["key"])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}", seen
     finally:
         server.shutdown()
         server.server_close()
@@ -109,6 +117,16 @@ def test_a_download_is_limited_and_leaves_nothing_when_refused(tmp_path):
         with pytest.raises(GoldboxError, match="larger than 99 bytes"):
             client.download(f"{base}/box", tmp_path / "b.box", limit=99)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.box"]
+
+
+def test_cacert_is_trusted_even_where_requests_ca_bundle_is_set(tls, monkeypatch):
+    """Found for real: requests lets REQUESTS_CA_BUNDLE override a session's `verify`,
+    so `invoke add --cacert` failed on hosts that set it."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    with recording_server({"/m": (200, {}, b"{}")}, tls) as (base, _):
+        assert Client(cacert=tls["ca"]).read(f"{base}/m") == b"{}"
+        with pytest.raises(GoldboxError, match="CERTIFICATE_VERIFY_FAILED"):
+            Client().read(f"{base}/m")
 
 
 def test_a_401_says_how_to_pass_a_token():

@@ -116,7 +116,8 @@ class Client:
                  token_option: bool = False):
         self.session = _Session()
         self.session.auth = _BearerToOneOrigin(token) if token else None
-        self.session.verify = str(cacert) if cacert else True
+        # Per request: requests lets REQUESTS_CA_BUNDLE override a session's `verify`.
+        self.verify: str | bool = str(cacert) if cacert else True
         self.token_option = token_option
 
     def request(self, method: str, url: str, *, headers: dict[str, str] | None = None,
@@ -125,7 +126,7 @@ class Client:
         token."""
         try:
             response = self.session.request(method, url, headers=headers, timeout=TIMEOUT,
-                                            stream=stream)
+                                            stream=stream, verify=self.verify)
         except requests.RequestException as exc:
             raise GoldboxError(f"cannot read {url}: {exc}") from None
         if response.status_code == 401:
