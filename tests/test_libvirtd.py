@@ -101,7 +101,7 @@ def test_daemons_start_answer_and_stop(netns, tmp_path):
 
 
 def test_with_a_service_manager_the_error_names_the_systemctl_command(monkeypatch):
-    monkeypatch.setattr(libvirtd, "answers", lambda *a, **k: False)
+    monkeypatch.setattr(libvirtd, "daemon_answers", lambda *a, **k: False)
     monkeypatch.setattr(libvirtd, "has_service_manager", lambda: True)
     with pytest.raises(GoldboxError, match=r"sudo systemctl start libvirtd"):
         libvirtd.ensure_answering()
