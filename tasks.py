@@ -226,10 +226,12 @@ def destroy(c, platform=None, purge=False):
     config = load_config(ROOT)
     remove(config, config.platform(platform))
     if purge:
+        from goldbox import virt
         from goldbox.pool import purge as purge_volumes
-        from goldbox.pool import remove_box
 
-        remove_box(config.project.box.name, config.project.box.version)
+        box = config.project.box
+        if virt.remove_box(box.name, box.version):
+            print(f"removed box {box.name} {box.version} from Vagrant")
         purge_volumes()
 
 
@@ -316,10 +318,9 @@ def prune(c, keep=0, catalog=None, box=None):
     prune_versions(catalog_directory(catalog, config), box or config.project.box.name, keep,
                    grace_hours=config.project.catalog.revoke_grace_hours,
                    signing_key=_signing_key(config))
-    from goldbox.pool import libvirt_reachable, purge
+    from goldbox.pool import purge
 
-    if libvirt_reachable():  # a catalog host may have no libvirt at all
-        purge()
+    purge()  # a catalog host may have no libvirt at all: then it says so
 
 
 @task(help={"catalog": "catalog directory (default: catalog.location)",

@@ -51,6 +51,7 @@ def check_vagrant_libvirt() -> Check:
 
 def check_libvirtd() -> Check:
     from goldbox.libvirtd import has_service_manager
+    from goldbox.virt import URI, daemon_version
 
     hint = ("apt-get install libvirt-daemon-system, then `sudo systemctl start libvirtd`"
             if has_service_manager() else
@@ -58,11 +59,10 @@ def check_libvirtd() -> Check:
             "`invoke up` starts virtlogd and libvirtd itself")
     if shutil.which("virsh") is None:
         return Check("libvirt daemon", False, "virsh not found", hint)
-    version = _version(["virsh", "-c", "qemu:///system", "version", "--daemon"],
-                       r"Running against daemon: (\S+)")
+    version = daemon_version(timeout=60)
     if version is None:
-        return Check("libvirt daemon", False, "qemu:///system is not reachable", hint)
-    return Check("libvirt daemon", True, f"qemu:///system, daemon {version}")
+        return Check("libvirt daemon", False, f"{URI} is not reachable", hint)
+    return Check("libvirt daemon", True, f"{URI}, daemon {version}")
 
 
 def check_acceleration(cache_dir: Path) -> Check:

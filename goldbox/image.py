@@ -102,7 +102,7 @@ def build_image(config: Config, platform: Platform, *, builder: str = "qemu",
                            "have one)")
     ctx = Context(config, platform, builder)
     check_app_tree(config.app_dir, config.root)
-    with ctx.exclusive():
+    with ctx.exclusive(), proc.cancellation():
         return _build_image(ctx, force, refresh)
 
 
@@ -159,7 +159,7 @@ def _native_base_and_system(ctx: Context, phases: Phases, artifacts: Artifacts, 
     and disk: debootstrap, mkfs) need nothing of each other: they run side by side. The
     system image needs only the base disk and CPython's bundle, so it is built (or found)
     while the native build goes on with uWSGI and the app's virtualenv. When one fails,
-    the others are stopped at once."""
+    the others are stopped at once (proc.cancel)."""
     platform = ctx.platform
     with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
         bundled: concurrent.futures.Future[BuiltFile] = concurrent.futures.Future()
@@ -173,10 +173,13 @@ def _native_base_and_system(ctx: Context, phases: Phases, artifacts: Artifacts, 
         running = [future for future in (native, based, system) if future]
         done, _ = concurrent.futures.wait(running,
                                           return_when=concurrent.futures.FIRST_EXCEPTION)
-        failed = [future.exception() for future in done if future.exception()]
-        if failed:
-            proc.stop_all()
-            raise failed[0]
+        if any(future.exception() for future in done):
+            # The failed phase cancelled the build (Phases): the others end at their
+            # running or next command. Report the failure, not a cancellation it caused.
+            done, _ = concurrent.futures.wait(running)
+            failed = [future.exception() for future in done if future.exception()]
+            raise next((exc for exc in failed if not isinstance(exc, proc.Cancelled)),
+                       failed[0])
         return (native.result() if native else None, based.result() if based else None,
                 system.result() if system else None)
 

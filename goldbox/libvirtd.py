@@ -14,36 +14,24 @@ from __future__ import annotations
 import contextlib
 import grp
 import os
-import shlex
 import signal
 import socket
 import stat
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from goldbox import proc
 from goldbox.errors import GoldboxError
+from goldbox.virt import URI, daemon_answers
 
-URI = "qemu:///system"
 KVM = Path("/dev/kvm")
 KVM_GROUP = "kvm"  # what Debian's udev rules and libvirt's qemu.conf use
 VIRTLOGD_SOCKET = Path("/run/libvirt/virtlogd-sock")
 # Where goldbox keeps the pid files of the daemons it starts on the host.
 RUN_DIR = Path("/run/goldbox")
 DAEMONS = ("virtlogd", "libvirtd")
-
-
-def answers(wrapper: Sequence[str] = (), timeout: float = 30) -> bool:
-    """Whether a libvirt daemon answers at qemu:///system (inside `wrapper`, e.g. an
-    `ip netns exec NAME`)."""
-    try:
-        return subprocess.run([*wrapper, "virsh", "-c", URI, "version", "--daemon"],
-                              capture_output=True, timeout=timeout,
-                              check=False).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
 
 
 def has_service_manager() -> bool:
@@ -154,15 +142,11 @@ def start_daemons(run_dir: Path = RUN_DIR, wrapper: Sequence[str] = (),
             pidfile.unlink(missing_ok=True)
             command = ["virtlogd", "-d", "-p", str(pidfile)] if name == "virtlogd" \
                 else libvirtd_command(pidfile)
-            result = subprocess.run([*wrapper, *command], capture_output=True, text=True,
-                                    check=False)
-            if result.returncode != 0:
-                raise GoldboxError(f"`{shlex.join(command)}` failed (exit {result.returncode}): "
-                                   f"{(result.stderr or result.stdout).strip()}")
+            proc.capture([*wrapper, *command])
             _wait_for(lambda p=pidfile: p.is_file() and p.read_text().strip(), 20,
                       f"{name}'s pid file {pidfile}")
             daemons[name] = (int(pidfile.read_text()), pidfile)
-        _wait_for(lambda: answers(wrapper), timeout, f"libvirtd to answer at {URI}")
+        _wait_for(lambda: daemon_answers(wrapper), timeout, f"libvirtd to answer at {URI}")
     except BaseException:
         started.stop()
         raise
@@ -173,7 +157,7 @@ def ensure_answering() -> Started | None:
     """Make sure a libvirt daemon answers before goldbox boots a box: nothing to do if one
     does; with a service manager, one line with the systemctl command; without one, start
     the daemons and return them (the caller says so, and how to stop them)."""
-    if answers():
+    if daemon_answers():
         return None
     if has_service_manager():
         raise GoldboxError(f"the libvirt daemon does not answer at {URI}: start it with "

@@ -16,7 +16,7 @@ from goldbox.errors import GoldboxError, describe_os_error
 @dataclass
 class Phases:
     """Times each phase, remembers a note per phase and names the failing one. Phases
-    may run in several threads at once."""
+    may run in several threads at once; a failing one cancels the others (proc.cancel)."""
 
     rows: list[tuple[str, float, float, str]] = field(default_factory=list)
     log: Path | None = None
@@ -28,7 +28,14 @@ class Phases:
         start, cpu = time.monotonic(), proc.cpu_seconds() + time.thread_time()
         try:
             yield note
-        except (GoldboxError, OSError) as exc:
+        except proc.Cancelled:
+            raise  # another phase failed first: its error is the one to report
+        except BaseException as exc:
+            # The build stops at once: the other phases' commands are killed, and none
+            # of theirs starts any more (see proc.cancellation).
+            proc.cancel(f"{name} failed")
+            if not isinstance(exc, (GoldboxError, OSError)):
+                raise
             message = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
             where = f"; log: {self.log}" if self.log and str(self.log) not in message else ""
             raise GoldboxError(f"phase {name!r} failed{where}: {message}") from None

@@ -1,7 +1,8 @@
 """vagrant-libvirt's storage pool: the box images it uploads and never deletes.
 
 `vagrant box add` + `vagrant up` uploads each box version's disk into the libvirt pool
-as `<box>_vagrant_box_image_<version>_<disk>.img`; `vagrant box remove` leaves it there
+as `<box>_vagrant_box_image_<version>_<disk>.img` (goldbox.virt knows those names);
+`vagrant box remove` leaves it there
 (vagrant-libvirt#85), so pools grow by a box per version. A volume is orphaned when no
 installed box (`vagrant box list` of this VAGRANT_HOME) has its name and version; only
 those are ever deleted. Another user's VAGRANT_HOME is not seen: run it as that user."""
@@ -9,17 +10,12 @@ those are ever deleted. Another user's VAGRANT_HOME is not seen: run it as that 
 from __future__ import annotations
 
 import re
-import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from goldbox import proc
+from goldbox import virt
 from goldbox.errors import GoldboxError
-
-VIRSH = ["virsh", "-c", "qemu:///system"]
-_BOX_VOLUME = re.compile(r"^(?P<box>.+)_vagrant_box_image_(?P<version>[0-9][^_]*)_"
-                         r"(?P<disk>.+)\.img$")
-_BOX_LINE = re.compile(r"^(?P<box>\S+)\s+\((?P<provider>[^,]+),\s*(?P<version>[^,)]+)")
 
 
 @dataclass(frozen=True)
@@ -31,65 +27,43 @@ class Volume:
     size: int  # bytes allocated on the host's disk
 
 
-def _virsh(*args: str) -> str:
-    if shutil.which(VIRSH[0]) is None:
-        raise GoldboxError("virsh not found: apt-get install libvirt-clients")
-    result = proc.capture([*VIRSH, *args], check=False)
-    if result.returncode != 0:
-        raise GoldboxError(f"`virsh {' '.join(args)}` failed: "
-                           f"{(result.stderr or result.stdout).strip()}")
-    return result.stdout
-
-
-def box_volumes(pool: str = "default") -> list[Volume]:
+def box_volumes(pool: str = virt.DEFAULT_POOL) -> list[Volume]:
     """The pool's box images (other volumes, such as VM disks, are not listed)."""
     volumes = []
-    for line in _virsh("vol-list", "--pool", pool).splitlines()[2:]:
+    for line in virt.virsh("vol-list", "--pool", pool).splitlines()[2:]:
         fields = line.split(None, 1)
-        if len(fields) != 2 or not (match := _BOX_VOLUME.match(fields[0])):
+        if len(fields) != 2 or not (owner := virt.parse_box_volume(fields[0])):
             continue
         path = Path(fields[1].strip())
         try:
             size = path.stat().st_blocks * 512
         except OSError:
             size = 0
-        box = match["box"].replace("-VAGRANTSLASH-", "/")
-        volumes.append(Volume(fields[0], path, box, match["version"], size))
+        volumes.append(Volume(fields[0], path, *owner, size))
     return volumes
-
-
-def installed_boxes(env: dict[str, str] | None = None) -> set[tuple[str, str]]:
-    """(box, version) of every libvirt box in Vagrant's box list."""
-    result = proc.capture(["vagrant", "box", "list"], check=False, env=env)
-    if result.returncode != 0:
-        raise GoldboxError(f"`vagrant box list` failed: {result.stderr.strip()}")
-    installed = set()
-    for line in result.stdout.splitlines():
-        if (match := _BOX_LINE.match(line)) and match["provider"] == "libvirt":
-            installed.add((match["box"], match["version"].strip()))
-    return installed
 
 
 def _paths_in_use(pool: str) -> set[str]:
     """Images a VM still needs: every domain's disks and the backing files of every
     volume in the pool (a VM's disk is an overlay on its box's image)."""
     used = set()
-    for domain in _virsh("list", "--all", "--name").split():
-        for line in _virsh("domblklist", domain, "--details").splitlines()[2:]:
+    for domain in virt.virsh("list", "--all", "--name").split():
+        for line in virt.virsh("domblklist", domain, "--details").splitlines()[2:]:
             fields = line.split()
             if len(fields) == 4 and fields[0] == "file":
                 used.add(fields[3])
-    for line in _virsh("vol-list", "--pool", pool).splitlines()[2:]:
+    for line in virt.virsh("vol-list", "--pool", pool).splitlines()[2:]:
         fields = line.split(None, 1)
         if len(fields) == 2:
-            xml = _virsh("vol-dumpxml", "--pool", pool, fields[0])
+            xml = virt.virsh("vol-dumpxml", "--pool", pool, fields[0])
             used.update(re.findall(r"<backingStore>\s*<path>([^<]+)</path>", xml))
     return used
 
 
-def orphaned(pool: str = "default", env: dict[str, str] | None = None) -> list[Volume]:
+def orphaned(pool: str = virt.DEFAULT_POOL,
+             env: Mapping[str, str] | None = None) -> list[Volume]:
     """Box images of versions not installed and not under any VM."""
-    installed = installed_boxes(env)
+    installed = virt.installed_boxes(env)
     candidates = [v for v in box_volumes(pool) if (v.box, v.version) not in installed]
     if not candidates:
         return []
@@ -97,12 +71,21 @@ def orphaned(pool: str = "default", env: dict[str, str] | None = None) -> list[V
     return [v for v in candidates if str(v.path) not in used]
 
 
-def purge(pool: str = "default", env: dict[str, str] | None = None,
+def purge(pool: str = virt.DEFAULT_POOL, env: Mapping[str, str] | None = None,
           progress=print) -> list[Volume]:
-    """Delete the pool's images of box versions no longer installed; return them."""
+    """Delete the pool's images of box versions no longer installed; return them. Where
+    libvirt does not answer, or the pool is not there or not started (`vagrant up` makes
+    and starts it), there is nothing to delete: one line says so."""
+    if not virt.daemon_answers():
+        progress(f"pool {pool}: not checked, no libvirt daemon answers at {virt.URI}")
+        return []
+    if not virt.pool_active(pool):
+        progress(f"pool {pool}: does not exist or is not started (`vagrant up` makes and "
+                 "starts it): no box volume to remove")
+        return []
     doomed = orphaned(pool, env)
     for volume in doomed:
-        _virsh("vol-delete", "--pool", pool, volume.name)
+        virt.virsh("vol-delete", "--pool", pool, volume.name)
         progress(f"removed pool volume {volume.name} ({format_size(volume.size)}): "
                  f"{volume.box} {volume.version} is no longer installed")
     if not doomed:
@@ -117,25 +100,16 @@ def format_size(size: int) -> str:
     return f"{size} B"
 
 
-def remove_box(box: str, version: str) -> None:
-    """`vagrant box remove` of one libvirt box version; nothing to do when absent."""
-    if (box, version) not in installed_boxes():
-        return
-    result = proc.capture(["vagrant", "box", "remove", box, "--box-version", version,
-                           "--provider", "libvirt", "--force"], check=False)
-    if result.returncode != 0:
-        raise GoldboxError(f"`vagrant box remove {box} --box-version {version}` failed: "
-                           f"{(result.stderr or result.stdout).strip()}")
-    print(f"removed box {box} {version} from Vagrant")
-
-
-def pool_check(pool: str = "default", env: dict[str, str] | None = None):
+def pool_check(pool: str = virt.DEFAULT_POOL, env: Mapping[str, str] | None = None):
     """`invoke doctor`'s line: orphaned box volumes and the space they hold."""
     from goldbox.doctor import Check
 
     name = f"libvirt pool {pool}"
-    if not libvirt_reachable():
+    if not virt.daemon_answers():
         return Check(name, False, "not checked: libvirt does not answer", required=False)
+    if not virt.pool_active(pool):
+        return Check(name, True, "does not exist or is not started (`vagrant up` does "
+                                 "both)", required=False)
     try:
         doomed = orphaned(pool, env)
     except GoldboxError as exc:
@@ -146,10 +120,3 @@ def pool_check(pool: str = "default", env: dict[str, str] | None = None):
     return Check(name, False, f"{len(doomed)} orphaned box volume(s), "
                               f"{format_size(sum(v.size for v in doomed))}: {listed}",
                  "invoke destroy --purge, or invoke prune", required=False)
-
-
-def libvirt_reachable() -> bool:
-    try:
-        return proc.capture([*VIRSH, "version"], check=False).returncode == 0
-    except GoldboxError:  # virsh not installed
-        return False

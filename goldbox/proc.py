@@ -4,11 +4,19 @@
 (optionally) a log file; `capture` runs a short command and returns its output. A
 failure of either becomes a GoldboxError that names the command, its exit code and its
 last lines of output. Children die with goldbox: each is started with a parent-death
-signal, so a killed goldbox leaves no packer, chroot or compiler running on its own."""
+signal, so a killed goldbox leaves no packer, chroot or compiler running on its own.
+`start` starts a long-running child (a server) that its caller stops itself.
+
+Cancellation: inside `cancellation()` (one build), `cancel` (a phase failed, or SIGINT /
+SIGTERM arrived) kills every command `run` is running, in any thread, and every later
+`run` raises Cancelled at once instead of starting: a thread between two commands of a
+phase does not start its next one. `capture` is not refused: its short commands are
+also the cleanup (umount, virsh vol-delete) that must still run after a failure."""
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import shlex
 import shutil
@@ -16,7 +24,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from goldbox.errors import GoldboxError
@@ -24,7 +32,6 @@ from goldbox.errors import GoldboxError
 TAIL_LINES = 20
 _cpu = threading.local()  # CPU seconds of the commands this thread ran (see cpu_seconds)
 _running: set[subprocess.Popen] = set()
-_running_lock = threading.Lock()
 
 
 def cpu_seconds() -> float:
@@ -33,14 +40,65 @@ def cpu_seconds() -> float:
     return getattr(_cpu, "seconds", 0.0)
 
 
-def stop_all() -> None:
-    """Kill every command `run` is running, in any thread: when one of two concurrent
-    phases fails, the other need not run to its end. Their namespaces and children go
-    with them (see ISOLATE)."""
+class Cancelled(GoldboxError):
+    """A command refused or killed because the build was cancelled."""
+
+
+class TimedOut(GoldboxError):
+    """`capture`'s command outlived its timeout (and was killed)."""
+
+
+# Why the current build was cancelled (None: it was not); `cancel` sets it only inside
+# `cancellation()`, whose end clears it, so one failed build does not refuse the commands
+# of the next one in the same process (a test run).
+_cancelled: str | None = None
+_scopes = 0
+# Reentrant: SIGINT's handler cancels in the main thread, which may hold it in `run`.
+_running_lock = threading.RLock()
+
+
+def cancel(reason: str) -> None:
+    """Kill every command `run` is running, in any thread, and (inside `cancellation()`)
+    refuse every later one: "cancelled: <reason>". The first reason is kept (the root
+    cause: "native build failed"); the others follow from it."""
+    global _cancelled
     with _running_lock:
+        if _scopes and _cancelled is None:
+            _cancelled = reason
         for child in _running:
             if child.returncode is None:
                 child.send_signal(signal.SIGKILL)
+
+
+def _cancelled_error() -> Cancelled | None:
+    return None if _cancelled is None else Cancelled(f"cancelled: {_cancelled}")
+
+
+def _cancel_on_signal(signum: int, frame: object) -> None:
+    cancel(f"interrupted by {signal.Signals(signum).name}")
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def cancellation() -> Iterator[None]:
+    """One build: a `cancel` in it refuses every later `run` until the block ends. In the
+    main thread, SIGINT and SIGTERM cancel too (then KeyboardInterrupt, as ^C does), so an
+    interrupted build starts nothing more while its threads wind down."""
+    global _cancelled, _scopes
+    main = threading.current_thread() is threading.main_thread()
+    previous = ({signum: signal.signal(signum, _cancel_on_signal)
+                 for signum in (signal.SIGINT, signal.SIGTERM)} if main else {})
+    with _running_lock:
+        _scopes += 1
+    try:
+        yield
+    finally:
+        with _running_lock:
+            _scopes -= 1
+            if not _scopes:
+                _cancelled = None
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class Stop:
@@ -77,16 +135,17 @@ ISOLATE = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
            "--kill-child=SIGKILL", "--"]
 
 
-def _argv(cmd: Sequence[str | os.PathLike[str]], isolate: bool,
-          show: str | None) -> tuple[list[str], str]:
-    """The argv to execute and the command as shown to the user. The child gets SIGKILL
+def _argv(cmd: Sequence[str | os.PathLike[str]], isolate: bool, show: str | None,
+          death: signal.Signals = signal.SIGKILL) -> tuple[list[str], str]:
+    """The argv to execute and the command as shown to the user. The child gets `death`
     when goldbox dies, whatever killed it (util-linux's setpriv sets the parent-death
     signal, which survives exec; preexec_fn would not be safe beside threads)."""
     argv = [os.fspath(arg) for arg in cmd]
     shown = show or shlex.join(argv)
     if shutil.which(argv[0]) is None:
         raise GoldboxError(f"cannot run `{shown}`: {argv[0]} not found")
-    return ["setpriv", "--pdeathsig", "KILL", "--", *(ISOLATE if isolate else []), *argv], shown
+    return (["setpriv", "--pdeathsig", death.name.removeprefix("SIG"), "--",
+             *(ISOLATE if isolate else []), *argv], shown)
 
 
 def _failure(shown: str, code: int, tail: Sequence[str], log: Path | None) -> GoldboxError:
@@ -114,7 +173,7 @@ def run(
     (see ISOLATE): for anything that mounts, or leaves processes behind (qemu). `show`
     is how the command is named in messages. `stop` lets another thread end the command;
     `on_line` is called with each line of output as it comes. Raises GoldboxError if the
-    command cannot start or exits non-zero."""
+    command cannot start or exits non-zero, Cancelled if the build is (or gets) cancelled."""
     argv, shown = _argv(cmd, isolate, show)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     full_env = {**os.environ, **env} if env else None
@@ -123,15 +182,19 @@ def run(
     with open(log or os.devnull, "a", encoding="utf-8", buffering=1) as log_file:
         log_file.write(f"$ {shown}\n")
         log_file.flush()
-        try:
-            child = subprocess.Popen(
-                argv, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        except OSError as exc:
-            raise GoldboxError(f"cannot run `{shown}`: {exc.strerror}") from None
-        assert child.stdout is not None
+        # Checked and registered under one lock: a `cancel` either comes first (nothing
+        # starts) or finds the child in _running (it is killed).
         with _running_lock:
+            if refused := _cancelled_error():
+                raise refused
+            try:
+                child = subprocess.Popen(
+                    argv, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            except OSError as exc:
+                raise GoldboxError(f"cannot run `{shown}`: {exc.strerror}") from None
             _running.add(child)
+        assert child.stdout is not None
         if stop is not None:
             stop._attach(child.pid)
         try:
@@ -149,6 +212,11 @@ def run(
                 stop._attach(None)
             # wait4, not wait: its resource usage is what the phase table shows as CPU.
             _, status, usage = os.wait4(child.pid, 0)
+        except BaseException:
+            # Interrupted (^C, SIGTERM, an on_line that raised): the command ends with it.
+            child.kill()
+            child.wait()
+            raise
         finally:
             if stop is not None:
                 stop._attach(None)
@@ -158,7 +226,7 @@ def run(
         _cpu.seconds = cpu_seconds() + usage.ru_utime + usage.ru_stime
         log_file.write(f"# exit code {code}\n")
     if code != 0:
-        raise _failure(shown, code, tail, log)
+        raise _cancelled_error() or _failure(shown, code, tail, log)
 
 
 def capture(
@@ -173,7 +241,8 @@ def capture(
     """Run a short command quietly and return it (text stdout and stderr).
 
     With `check`, a non-zero exit is a GoldboxError naming the command and its last lines
-    of output; a command that cannot start or outlives `timeout` always is one."""
+    of output; a command that cannot start always is one, and one that outlives `timeout`
+    is killed and raises TimedOut."""
     argv, shown = _argv(cmd, False, None)
     try:
         result = subprocess.run(
@@ -184,8 +253,22 @@ def capture(
     except OSError as exc:
         raise GoldboxError(f"cannot run `{shown}`: {exc.strerror}") from None
     except subprocess.TimeoutExpired:
-        raise GoldboxError(f"`{shown}` did not finish within {timeout:.0f} s") from None
+        raise TimedOut(f"`{shown}` did not finish within {timeout:g} s") from None
     if check and result.returncode != 0:
         lines = (result.stdout + result.stderr).splitlines()[-TAIL_LINES:]
         raise _failure(shown, result.returncode, lines, None)
     return result
+
+
+def start(cmd: Sequence[str | os.PathLike[str]], *,
+          death: signal.Signals = signal.SIGTERM) -> subprocess.Popen[str]:
+    """Start a long-running child (a server, such as nginx in the foreground) and return
+    it: stdout discarded, stderr a text pipe for its failure message. Its caller waits for
+    it and stops it; if goldbox dies first, the kernel sends it `death` (SIGTERM lets a
+    server end its work cleanly). Not cancelled with a build: it is no build's command."""
+    argv, shown = _argv(cmd, False, None, death)
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+    except OSError as exc:
+        raise GoldboxError(f"cannot run `{shown}`: {exc.strerror}") from None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,16 +128,16 @@ def chroot_mounts(root: Path) -> Iterator[Path]:
         for options, relative in mounts:
             target = root / relative
             target.mkdir(parents=True, exist_ok=True)
-            result = subprocess.run(["mount", *options, target], capture_output=True, text=True)
+            result = proc.capture(["mount", *options, target], check=False)
             if result.returncode != 0:
                 raise GoldboxError(f"cannot mount {target}: {result.stderr.strip()}")
             mounted.append(target)
         yield root
     finally:
         for target in reversed(mounted):
-            if subprocess.run(["umount", target], capture_output=True).returncode != 0:
+            if proc.capture(["umount", target], check=False).returncode != 0:
                 # Something in the chroot still holds it (a leftover daemon, say).
-                subprocess.run(["umount", "--lazy", target], check=False)
+                proc.capture(["umount", "--lazy", target], check=False)
 
 
 # A chroot sees none of the host's environment (PATH into a pyenv, PIP_* settings...).

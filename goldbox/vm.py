@@ -1,6 +1,6 @@
 """`invoke up`, `invoke verify`, `invoke destroy`: the built box as a running VM.
 
-Vagrant is driven through python-vagrant from build/<platform>/, where the rendered
+Vagrant is driven (through goldbox.virt) from build/<platform>/, where the rendered
 Vagrantfile and Vagrant's state (.vagrant/) live. The box is added under its name and
 version through a one-entry metadata.json, so Vagrant knows its version."""
 
@@ -10,14 +10,13 @@ import hashlib
 import json
 import os
 import socket
-import subprocess
 import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import vagrant
-from goldbox import accel, libvirtd, proc
+from goldbox import accel, libvirtd, virt
 from goldbox.config import Config, Platform, check_disk
 from goldbox.console import GuestTrouble, checked_path, run_watched, silence_limit
 from goldbox.context import PROVIDER, dist_dir
@@ -61,23 +60,28 @@ def vm_dir(config: Config, platform: Platform) -> Path:
     return config.build_dir / platform.name
 
 
+# What every vagrant command of a platform's VM runs with.
+VAGRANT_ENV = {"VAGRANT_DEFAULT_PROVIDER": PROVIDER}
+
+
 def _vagrant(config: Config, platform: Platform, quiet: bool = False) -> vagrant.Vagrant:
-    env = {**os.environ, "VAGRANT_DEFAULT_PROVIDER": PROVIDER}
+    """python-vagrant, for verify.py's ssh-config only (it runs vagrant outside proc):
+    goes once verify uses `ssh_config` below."""
+    env = {**os.environ, **VAGRANT_ENV}
     return vagrant.Vagrant(str(vm_dir(config, platform)), quiet_stdout=quiet,
                            quiet_stderr=quiet, env=env)
 
 
-def _run_vagrant(config: Config, platform: Platform, *args: str) -> str:
-    return proc.capture(["vagrant", *args], cwd=vm_dir(config, platform),
-                        env={"VAGRANT_DEFAULT_PROVIDER": PROVIDER}).stdout
+def ssh_config(config: Config, platform: Platform) -> str:
+    """Vagrant's ssh-config for the platform's running VM."""
+    return virt.ssh_config(vm_dir(config, platform), VAGRANT_ENV)
 
 
 def state(config: Config, platform: Platform) -> str:
     """Vagrant's state of the VM: running, shutoff, not_created, ..."""
     if not (vm_dir(config, platform) / "Vagrantfile").is_file():
         return "not_created"
-    statuses = _vagrant(config, platform, quiet=True).status()
-    return statuses[0].state if statuses else "not_created"
+    return virt.machine_state(vm_dir(config, platform), VAGRANT_ENV)
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -99,16 +103,14 @@ def add_box(config: Config, platform: Platform, built: Built) -> None:
     # lives beside that store, not in build/<platform>/.
     home = Path(os.environ.get("VAGRANT_HOME") or "~/.vagrant.d").expanduser()
     marker = home / "goldbox-added" / f"{name.replace('/', '-')}-{version}-{PROVIDER}.sha256"
-    listed = _run_vagrant(config, platform, "box", "list").splitlines()
-    present = any(line.split() == [name, f"({PROVIDER},", f"{version})"] for line in listed)
+    present = (name, version) in virt.installed_boxes()
     if present and marker.is_file() and marker.read_text().strip() == built.manifest.box_sha256:
         return
     if present:
         print(f"replacing box {name} {version} with the build in dist/{platform.name}/")
-        _run_vagrant(config, platform, "box", "remove", name, "--box-version", version,
-                     "--provider", PROVIDER, "--force")
+        virt.remove_box(name, version)
     # A copy uploaded from an earlier build of this version would be booted instead.
-    delete_box_volume(name, version)
+    virt.delete_box_volume(name, version)
     metadata = vm_dir(config, platform) / "local-box" / "metadata.json"
     write_atomically(metadata, json.dumps({
         "name": name,
@@ -118,26 +120,8 @@ def add_box(config: Config, platform: Platform, built: Built) -> None:
             "checksum_type": "sha256", "checksum": built.manifest.box_sha256}]}],
     }, indent=2) + "\n")
     print(f"adding box {name} {version} from {built.box}")
-    proc.run(["vagrant", "box", "add", "--provider", PROVIDER, metadata], prefix="vagrant")
+    virt.add_box(metadata)
     write_atomically(marker, built.manifest.box_sha256 + "\n")
-
-
-def box_volume_name(name: str, version: str) -> str:
-    """vagrant-libvirt's name for the copy of a box version it uploads into the pool."""
-    return f"{name.replace('/', '-VAGRANTSLASH-')}_vagrant_box_image_{version}_box.img"
-
-
-def delete_box_volume(name: str, version: str) -> None:
-    """vagrant-libvirt keeps an uploaded copy of each box in the default pool."""
-    proc.capture(["virsh", "-c", "qemu:///system", "vol-delete", "--pool", "default",
-                  box_volume_name(name, version)], check=False)
-
-
-def box_volume_path(name: str, version: str) -> Path | None:
-    """The file of the pool's copy of this box version, None when there is none."""
-    result = proc.capture(["virsh", "-c", "qemu:///system", "vol-path", "--pool", "default",
-                           box_volume_name(name, version)], check=False)
-    return Path(result.stdout.strip()) if result.returncode == 0 else None
 
 
 def box_image_sha256(box: Path) -> str:
@@ -227,7 +211,7 @@ def vagrant_up_watched(directory: Path, console: Path, silence: int,
     console.unlink(missing_ok=True)
     run_watched(["vagrant", "up", "--provider", PROVIDER], console=console, silence=silence,
                 reached=BOOTED, prefix="vagrant", cwd=directory,
-                env={"VAGRANT_DEFAULT_PROVIDER": PROVIDER, **(env or {})})
+                env={**VAGRANT_ENV, **(env or {})})
 
 
 def require_running(config: Config, platform: Platform) -> None:
@@ -242,11 +226,7 @@ def destroy(config: Config, platform: Platform) -> None:
     if state(config, platform) == "not_created":
         print(f"{platform.name}: no VM to destroy")
     else:
-        try:
-            _vagrant(config, platform).destroy()
-        except subprocess.CalledProcessError as exc:
-            raise GoldboxError(f"`vagrant destroy` failed with exit code {exc.returncode} "
-                               f"(in {directory})") from None
+        virt.destroy(directory, VAGRANT_ENV)
     # ssh-config: what verify wrote here before it kept its config in a private folder.
     for leftover in (directory / ".vagrant", directory / "ssh-config"):
         remove_tree(leftover)

@@ -3,8 +3,8 @@ test creates (as on a host without a service manager), answering, with a usable 
 view that leaves the host's device untouched, then stopped: no daemon is left running.
 
 The scenario runs in a private mount namespace with fresh tmpfs over libvirt's runtime and
-state folders, so it neither sees nor disturbs another libvirtd on the machine (a VM job
-holding /work/vm.lock): it boots no VM and needs no lock."""
+state folders, so it neither sees nor disturbs another libvirtd on the machine (one that
+runs a VM of `invoke up` or of another test): it boots no VM and may run beside them."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ PRIVATE = ["/run/libvirt", "/var/lib/libvirt", "/var/cache/libvirt"]
 SCENARIO = r"""
 import json, os, subprocess, sys, time
 from pathlib import Path
-from goldbox import libvirtd
+from goldbox import libvirtd, virt
 
 netns, run_dir, private = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
 for folder in private:
@@ -37,24 +37,24 @@ wrapper = ["ip", "netns", "exec", netns]
 
 def capabilities_seconds():
     started = time.monotonic()
-    subprocess.run([*wrapper, "virsh", "-c", libvirtd.URI, "capabilities"], check=True,
+    subprocess.run([*wrapper, *virt.VIRSH, "capabilities"], check=True,
                    capture_output=True)
     return time.monotonic() - started
 
-report = {"answered_before": libvirtd.answers(wrapper, timeout=10)}
+report = {"answered_before": virt.daemon_answers(wrapper, timeout=10)}
 daemons = libvirtd.start_daemons(run_dir, wrapper=wrapper)
 try:
     report["daemons"] = {name: [pid, str(pidfile), int(pidfile.read_text()),
                                 Path(f"/proc/{pid}").exists()]
                          for name, (pid, pidfile) in daemons.daemons.items()}
-    report["answers"] = libvirtd.answers(wrapper)
+    report["answers"] = virt.daemon_answers(wrapper)
     seen = os.stat(f"/proc/{daemons.daemons['libvirtd'][0]}/root/dev/kvm")
     report["libvirtd_kvm"] = [seen.st_mode & 0o777, seen.st_gid, seen.st_rdev]
     report["capabilities_s"] = [capabilities_seconds() for _ in range(3)]
     report["stop_hint"] = daemons.stop_hint()
 finally:
     daemons.stop()
-report["answers_after"] = libvirtd.answers(wrapper, timeout=10)
+report["answers_after"] = virt.daemon_answers(wrapper, timeout=10)
 print(json.dumps(report))
 """
 
@@ -101,7 +101,7 @@ def test_daemons_start_answer_and_stop(netns, tmp_path):
 
 
 def test_with_a_service_manager_the_error_names_the_systemctl_command(monkeypatch):
-    monkeypatch.setattr(libvirtd, "answers", lambda *a, **k: False)
+    monkeypatch.setattr(libvirtd, "daemon_answers", lambda *a, **k: False)
     monkeypatch.setattr(libvirtd, "has_service_manager", lambda: True)
     with pytest.raises(GoldboxError, match=r"sudo systemctl start libvirtd"):
         libvirtd.ensure_answering()

@@ -1,6 +1,7 @@
 """Orphaned vagrant-libvirt box images: found and deleted on a real libvirt daemon (in a
 network namespace of the test's own, tests/harness.py), in a transient pool of the test's
-own. Run it under `flock /work/vm.lock` like every libvirt test."""
+own. That daemon listens on the host's libvirt socket: like the tests that boot VMs
+(marked slow with them), it must not run beside another libvirt daemon of the host."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from goldbox.catalog import publish
-from goldbox.pool import VIRSH, box_volumes, orphaned, pool_check, purge
+from goldbox.pool import box_volumes, orphaned, pool_check, purge
+from goldbox.virt import VIRSH
 from tests.boxes import BOX_NAME, make_box
 from tests.catalog_fixtures import vagrant
 from tests.harness import libvirt_netns
@@ -65,3 +67,23 @@ def test_orphaned_box_volumes_are_reported_and_purged(tmp_path: Path):
             assert pool_check(pool, env).detail == "no orphaned box volume"
         finally:
             subprocess.run([*VIRSH, "pool-destroy", pool], capture_output=True, check=False)
+
+
+def test_purge_before_the_pool_is_there_or_started_is_a_no_op_with_a_line(tmp_path: Path):
+    """`invoke destroy --purge` on a host where vagrant-libvirt never booted a VM (libvirt
+    answers but has no such pool), or after libvirtd restarted (the pool is defined but not
+    started): nothing to delete, one line says so."""
+    missing, stopped = f"goldbox-none-{os.getpid()}", f"goldbox-stopped-{os.getpid()}"
+    with libvirt_netns():
+        virsh("pool-define-as", stopped, "dir", "--target", str(tmp_path))
+        try:
+            for pool in (missing, stopped):
+                lines: list[str] = []
+                assert purge(pool, progress=lines.append) == []
+                assert lines == [f"pool {pool}: does not exist or is not started (`vagrant up` "
+                                 "makes and starts it): no box volume to remove"]
+                check = pool_check(pool)
+                assert check.ok
+                assert check.detail == "does not exist or is not started (`vagrant up` does both)"
+        finally:
+            subprocess.run([*VIRSH, "pool-undefine", stopped], capture_output=True, check=False)

@@ -7,7 +7,6 @@ workers run as an unprivileged user that must be able to read the catalog."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import grp
 import json
 import os
@@ -38,7 +37,6 @@ from goldbox.catalog.store import Progress, write_file_atomically
 from goldbox.errors import GoldboxError
 from goldbox.vm import port_is_free
 
-_PR_SET_PDEATHSIG = 1
 # As root, nginx's workers run as the first of these that exists (Debian's nginx: www-data).
 WORKER_USERS = ("www-data", "nobody")
 
@@ -245,11 +243,6 @@ def _stop_on_sigterm(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _die_with_parent() -> None:
-    """In the child: the kernel sends SIGTERM to nginx when goldbox dies, however it dies."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def serve(catalog_dir: Path, build_dir: Path, port: int = 8099, cert: Path | None = None,
           key: Path | None = None, base_url: str | None = None, insecure_http: bool = False,
           org: str | None = None, progress: Progress = print) -> None:
@@ -277,8 +270,8 @@ def serve(catalog_dir: Path, build_dir: Path, port: int = 8099, cert: Path | Non
     checked = proc.capture(runtime.nginx("-t", "-q"), check=False)
     if checked.returncode != 0:
         raise _nginx_failure(f"-t {runtime.conf}", checked)
-    nginx = subprocess.Popen(runtime.nginx(), preexec_fn=_die_with_parent,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # SIGTERM to nginx when goldbox dies, however it dies (proc.start).
+    nginx = proc.start(runtime.nginx(), death=signal.SIGTERM)
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         _wait_listening(nginx, port)

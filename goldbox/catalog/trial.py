@@ -22,7 +22,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from goldbox import proc
 from goldbox.catalog.client import catalog_client
 from goldbox.catalog.layout import MANIFEST, PLAN, box_file_name, is_url, semver_key
 from goldbox.catalog.metadata import parse_metadata
@@ -190,32 +189,17 @@ def domain_prefix(candidate: Candidate) -> str:
     return f"goldbox-trial-{candidate.version}-"
 
 
-def run_vagrant(args: list[str], cwd: Path, env: dict[str, str]) -> str:
-    result = proc.capture(["vagrant", *args], cwd=cwd, env=env, check=False)
-    if result.returncode != 0:
-        raise GoldboxError(f"`vagrant {' '.join(args)}` (in {cwd}) failed: "
-                           f"{(result.stderr or result.stdout).strip().splitlines()[-1:]}")
-    return result.stdout
-
-
 def try_from_catalog(config: Config, platform_name: str | None, target: Target, work: Path,
                      *, cacert: Path | None = None,
                      progress: Callable[[str], None] = print) -> tuple[Candidate, list]:
     """Add, boot, check and destroy the catalog's box in `work`; returns the candidate and
     the suite's results (goldbox.verify.run_suite). Everything the catalog says is read
     and checked before the first vagrant command."""
-    from goldbox import accel
+    from goldbox import accel, virt
     from goldbox.console import checked_path, silence_limit
     from goldbox.render import RenderOptions, render_vagrantfile
     from goldbox.verify import run_suite
-    from goldbox.vm import (
-        CONSOLE_LOG,
-        Built,
-        box_volume_path,
-        delete_box_volume,
-        require_same_image,
-        vagrant_up_watched,
-    )
+    from goldbox.vm import CONSOLE_LOG, Built, require_same_image, vagrant_up_watched
 
     reader = Reader(cacert)
     candidate = choose(target, reader)
@@ -236,16 +220,15 @@ def try_from_catalog(config: Config, platform_name: str | None, target: Target, 
         domain_prefix=domain_prefix(candidate)))
     # A volume of this name and version (uploaded by `invoke up`) is what vagrant-libvirt
     # would boot: used only if it holds these very bytes, and then left to its owner.
-    existing = box_volume_path(candidate.box, candidate.version)
+    existing = virt.box_volume_path(candidate.box, candidate.version)
     if existing:
         require_same_image(existing, box)
     home = work / "vagrant.d"  # nothing of the host's Vagrant is used or changed
     env = {**os.environ, "VAGRANT_HOME": str(home), "VAGRANT_DEFAULT_PROVIDER": PROVIDER,
            "VAGRANT_CHECKPOINT_DISABLE": "1"}
     progress(f"adding {candidate.box} {candidate.version} through {target.metadata_url}")
-    run_vagrant(["box", "add", target.metadata_url, "--box-version", candidate.version,
-                 "--provider", PROVIDER, *(["--cacert", str(cacert)] if cacert else [])],
-                work, env)
+    virt.add_box(target.metadata_url, env=env, cwd=work, version=candidate.version,
+                 cacert=cacert)
     try:
         console = checked_path(work / CONSOLE_LOG)
         progress(f"booting {candidate.box} {candidate.version} as libvirt domain "
@@ -253,13 +236,12 @@ def try_from_catalog(config: Config, platform_name: str | None, target: Target, 
                  f"{trial.project.ports.host_http}; guest console: {console}")
         vagrant_up_watched(work, console, silence_limit(acceleration.accelerator), env)
         ssh_config = work / "ssh-config"
-        ssh_config.write_text(run_vagrant(["ssh-config"], work, env))
+        ssh_config.write_text(virt.ssh_config(work, env))
         results = run_suite(trial, platform, ssh_config, Built(box, manifest, plan))
     finally:
         box.unlink(missing_ok=True)  # a copy for the suite only
-        run_vagrant(["destroy", "--force"], work, env)
-        run_vagrant(["box", "remove", candidate.box, "--box-version", candidate.version,
-                     "--provider", PROVIDER, "--force"], work, env)
+        virt.destroy(work, env)
+        virt.remove_box(candidate.box, candidate.version, env=env)
         if existing is None:
-            delete_box_volume(candidate.box, candidate.version)
+            virt.delete_box_volume(candidate.box, candidate.version)
     return candidate, results
