@@ -29,12 +29,12 @@ from pathlib import Path
 
 import pytest
 
+from bench import harness
 from goldbox import PROJECT_ROOT
 from goldbox.cache import Cache
 from goldbox.config import BOX_DISK_GIB, load_config
 from goldbox.files import mounts_under, remove_tree
 from goldbox.image import ensure_tarball
-from tests import harness
 from tests.catalog_fixtures import make_test_ca, serving
 
 pytestmark = pytest.mark.slow

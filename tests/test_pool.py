@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import libvirt_netns
 from goldbox.catalog import publish
 from goldbox.pool import VIRSH, box_volumes, orphaned, pool_check, purge
 from tests.boxes import BOX_NAME, make_box
 from tests.catalog_fixtures import vagrant
-from tests.harness import libvirt_netns
 
 pytestmark = pytest.mark.slow
 
