@@ -1,7 +1,8 @@
 """provision/ for real in a Debian 12 rootfs, at native speed: the whole plan with the
 real CPython build (the pinned version) from its verified tarball, then uWSGI and nginx
 started in the rootfs inside a network namespace of the test's own, the HTTP checks, the
-testinfra suite over the chroot backend, and a second run that must change nothing."""
+testinfra suite (goldbox.checks) over the chroot backend, and a second run that must
+change nothing."""
 
 from __future__ import annotations
 
@@ -11,16 +12,15 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from goldbox import PROJECT_ROOT
+from bench.stack_rootfs import STAGE, booted, chroot, run_provision, staged_rootfs, step_table
+from goldbox import PROJECT_ROOT, checks
 from goldbox.config import load_config
 from goldbox.rootfs import chroot_mounts
-from tests.stack_rootfs import STAGE, booted, chroot, run_provision, staged_rootfs, step_table
 
 pytestmark = pytest.mark.slow
 
@@ -139,8 +139,7 @@ def test_plan_in_a_real_rootfs_serves_hello_and_is_idempotent(mounted, netns):
         assert {process_uid for _, process_uid in workers} == {uid}
 
         infra = subprocess.run(
-            [sys.executable, "-m", "pytest", str(PROJECT_ROOT / "tests/infra"),
-             f"--hosts={root}", "--connection=chroot", "-p", "no:cacheprovider", "-q"],
+            checks.pytest_command(f"--hosts={root}", "--connection=chroot", "-q"),
             env={"GOLDBOX_PLAN": str(root / STAGE.lstrip("/") / "plan.json"),
                  "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
             capture_output=True, text=True, check=False, cwd=PROJECT_ROOT)
