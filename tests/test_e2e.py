@@ -262,7 +262,7 @@ def test_image_up_verify_destroy_and_rebuild(libvirt_netns, vagrant_home, projec
     again, figures["no-change rebuild"] = run([INVOKE, "image", *ON_12])
     assert again.returncode == 0
     assert "up to date" in again.stdout
-    assert figures["no-change rebuild"] < 60
+    assert "cache: building" not in again.stdout, again.stdout  # its time: a printed figure
 
     # An app-only change (in a copy of the project, same cache): the box is rebuilt from
     # the cached system image; the OS packages and CPython are not installed again.
