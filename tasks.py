@@ -80,15 +80,18 @@ def doctor(c):
         raise GoldboxError(f"doctor: missing prerequisites: {', '.join(failed)}")
 
 
-@task(help={"args": "extra pytest arguments, e.g. \"-k render -x\""})
+@task(help={"args": "extra pytest arguments for both layers, e.g. \"-k render\""})
 def test(c, args=""):
-    """Lint with ruff and run the whole test suite with pytest.
+    """Lint with ruff, run the fast unit layer, then the rest of the test suite.
 
-    Needs root: the suite builds real rootfs, disks and boxes, and boots VMs."""
+    The unit layer (tests marked `unit`, all of tests/unit/: pure logic, no root, no
+    tools) runs first and stops at its first failure, in seconds; the rest needs root:
+    it builds real rootfs, disks and boxes, and boots VMs."""
     venv = Path(sys.executable).parent
     with c.cd(str(ROOT)):
         c.run(f"{venv}/ruff check .", echo=True)
-        c.run(f"{venv}/pytest -rA --durations=15 {args}", echo=True, pty=False)
+        c.run(f"{venv}/pytest -q -x -m unit {args}", echo=True, pty=False)
+        c.run(f"{venv}/pytest -rA --durations=15 -m 'not unit' {args}", echo=True, pty=False)
 
 
 @task(help={"platform": "platform name (default: box.default_platform)",

@@ -25,6 +25,7 @@ def rootfs_key(**inputs) -> str:
     return identity_key("rootfs", rootfs_identity(**inputs))
 
 
+@pytest.mark.unit
 def test_key_ignores_package_order_and_duplicates():
     one = rootfs_key(packages=["python3", "iproute2"], **BOOKWORM)
     two = rootfs_key(packages=["iproute2", "python3", "python3"], **BOOKWORM)
