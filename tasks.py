@@ -94,6 +94,27 @@ def test(c, args=""):
         c.run(f"{venv}/pytest -rA --durations=15 -m 'not unit' {args}", echo=True, pty=False)
 
 
+@task(help={"check": "write nothing: list the docs whose tables are out of date, exit 1 "
+                     "if any"})
+@reports_errors
+def contracts(c, check=False):
+    """Generate the reference tables of docs/contracts.md and docs/config.md from the models.
+
+    Only the tables between `<!-- generated:NAME -->` markers are written (the plan,
+    manifest, catalog metadata and state, cache kinds, goldbox.toml and a platform's
+    keys); the prose around them is kept, and so is each goldbox.toml key's meaning."""
+    from goldbox import reference
+
+    if check:
+        stale = reference.stale(ROOT)
+        print("\n".join(f"out of date: {name}" for name in stale) or "up to date")
+        if stale:
+            raise Exit(code=1)
+        return
+    written = reference.write_docs(ROOT)
+    print("\n".join(f"written: {name}" for name in written) or "up to date")
+
+
 @task(help={"platform": "platform name (default: box.default_platform)",
             "import": "add a local copy of the CPython tarball to the cache (checked by sha256)"})
 @reports_errors
