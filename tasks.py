@@ -82,15 +82,39 @@ def doctor(c):
         raise GoldboxError(f"doctor: missing prerequisites: {', '.join(failed)}")
 
 
-@task(help={"args": "extra pytest arguments, e.g. \"-k render -x\""})
+@task(help={"args": "extra pytest arguments for both layers, e.g. \"-k render\""})
 def test(c, args=""):
-    """Lint with ruff and run the whole test suite with pytest.
+    """Lint with ruff, run the fast unit layer, then the rest of the test suite.
 
-    Needs root: the suite builds real rootfs, disks and boxes, and boots VMs."""
+    The unit layer (tests marked `unit`, all of tests/unit/: pure logic, no root, no
+    tools) runs first and stops at its first failure, in seconds; the rest needs root:
+    it builds real rootfs, disks and boxes, and boots VMs."""
     venv = Path(sys.executable).parent
     with c.cd(str(ROOT)):
         c.run(f"{venv}/ruff check .", echo=True)
-        c.run(f"{venv}/pytest -rA --durations=15 {args}", echo=True, pty=False)
+        c.run(f"{venv}/pytest -q -x -m unit {args}", echo=True, pty=False)
+        c.run(f"{venv}/pytest -rA --durations=15 -m 'not unit' {args}", echo=True, pty=False)
+
+
+@task(help={"check": "write nothing: list the docs whose tables are out of date, exit 1 "
+                     "if any"})
+@reports_errors
+def contracts(c, check=False):
+    """Generate the reference tables of docs/contracts.md and docs/config.md from the models.
+
+    Only the tables between `<!-- generated:NAME -->` markers are written (the plan,
+    manifest, catalog metadata and state, cache kinds, goldbox.toml and a platform's
+    keys); the prose around them is kept, and so is each goldbox.toml key's meaning."""
+    from goldbox import reference
+
+    if check:
+        stale = reference.stale(ROOT)
+        print("\n".join(f"out of date: {name}" for name in stale) or "up to date")
+        if stale:
+            raise Exit(code=1)
+        return
+    written = reference.write_docs(ROOT)
+    print("\n".join(f"written: {name}" for name in written) or "up to date")
 
 
 @task(help={"platform": "platform name (default: box.default_platform)",

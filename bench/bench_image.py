@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import harness  # noqa: E402
 from goldbox.config import load_config  # noqa: E402
-from tests import harness  # noqa: E402
 
 INVOKE = str(Path(sys.executable).parent / "invoke")
 # The order `invoke image` runs its phases in (manifest.json keeps them sorted by name).

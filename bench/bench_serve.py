@@ -36,15 +36,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from goldbox.config import load_config  # noqa: E402
-from goldbox.rootfs import chroot_mounts  # noqa: E402
-from tests.stack_rootfs import (  # noqa: E402
+from bench.stack_rootfs import (  # noqa: E402
     Container,
     booted,
     run_provision,
     staged_rootfs,
     step_table,
 )
+from goldbox.config import load_config  # noqa: E402
+from goldbox.rootfs import chroot_mounts  # noqa: E402
 
 TUTORIAL_PORT = 8080
 TUTORIAL_PID = "/run/tutorial-uwsgi.pid"

@@ -1,6 +1,6 @@
 """`invoke verify`: prove the running VM is the golden stack, and the box is golden.
 
-1. the testinfra suite of tests/infra over SSH (the same suite that checks a rootfs);
+1. the testinfra suite goldbox.checks over SSH (the same suite that checks a rootfs);
 2. HTTP through the forwarded port: GET / is exactly "Hello!", a static file comes
    from nginx;
 3. hygiene: SSH host keys and /etc/machine-id were made on this VM's first boot (and
@@ -16,9 +16,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
@@ -28,7 +25,7 @@ from pathlib import Path
 import requests
 import testinfra
 
-from goldbox import PROJECT_ROOT, proc
+from goldbox import checks, proc
 from goldbox.config import Config, Platform
 from goldbox.errors import GoldboxError
 from goldbox.files import sha256_file, write_atomically
@@ -79,16 +76,18 @@ def ssh_session(config: Config, platform: Platform) -> Iterator[Path]:
 
 
 def run_infra_suite(ssh_config: Path, plan: Path) -> list[Result]:
-    """tests/infra over SSH; one Result per test, read from pytest's JUnit XML."""
+    """goldbox.checks over SSH; one Result per check, read from pytest's JUnit XML. pytest
+    exits non-zero when a check fails: the report, not the exit code, says which."""
     with tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch) / "infra.xml"
-        env = {**os.environ, "GOLDBOX_PLAN": str(plan), "GOLDBOX_INFRA_LIVE": "1"}
-        command = [sys.executable, "-m", "pytest", str(PROJECT_ROOT / "tests" / "infra"),
-                   "--hosts=ssh://default", f"--ssh-config={ssh_config}", "--sudo",
-                   "-p", "no:cacheprovider", "-q", f"--junitxml={report}"]
-        completed = subprocess.run(command, env=env, cwd=PROJECT_ROOT, check=False)
-        if not report.is_file():
-            raise GoldboxError(f"the testinfra suite did not run (exit {completed.returncode})")
+        command = checks.pytest_command("--hosts=ssh://default", f"--ssh-config={ssh_config}",
+                                        "--sudo", "-q", f"--junitxml={report}")
+        try:
+            proc.run(command, prefix="checks", cwd=Path(scratch),
+                     env={"GOLDBOX_PLAN": str(plan), "GOLDBOX_INFRA_LIVE": "1"})
+        except GoldboxError as exc:
+            if not report.is_file():
+                raise GoldboxError(f"the testinfra suite did not run: {exc}") from None
         results = []
         for case in ElementTree.parse(report).iter("testcase"):
             failure = case.find("failure")

@@ -37,16 +37,6 @@ def run_invoke(root: Path, *args: str) -> subprocess.CompletedProcess:
                           timeout=600, check=False)
 
 
-def pytest_ignore_collect(collection_path, config):
-    """tests/infra checks a provisioned guest and needs its plan: it runs only when named
-    explicitly (by `invoke verify` and the rootfs test), not in the suite."""
-    infra = PROJECT_ROOT / "tests" / "infra"
-    if collection_path == infra:
-        named = [Path(str(arg).split("::")[0]).resolve() for arg in config.args]
-        return not any(path == infra or infra in path.parents for path in named)
-    return None
-
-
 @pytest.fixture
 def tls(tmp_path: Path) -> dict[str, Path]:
     """A test CA and a server certificate it signed for 127.0.0.1 (catalog_fixtures)."""

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 from goldbox.cache import RECORD, Cache, identity_key
 from goldbox.errors import GoldboxError
 from goldbox.files import mounts_under
+from tests.waiting import lock_waiters, wait_until
 
 
 class Notes(list):
@@ -179,15 +181,29 @@ def test_a_killed_builder_leaves_a_partial_that_the_next_build_and_sweep_remove(
 
 
 def test_a_second_builder_of_one_entry_waits_for_the_first(tmp_path):
+    """The second builder blocks on the entry's lock (seen in /proc/locks) while the first
+    lives, and builds only once the first is gone."""
     child = _start_builder(tmp_path)
-    started = time.monotonic()
     cache = Cache(tmp_path, note=Notes())
-    killer = subprocess.Popen(["sh", "-c", f"sleep 2; kill -9 {child.pid}"])
-    entry = cache.ensure("bundle", {"v": 1}, writer(b"whole"), name="p", summary="s")
-    assert time.monotonic() - started >= 1.5, "it must have waited for the lock"
-    assert entry.file().read_bytes() == b"whole" and not entry.cached
-    killer.wait()
-    child.wait()
+    first_alive_when_built: list[bool] = []
+
+    def make(folder: Path) -> None:
+        first_alive_when_built.append(child.poll() is None)
+        writer(b"whole")(folder)
+
+    built: list = []
+    second = threading.Thread(target=lambda: built.append(
+        cache.ensure("bundle", {"v": 1}, make, name="p", summary="s")))
+    second.start()
+    lock = tmp_path / "bundle" / f"{identity_key('bundle', {'v': 1})}.lock"
+    try:
+        wait_until(lambda: lock_waiters(lock), "the second builder to wait on the lock")
+    finally:
+        child.kill()
+        child.wait()
+    second.join()
+    assert first_alive_when_built == [False]
+    assert built[0].file().read_bytes() == b"whole" and not built[0].cached
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")

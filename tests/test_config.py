@@ -198,6 +198,7 @@ def break_file(root: Path, relative: str, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("case", "relative", "old", "new", "expected"), BAD_INPUTS,
                          ids=[row[0] for row in BAD_INPUTS])
 def test_bad_input_stops_with_one_line(project_copy, case, relative, old, new, expected):
@@ -230,6 +231,7 @@ def test_unknown_platform_option(project_copy):
     assert result.stderr.startswith("goldbox: error: --platform 'solaris-10': unknown platform")
 
 
+@pytest.mark.unit
 def test_shipped_config_loads():
     config = load_config()
     assert config.project.box.default_platform == "debian-13"

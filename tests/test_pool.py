@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import libvirt_netns
 from goldbox.catalog import publish
 from goldbox.pool import box_volumes, orphaned, pool_check, purge
 from goldbox.virt import VIRSH
 from tests.boxes import BOX_NAME, make_box
 from tests.catalog_fixtures import vagrant
-from tests.harness import libvirt_netns
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,6 @@
-"""The served stack's sandbox, scored offline by systemd's own `systemd-analyze security`
-on the rendered units (the host's systemd 252 is the guest's, Debian 12's)."""
+"""The served stack's sandbox: the hardening directives goldbox renders into the units, and
+those units scored offline by systemd's own `systemd-analyze security` (the host's systemd
+252 is the guest's, Debian 12's)."""
 
 from __future__ import annotations
 
@@ -73,13 +74,62 @@ def test_uwsgi_unit_with_the_tcp_option_is_safe(project_copy, tmp_path):
     assert figure <= UWSGI_MAXIMUM
 
 
-def test_the_unhardened_unit_scores_what_the_readme_says(tmp_path):
-    """The figure this replaces: a unit with User= and Group= only (README, Security)."""
+def service_directives(unit_text: str) -> dict[str, str]:
+    """The [Service] section of a rendered unit as systemd reads it: key -> value, with
+    comments and blank lines left out (a repeated key would be a rendering error)."""
+    section = unit_text[unit_text.index("[Service]\n") + len("[Service]\n"):]
+    section = section[:section.index("\n[")] if "\n[" in section else section
+    pairs = [line.split("=", 1) for line in section.splitlines()
+             if line and not line.startswith("#")]
+    keys = [key for key, _ in pairs]
+    assert len(keys) == len(set(keys)), keys
+    return dict(pairs)
+
+
+# What docs/security.md promises of goldbox-uwsgi.service, whatever socket it listens on.
+UWSGI_CONFINEMENT = {
+    "NoNewPrivileges": "yes", "CapabilityBoundingSet": "", "AmbientCapabilities": "",
+    "RestrictSUIDSGID": "yes", "PrivateDevices": "yes", "ProtectSystem": "strict",
+    "ProtectHome": "yes", "PrivateTmp": "yes", "ProtectProc": "invisible",
+    "RestrictNamespaces": "yes", "RestrictRealtime": "yes", "MemoryDenyWriteExecute": "yes",
+    "SystemCallFilter": "@system-service", "UMask": "0027",
+}
+
+
+@pytest.mark.parametrize(("socket", "network"), [
+    ("unix", {"PrivateNetwork": "yes", "IPAddressDeny": "any",
+              "RestrictAddressFamilies": "AF_UNIX"}),
+    ("tcp", {"IPAddressDeny": "any", "IPAddressAllow": "localhost"}),
+])
+def test_uwsgi_unit_confines_it_as_the_security_doc_says(project_copy, tmp_path, socket,
+                                                          network):
+    """goldbox's own output: the directives it writes into the unit (the exposure tests
+    above only score them through systemd)."""
+    break_file(project_copy, "goldbox.toml", 'uwsgi_socket = "unix"',
+               f'uwsgi_socket = "{socket}"')
+    config = load_config(project_copy)
+    rendered = render_platform(config, config.platform("debian-12"), tmp_path / "build")
+    directives = service_directives(rendered.uwsgi_unit.read_text())
+    expected = {"User": config.project.app.user, "Group": config.project.app.user,
+                **UWSGI_CONFINEMENT, **network}
+    assert {key: directives.get(key) for key in expected} == expected
+    if socket == "tcp":
+        assert "PrivateNetwork" not in directives
+        assert "AF_INET" in directives["RestrictAddressFamilies"]
+
+
+def test_goldbox_hardening_is_what_lowers_the_uwsgi_score(tmp_path):
+    """The same unit without goldbox's hardening (User= and Group= only) scores worse: the
+    figure comes from the directives goldbox writes, not from systemd's defaults."""
     text = render_platform(CONFIG, DEBIAN, tmp_path / "build").uwsgi_unit.read_text()
     service = text[text.index("[Service]"):text.index("RestartSec=")]
     bare = text[:text.index("[Service]")] + service + "\n[Install]\nWantedBy=multi-user.target\n"
-    install_units(tmp_path / "root", {"goldbox-uwsgi.service": bare})
-    assert exposure("goldbox-uwsgi.service", tmp_path / "root") == 9.2
+    install_units(tmp_path / "bare", {"goldbox-uwsgi.service": bare})
+    install_units(tmp_path / "hardened", {"goldbox-uwsgi.service": text})
+    before = exposure("goldbox-uwsgi.service", tmp_path / "bare")
+    after = exposure("goldbox-uwsgi.service", tmp_path / "hardened")
+    print(f"goldbox-uwsgi.service: {before} with User=/Group= only, {after} as rendered")
+    assert after < before
 
 
 @pytest.mark.skipif(not NGINX_UNIT.is_file(), reason="needs Debian's nginx package")

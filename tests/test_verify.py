@@ -4,13 +4,14 @@ it, and the box-content check on a real (small) box, recorded once per box sha25
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from goldbox import verify
+from goldbox import checks, verify
 
 VAGRANT_SSH_CONFIG = """Host default
   HostName 192.168.121.7
@@ -88,3 +89,27 @@ def test_box_is_read_whether_its_tar_is_gzipped_or_not(tmp_path, compressed):
         subprocess.run(["gzip", "-k", str(box)], check=True)
         box = box.with_name(box.name + ".gz")
     assert all(r.ok for r in verify.read_box_contents(box))
+
+
+def run_checks(folder: Path, *options: str, live: bool) -> subprocess.CompletedProcess:
+    """goldbox.checks as `invoke verify` starts it, from a folder outside the repository
+    (an installed goldbox has no tests/ folder and no pytest configuration of ours)."""
+    env = {**os.environ, "GOLDBOX_INFRA_LIVE": "1" if live else "0"}
+    env.pop("GOLDBOX_PLAN", None)
+    return subprocess.run(checks.pytest_command(*options), cwd=folder, env=env,
+                          capture_output=True, text=True, check=False, timeout=120)
+
+
+@pytest.mark.parametrize(("live", "count"), [(True, "20 tests collected"),
+                                             (False, "12/20 tests collected (8 deselected)")])
+def test_checks_are_collected_from_the_goldbox_package(tmp_path, live, count):
+    collected = run_checks(tmp_path, "--collect-only", "-q", live=live)
+    assert collected.returncode == 0, collected.stdout + collected.stderr
+    assert count in collected.stdout
+    assert "/tests/" not in collected.stdout
+
+
+def test_checks_without_a_plan_fail_saying_so(tmp_path):
+    result = run_checks(tmp_path, "--hosts=local://", "-q", "-k", "app_user", live=False)
+    assert result.returncode == 1
+    assert "goldbox.checks needs the plan: set GOLDBOX_PLAN or pass --plan" in result.stdout

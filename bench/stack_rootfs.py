@@ -1,7 +1,8 @@
 """The golden stack in a Debian rootfs at native speed, shared by the rootfs test
 (tests/test_provision_rootfs.py) and the serving benchmark (bench/bench_serve.py): a
 bookworm rootfs staged for provision/, provisioned with chroot, then booted by its own
-systemd in a container with a private network (loopback only)."""
+systemd in a container with a private network (loopback only). It lives in bench/,
+which imports nothing from tests/."""
 
 from __future__ import annotations
 

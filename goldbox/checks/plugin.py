@@ -1,10 +1,7 @@
-"""The testinfra suite's inputs: the plan the host rendered (GOLDBOX_PLAN or --plan) is
-the single source of what the guest must hold. GOLDBOX_INFRA_LIVE=1 adds the checks
-that need a booted guest (running services, listening sockets, processes).
-
-Against a rootfs:  pytest tests/infra --hosts=/path/to/rootfs --connection=chroot
-Against a VM:      pytest tests/infra --hosts=ssh://default --ssh-config=FILE --sudo
-(`invoke verify` runs the latter.)"""
+"""The checks' pytest plugin (`-p goldbox.checks.plugin`): their inputs. The plan the host
+rendered (GOLDBOX_PLAN or --plan) is the single source of what the guest must hold;
+GOLDBOX_INFRA_LIVE=1 adds the checks that need a booted guest (running services,
+listening sockets, processes). See goldbox.checks for the command."""
 
 from __future__ import annotations
 
@@ -27,7 +24,7 @@ def pytest_addoption(parser):
 def plan(pytestconfig) -> dict:
     path = pytestconfig.getoption("--plan")
     if not path:
-        pytest.fail("tests/infra needs the plan: set GOLDBOX_PLAN or pass --plan")
+        pytest.fail("goldbox.checks needs the plan: set GOLDBOX_PLAN or pass --plan")
     return read_plan(Path(path)).model_dump(exclude_unset=True)  # checked first
 
 

@@ -3,6 +3,8 @@ booted VM (SSH backend). Every expectation comes from the plan."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 
@@ -66,16 +68,25 @@ def test_distribution_default_site_removed(host, plan):
         assert not host.file(path).exists, path
 
 
+@pytest.mark.live
 def test_uwsgi_never_runs_as_root(host, plan):
-    ini, unit = (item["content"] for item in plan["uwsgi"]["files"])
-    assert "module = WSGI:app" in ini
-    socket = plan["uwsgi"]["socket"]
-    assert f"socket = {socket.get('path') or socket['address']}" in ini
+    """Every live uWSGI process, read from the guest's /proc: its real, effective, saved
+    and file-system uids are all the app user's. Under systemd the unit itself runs as
+    that user (`systemctl show`) and its main process is one of them; under SysV the
+    master starts as root only to write its pidfile, then drops (seen here as dropped)."""
+    uid = str(host.user(plan["app"]["user"]).uid)
+    processes = host.process.filter(comm="uwsgi")
+    assert processes, "no uwsgi process runs"
+    for process in processes:
+        status = host.check_output(f"cat /proc/{process.pid}/status")
+        uids = re.search(r"^Uid:\s+(.+)$", status, re.M).group(1).split()
+        assert uids == [uid] * 4, f"uwsgi {process.pid} runs with uids {uids}, not {uid}"
     if plan["adapters"]["services"] == "systemd":
-        assert f"User={plan['app']['user']}" in unit
-        assert "Restart=on-failure" in unit
-    else:  # started as root only to write its root-owned pidfile, then dropped
-        assert '--uid "$USER" --gid "$USER"' in unit
+        service = plan["uwsgi"]["service"]
+        assert host.check_output(f"systemctl show -p User --value {service}") == \
+            plan["app"]["user"]
+        main = int(host.check_output(f"systemctl show -p MainPID --value {service}"))
+        assert main in {process.pid for process in processes}
 
 
 @pytest.mark.parametrize("key", ["uwsgi", "nginx"])
