@@ -30,7 +30,8 @@ from goldbox.config import Config, Platform
 from goldbox.errors import GoldboxError
 from goldbox.files import sha256_file, write_atomically
 from goldbox.plan import UWSGI_SERVICE
-from goldbox.vm import Built, _vagrant, built_box, require_running
+from goldbox.vm import Built, built_box, require_running
+from goldbox.vm import ssh_config as vagrant_ssh_config
 
 # Started within this many seconds of boot means "started by the boot", not by hand.
 BOOT_WINDOW_SECONDS = 600
@@ -64,7 +65,7 @@ def ssh_session(config: Config, platform: Platform) -> Iterator[Path]:
     """Vagrant's ssh-config for the VM, with one shared SSH connection for every command
     run through it. The config and the control socket live in a private (0700) folder;
     at the end the master connection is closed and the folder removed."""
-    text = _vagrant(config, platform, quiet=True).ssh_config()
+    text = vagrant_ssh_config(config, platform)
     with tempfile.TemporaryDirectory(prefix="goldbox-ssh-") as private:
         ssh_config = Path(private) / "ssh-config"
         ssh_config.write_text(multiplexed(text, Path(private)))

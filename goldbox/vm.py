@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import vagrant
 from goldbox import accel, libvirtd, virt
 from goldbox.config import Config, Platform, check_disk
 from goldbox.console import GuestTrouble, checked_path, run_watched, silence_limit
@@ -62,14 +61,6 @@ def vm_dir(config: Config, platform: Platform) -> Path:
 
 # What every vagrant command of a platform's VM runs with.
 VAGRANT_ENV = {"VAGRANT_DEFAULT_PROVIDER": PROVIDER}
-
-
-def _vagrant(config: Config, platform: Platform, quiet: bool = False) -> vagrant.Vagrant:
-    """python-vagrant, for verify.py's ssh-config only (it runs vagrant outside proc):
-    goes once verify uses `ssh_config` below."""
-    env = {**os.environ, **VAGRANT_ENV}
-    return vagrant.Vagrant(str(vm_dir(config, platform)), quiet_stdout=quiet,
-                           quiet_stderr=quiet, env=env)
 
 
 def ssh_config(config: Config, platform: Platform) -> str:
