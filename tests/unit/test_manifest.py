@@ -43,7 +43,7 @@ def test_a_bad_value_is_one_line_naming_the_key(key, value, expected):
     ("[]", "dist/manifest.json: expected a JSON object, found list"),
     (json.dumps({k: v for k, v in GOOD.items() if k != "box_sha256"}),
      "dist/manifest.json: missing key 'box_sha256'"),
-    (json.dumps({**GOOD, "signed_by": "me"}), "dist/manifest.json: signed_by = 'me'"),
+    (json.dumps({**GOOD, "signed_by": "me"}), "dist/manifest.json: unknown key 'signed_by'"),
 ])
 def test_a_malformed_manifest_is_one_line(text, expected):
     with pytest.raises(GoldboxError, match="^" + expected.replace("(", r"\(")):
