@@ -117,13 +117,18 @@ def artifacts(c, platform=None, import_=None):
             "builder": "packer builder: qemu (a libvirt box) or virtualbox (ISO platforms)",
             "force": "rebuild even when no input changed",
             "refresh": "rebuild the base disk though cached, to take the security and point "
-                       "updates published since it was made (and so the box)"})
+                       "updates published since it was made (and so the box)",
+            "target": "a box to build, <provider>/<arch>: libvirt/amd64 or virtualbox/amd64 "
+                      "(repeatable; default: box.targets in goldbox.toml)"},
+      iterable=["target"])
 @reports_errors
-def image(c, platform=None, builder="qemu", force=False, refresh=False):
+def image(c, platform=None, builder="qemu", force=False, refresh=False, target=None):
     """Build the golden box: artifacts, native build, base disk, packer, box + manifest.
 
-    Output: dist/<platform>/<box>-<version>-libvirt.box and manifest.json. With no
-    input changed since the last build it only confirms the box is up to date. The base
+    Output: dist/<platform>/<box>-<version>-libvirt.box and manifest.json; with target
+    virtualbox/amd64 also <box>-<version>-virtualbox.box (made from the same golden disk:
+    a streamOptimized VMDK, box.ovf, a Vagrantfile) and manifest.virtualbox-amd64.json.
+    With no input changed since the last build it only confirms the box is up to date. The base
     disk holds the updates published when it was made; --refresh takes today's. Each
     packer boot's serial console goes to build/<platform>/logs/image-*.console.*.log,
     watched as `invoke up` watches its boot (see `invoke --help up`), without a retry."""
@@ -131,7 +136,7 @@ def image(c, platform=None, builder="qemu", force=False, refresh=False):
 
     config = load_config(ROOT)
     build_image(config, config.platform(platform), builder=builder, force=force,
-                refresh=refresh)
+                refresh=refresh, targets=target or None)
 
 
 @task(help={"platform": "platform name (default: box.default_platform)",
