@@ -53,8 +53,6 @@ class ImageResult:
     manifest: Path
     up_to_date: bool
     phases: Phases
-    # Every target's manifest (libvirt/amd64's is `manifest`).
-    manifests: dict[str, Path]
 
 
 @dataclass(frozen=True)
@@ -148,11 +146,11 @@ def _build_image(ctx: Context, force: bool, refresh: bool, targets: list[Target]
     if (not force and previous and previous.input_hash == render.digest
             and ctx.box.is_file() and ctx.box.stat().st_size == previous.box_size):
         phases.skipped("packer", "skipped: no input changed since the last build")
-        manifests = _target_phases(ctx, phases, targets, previous, force)
+        _target_phases(ctx, phases, targets, previous, force)
         record_used(ctx.build, ctx.cache)
         print(phases.table(time.monotonic() - started))
         print(f"up to date: {ctx.box}")
-        return ImageResult(ctx.box, ctx.manifest, True, phases, manifests)
+        return ImageResult(ctx.box, ctx.manifest, True, phases)
 
     for leftover in (ctx.packer_output, ctx.packer_box.parent):
         remove_tree(leftover)
@@ -167,27 +165,24 @@ def _build_image(ctx: Context, force: bool, refresh: bool, targets: list[Target]
     finally:
         remove_tree(ctx.packer_output)
         remove_tree(ctx.packer_box.parent)
-    manifests = _target_phases(ctx, phases, targets, manifest, force)
+    _target_phases(ctx, phases, targets, manifest, force)
     record_used(ctx.build, ctx.cache)
     print(phases.table(time.monotonic() - started))
     print(f"box: {ctx.box}\nmanifest: {ctx.manifest}")
-    return ImageResult(ctx.box, ctx.manifest, False, phases, manifests)
+    return ImageResult(ctx.box, ctx.manifest, False, phases)
 
 
 def _target_phases(ctx: Context, phases: Phases, targets: list[Target], golden: Manifest,
-                   force: bool) -> dict[str, Path]:
+                   force: bool) -> None:
     """The boxes made from the golden build's disk (in dist/ already, with `golden`, its
-    manifest): one phase each. Returns every target's manifest."""
-    manifests = {Target("libvirt", "amd64").name: ctx.manifest}
+    manifest): one phase each, skipped when made from this golden build already."""
     if vbox.TARGET in targets:
-        manifests[vbox.TARGET.name] = vbox.manifest_path(ctx)
         if not force and vbox.up_to_date(ctx, golden.input_hash or ""):
             phases.skipped("virtualbox", "skipped: made from this golden disk already")
         else:
             with phases.phase("virtualbox") as note:
                 made = vbox.build_virtualbox_box(ctx, golden, phases.seconds())
                 note.append(f"{made.box_file} {made.box_size / 2**20:.0f} MiB")
-    return manifests
 
 
 def _native_base_and_system(ctx: Context, phases: Phases, artifacts: Artifacts, host: Host,

@@ -13,6 +13,7 @@ appliance."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -93,7 +94,9 @@ def build_virtualbox_box(ctx: Context, golden: Manifest, phases: dict[str, float
         remove_tree(work)
     manifest = golden.model_copy(update={
         "provider": TARGET.provider, "architecture": TARGET.arch, "box_file": box.name,
-        "box_sha256": sha256_file(box), "box_size": box.stat().st_size, "phases": phases})
+        "box_sha256": sha256_file(box), "box_size": box.stat().st_size, "phases": phases,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        .replace("+00:00", "Z")})
     write_manifest(manifest_path(ctx), manifest)
     return manifest
 

@@ -110,3 +110,14 @@ def test_each_target_has_its_own_box_and_manifest_name(tmp_path):
         "manifest.json", "manifest.libvirt-arm64.json", "manifest.virtualbox-amd64.json",
         "manifest.virtualbox-arm64.json"]
     assert all(re.fullmatch(r"manifest(\.[a-z]+-[a-z0-9]+)?\.json", n) for n in names)
+
+
+def test_a_virtualbox_target_needs_the_golden_qcow2_of_a_debootstrap_platform(project_copy):
+    """centos-6.4 is installed from an ISO (its VirtualBox box comes from packer's own
+    virtualbox-iso builder, --builder virtualbox), not converted from a golden qcow2."""
+    result = run_invoke(project_copy, "image", "--platform", "centos-6.4",
+                        "--target", "virtualbox/amd64")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "goldbox: error: target virtualbox/amd64: made from the golden disk of a debootstrap "
+        "platform's qemu build (platforms/centos-6.4.toml has source iso, --builder is qemu)")
