@@ -122,14 +122,15 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def booted_as_virtualbox(unpacked: Unpacked, work: Path) -> Iterator[tuple[int, Path]]:
+def booted_as_virtualbox(unpacked: Unpacked, work: Path) -> Iterator[tuple[int, int, Path]]:
     """The box's disk booted under qemu (TCG) on VirtualBox's hardware; yields the
-    127.0.0.1 port forwarded to the guest's 22 and the serial console's log. The VMDK
+    127.0.0.1 ports forwarded to the guest's 22 and 80 (as Vagrant's `forwarded_port`)
+    and the serial console's log. The VMDK
     stays as it is: the guest writes to a qcow2 overlay, as VirtualBox imports a copy."""
     overlay = work / "overlay.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "vmdk", "-b",
                     str(unpacked.disk), str(overlay)], check=True)
-    port, console = _free_port(), work / "console.log"
+    port, http, console = _free_port(), _free_port(), work / "console.log"
     mac = ":".join(unpacked.mac[i:i + 2] for i in range(0, 12, 2)).lower()
     qemu = subprocess.Popen([
         "qemu-system-x86_64", "-machine", "pc,accel=tcg", "-cpu", "qemu64,+hypervisor,+lahf_lm",
@@ -138,11 +139,12 @@ def booted_as_virtualbox(unpacked: Unpacked, work: Path) -> Iterator[tuple[int, 
         "-device", "ahci,id=sata0",
         "-drive", f"if=none,id=disk0,format=qcow2,file={overlay}",
         "-device", "ide-hd,drive=disk0,bus=sata0.0",
-        "-netdev", f"user,id=nat0,hostfwd=tcp:127.0.0.1:{port}-:22",
+        "-netdev", f"user,id=nat0,hostfwd=tcp:127.0.0.1:{port}-:22,"
+                   f"hostfwd=tcp:127.0.0.1:{http}-:80",
         "-device", f"e1000,netdev=nat0,mac={mac}",
     ], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        yield port, console
+        yield port, http, console
     finally:
         qemu.kill()
         qemu.wait()
