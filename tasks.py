@@ -143,13 +143,18 @@ def artifacts(c, platform=None, import_=None):
             "builder": "packer builder: qemu (a libvirt box) or virtualbox (ISO platforms)",
             "force": "rebuild even when no input changed",
             "refresh": "rebuild the base disk though cached, to take the security and point "
-                       "updates published since it was made (and so the box)"})
+                       "updates published since it was made (and so the box)",
+            "target": "a box to build, <provider>/<arch>: libvirt/amd64 or virtualbox/amd64 "
+                      "(repeatable; default: box.targets in goldbox.toml)"},
+      iterable=["target"])
 @reports_errors
-def image(c, platform=None, builder="qemu", force=False, refresh=False):
+def image(c, platform=None, builder="qemu", force=False, refresh=False, target=None):
     """Build the golden box: artifacts, native build, base disk, packer, box + manifest.
 
-    Output: dist/<platform>/<box>-<version>-libvirt.box and manifest.json. With no
-    input changed since the last build it only confirms the box is up to date. The base
+    Output: dist/<platform>/<box>-<version>-libvirt.box and manifest.json; with target
+    virtualbox/amd64 also <box>-<version>-virtualbox.box (made from the same golden disk:
+    a streamOptimized VMDK, box.ovf, a Vagrantfile) and manifest.virtualbox-amd64.json.
+    With no input changed since the last build it only confirms the box is up to date. The base
     disk holds the updates published when it was made; --refresh takes today's. Each
     packer boot's serial console goes to build/<platform>/logs/image-*.console.*.log,
     watched as `invoke up` watches its boot (see `invoke --help up`), without a retry."""
@@ -157,7 +162,7 @@ def image(c, platform=None, builder="qemu", force=False, refresh=False):
 
     config = load_config(ROOT)
     build_image(config, config.platform(platform), builder=builder, force=force,
-                refresh=refresh)
+                refresh=refresh, targets=target or None)
 
 
 @task(help={"platform": "platform name (default: box.default_platform)",
@@ -259,8 +264,9 @@ def destroy(c, platform=None, purge=False):
         purge_volumes()
 
 
-@task(help={"platform": "platform whose box to publish (default: box.default_platform)",
-            "manifest": "the box's manifest.json (default: dist/<platform>/manifest.json)",
+@task(help={"platform": "platform whose boxes to publish (default: box.default_platform)",
+            "manifest": "only this box's manifest.json (default: every target built into "
+                        "dist/<platform>/: manifest.json and manifest.<provider>-<arch>.json)",
             "catalog": "catalog directory (default: catalog.location in goldbox.toml)",
             "base-url": "URL the catalog directory is served under; metadata.json's box "
                         "URLs use it (default: catalog.base_url, else file:// URLs of "
@@ -271,8 +277,12 @@ def destroy(c, platform=None, purge=False):
 @reports_errors
 def publish(c, platform=None, manifest=None, catalog=None, base_url=None, force=False,
             release=False):
-    """Publish the built box to a versioned Vagrant box catalog, as a candidate.
+    """Publish the built boxes to a versioned Vagrant box catalog, as one candidate version.
 
+    Every target `invoke image` built into dist/<platform>/ (libvirt/amd64, and
+    virtualbox/amd64 if built) becomes one provider x architecture entry of the version,
+    each provider's default architecture (amd64) listed last, as Vagrant 2.3 (which ignores
+    `architecture` and keeps a provider's last entry) needs.
     Writes <catalog>/<box>/<version>/<provider>/ and lists the version on the candidate
     channel (<catalog>/<box>/channels/candidate/metadata.json); `invoke release VERSION`
     then puts it in <catalog>/<box>/metadata.json, the URL teammates `vagrant box add`.
@@ -280,14 +290,18 @@ def publish(c, platform=None, manifest=None, catalog=None, base_url=None, force=
     catalog.signing_key every metadata.json, manifest.json and plan.json it writes gets
     an SSH signature beside it (<file>.sig); without one nothing is signed."""
     from goldbox import catalog as boxes
+    from goldbox.targets import PRIMARY_MANIFEST, built_manifests
 
     config = load_config(ROOT)
-    manifest_path = (Path(manifest) if manifest else
-                     config.dist_dir / config.platform(platform).name / "manifest.json")
+    dist = config.dist_dir / config.platform(platform).name
+    manifests = [Path(manifest)] if manifest else built_manifests(dist)
+    if not manifests:
+        raise GoldboxError(f"{dist / PRIMARY_MANIFEST}: no such manifest (build the box with "
+                           "`invoke image`, or pass --manifest PATH)")
     if release and config.project.catalog.require_verified:
         raise GoldboxError("publish --release: catalog.require_verified is set; publish, "
                            "run `invoke verify --from-catalog`, then `invoke release`")
-    boxes.publish(manifest_path, boxes.catalog_directory(catalog, config),
+    boxes.publish_builds(manifests, boxes.catalog_directory(catalog, config),
                   base_url=base_url or config.project.catalog.base_url,
                   description=config.project.box.description, force=force, release=release,
                   grace_hours=config.project.catalog.revoke_grace_hours,

@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from goldbox import PROJECT_ROOT
 from goldbox.errors import GoldboxError
+from goldbox.targets import DEFAULT_TARGETS, TARGET, TARGET_EXPECTED
 from goldbox.validation import validated
 
 # Allow-lists. Each is anchored with ^...\Z, so `.match` and `.fullmatch` agree (Python's
@@ -212,6 +213,10 @@ class BoxSection(Strict):
     version: SemVer
     description: Text
     default_platform: Name
+    # The boxes `invoke image` builds, each <provider>/<arch> (goldbox/targets.py);
+    # `invoke image --target` overrides it.
+    targets: Annotated[list[Annotated[str, AfterValidator(_matching(TARGET, TARGET_EXPECTED))]],
+                       Field(min_length=1)] = DEFAULT_TARGETS
 
 
 class AppSection(Strict):

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from goldbox import accel, proc
+from goldbox import accel, proc, vbox
 from goldbox.bundle import BuiltFile
 from goldbox.cache import Check, Entry
 from goldbox.cache_task import record_used
@@ -44,6 +44,7 @@ from goldbox.plan import Prebuilt, StagedFile
 from goldbox.render import Rendered, RenderOptions, packer_source_name, render_platform
 from goldbox.stage import check_app_tree, golden_stage
 from goldbox.system_image import SystemPlan, ensure_system_image, render_system_plan
+from goldbox.targets import Target, buildable_targets, check_kernel
 
 
 @dataclass(frozen=True)
@@ -92,21 +93,38 @@ class GoldenBuild:
 
 
 def build_image(config: Config, platform: Platform, *, builder: str = "qemu",
-                force: bool = False, refresh: bool = False) -> ImageResult:
-    """Build (or confirm up to date) the golden box of `platform`; see the module doc.
+                force: bool = False, refresh: bool = False,
+                targets: list[str] | None = None) -> ImageResult:
+    """Build (or confirm up to date) the golden box of `platform` and the boxes of the
+    other `targets` made from it (default: box.targets); see the module doc.
     `refresh` rebuilds the base disk even when cached, to take the repositories'
     updates published since (and so everything built on it)."""
     if refresh and not isinstance(platform.source, DebootstrapSource):
         raise GoldboxError(f"--refresh: {platform.name} has no base disk to refresh (its "
                            f"source is {platform.source.kind}; only debootstrap platforms "
                            "have one)")
+    chosen = (buildable_targets(targets, "--target") if targets else
+              buildable_targets(config.project.box.targets, "goldbox.toml: box.targets"))
+    _check_targets(platform, builder, chosen)
     ctx = Context(config, platform, builder)
     check_app_tree(config.app_dir, config.root)
     with ctx.exclusive(), proc.cancellation():
-        return _build_image(ctx, force, refresh)
+        return _build_image(ctx, force, refresh, chosen)
 
 
-def _build_image(ctx: Context, force: bool, refresh: bool) -> ImageResult:
+def _check_targets(platform: Platform, builder: str, targets: list[Target]) -> None:
+    """A VirtualBox box is converted from the golden qcow2 of the qemu builder."""
+    label = f"platforms/{platform.name}.toml"
+    if vbox.TARGET in targets:
+        if builder != "qemu" or not isinstance(platform.source, DebootstrapSource):
+            raise GoldboxError(f"target virtualbox/amd64: made from the golden disk of a "
+                               f"debootstrap platform's qemu build ({label} has source "
+                               f"{platform.source.kind}, --builder is {builder})")
+        check_kernel(targets, platform.source.kernel_package, label)
+
+
+def _build_image(ctx: Context, force: bool, refresh: bool, targets: list[Target]
+                 ) -> ImageResult:
     config, platform = ctx.config, ctx.platform
     ctx.log.parent.mkdir(parents=True, exist_ok=True)
     phases, started = Phases(log=ctx.log), time.monotonic()
@@ -128,6 +146,7 @@ def _build_image(ctx: Context, force: bool, refresh: bool) -> ImageResult:
     if (not force and previous and previous.input_hash == render.digest
             and ctx.box.is_file() and ctx.box.stat().st_size == previous.box_size):
         phases.skipped("packer", "skipped: no input changed since the last build")
+        _target_phases(ctx, phases, targets, previous, force)
         record_used(ctx.build, ctx.cache)
         print(phases.table(time.monotonic() - started))
         print(f"up to date: {ctx.box}")
@@ -146,10 +165,24 @@ def _build_image(ctx: Context, force: bool, refresh: bool) -> ImageResult:
     finally:
         remove_tree(ctx.packer_output)
         remove_tree(ctx.packer_box.parent)
+    _target_phases(ctx, phases, targets, manifest, force)
     record_used(ctx.build, ctx.cache)
     print(phases.table(time.monotonic() - started))
     print(f"box: {ctx.box}\nmanifest: {ctx.manifest}")
     return ImageResult(ctx.box, ctx.manifest, False, phases)
+
+
+def _target_phases(ctx: Context, phases: Phases, targets: list[Target], golden: Manifest,
+                   force: bool) -> None:
+    """The boxes made from the golden build's disk (in dist/ already, with `golden`, its
+    manifest): one phase each, skipped when made from this golden build already."""
+    if vbox.TARGET in targets:
+        if not force and vbox.up_to_date(ctx, golden.input_hash or ""):
+            phases.skipped("virtualbox", "skipped: made from this golden disk already")
+        else:
+            with phases.phase("virtualbox") as note:
+                made = vbox.build_virtualbox_box(ctx, golden, phases.seconds())
+                note.append(f"{made.box_file} {made.box_size / 2**20:.0f} MiB")
 
 
 def _native_base_and_system(ctx: Context, phases: Phases, artifacts: Artifacts, host: Host,

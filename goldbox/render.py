@@ -113,6 +113,11 @@ def _render(env: jinja2.Environment, template: str, context: dict) -> str:
         raise GoldboxError(f"{exc.name or template}:{exc.lineno}: {exc.message}") from None
 
 
+def render_template(root: Path, template: str, context: dict) -> str:
+    """One template of the project (a path below `root`) with goldbox's filters."""
+    return _render(_environment(root), template, context)
+
+
 def packer_source_name(platform: Platform) -> str:
     """The platform's name as a Packer source label: packer 1.6's -only splits on dots."""
     return platform.name.replace(".", "_")

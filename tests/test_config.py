@@ -24,7 +24,7 @@ BAD_INPUTS = [
     ("unknown key", "goldbox.toml", 'name = "goldbox-flask"',
      'name = "goldbox-flask"\ncolour = "gold"',
      "goldbox.toml: unknown key 'box.colour' (allowed: default_platform, description, name, "
-     "version)"),
+     "targets, version)"),
     ("unknown nested platform key", DEBIAN, 'suite = "bookworm"', 'suite = "bookworm"\nflavour = 1',
      f"{DEBIAN}: unknown key 'source.flavour' (allowed: kernel_package, kind, mirror, suite)"),
     ("wrong type", "goldbox.toml", "uwsgi_processes = 2", 'uwsgi_processes = "two"',

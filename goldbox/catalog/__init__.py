@@ -27,7 +27,15 @@ from goldbox.catalog.layout import (
 from goldbox.catalog.listing import BoxRow, format_table, list_boxes
 from goldbox.catalog.metadata import CHANNELS, BoxMetadata, Provider, Version, parse_metadata
 from goldbox.catalog.store import catalog_lock
-from goldbox.catalog.versions import Published, prune, publish, record_verified, release, revoke
+from goldbox.catalog.versions import (
+    Published,
+    prune,
+    publish,
+    publish_builds,
+    record_verified,
+    release,
+    revoke,
+)
 from goldbox.files import PARTIAL_PREFIX
 
 __all__ = [
@@ -35,5 +43,5 @@ __all__ = [
     "BoxRow", "Provider", "Version",
     "Published", "box_file_name", "catalog_directory", "catalog_location", "catalog_lock",
     "channel_url_path", "format_table", "is_url", "list_boxes", "parse_metadata", "prune",
-    "publish", "record_verified", "release", "revoke",
+    "publish", "publish_builds", "record_verified", "release", "revoke",
 ]

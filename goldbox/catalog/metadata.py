@@ -84,6 +84,27 @@ class Provider(CatalogModel):
         return self.url.rsplit("/", 1)[1]
 
 
+# The architecture a provider's entry defaults to for Vagrant >= 2.4 (`default_architecture`)
+# and the one Vagrant 2.3, which ignores `architecture`, must find: it keeps the LAST entry
+# of each provider name.
+DEFAULT_ARCHITECTURE = "amd64"
+
+
+def in_vagrant_order(providers: list[Provider]) -> list[Provider]:
+    """`providers` as publish lists them: by name, and within a name the default
+    architecture's entry last (what Vagrant 2.3 takes: an amd64 teammate on Debian's
+    vagrant 2.3.4 gets the amd64 box), flagged `default_architecture` for Vagrant >= 2.4
+    (the entry a host whose architecture has none of its own gets)."""
+    def flagged(provider: Provider) -> Provider:
+        if provider.architecture is None:
+            return provider
+        return provider.model_copy(update={
+            "default_architecture": provider.architecture == DEFAULT_ARCHITECTURE})
+    return sorted((flagged(p) for p in providers),
+                  key=lambda p: (p.name, p.architecture == DEFAULT_ARCHITECTURE,
+                                 p.architecture or ""))
+
+
 class Version(CatalogModel):
     version: SemVer
     providers: list[Provider]

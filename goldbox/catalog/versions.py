@@ -36,6 +36,7 @@ from goldbox.catalog.layout import (
 from goldbox.catalog.layout import base_url as resolve_base_url
 from goldbox.catalog.metadata import (
     CANDIDATE,
+    DEFAULT_ARCHITECTURE,
     RELEASED,
     REVOKED,
     SEMVER,
@@ -45,6 +46,7 @@ from goldbox.catalog.metadata import (
     VersionState,
     checked,
     find_version,
+    in_vagrant_order,
     load_state,
     render_channels,
     save_state,
@@ -75,6 +77,7 @@ class Published:
     metadata: Path
     box_path: Path
     url: str
+    architecture: str | None = None
 
     @property
     def metadata_url(self) -> str:
@@ -209,9 +212,18 @@ def require_same_base(state: BoxState, label: str, base: str) -> None:
                                      f"{existing}, not {base}; publish {how}")
 
 
-def _check_publishable(box_dir: Path, version: str, provider: str, base: str,
-                       force: bool) -> BoxState:
-    """The box's state, if `version` + `provider` may be published into it. A released
+def _box_kind(provider: str, architecture: str | None) -> str:
+    """How a message names one provider's box: `libvirt`, or `libvirt arm64` beside the
+    default architecture's."""
+    if architecture in (None, DEFAULT_ARCHITECTURE):
+        return provider
+    return f"{provider} {architecture}"
+
+
+def _check_publishable(box_dir: Path, version: str, kinds: list[tuple[str, str | None]],
+                       base: str, force: bool) -> BoxState:
+    """The box's state, if `version` with these (provider, architecture)s may be published
+    into it. A released
     version never changes: teammates who added it would keep other bits under the same
     version, and its box would skip the verified check `release` makes."""
     require_safe_box_dir(box_dir)
@@ -227,29 +239,79 @@ def _check_publishable(box_dir: Path, version: str, provider: str, base: str,
             raise invalid(label, f"version {version} is released and a released version "
                                  f"never changes (not even with --force); publish a new "
                                  f"version")
-        if not force and any(p.name == provider for p in entry.providers):
-            raise invalid(label, f"version {version} already has a {provider} box; pass "
-                                 f"--force to replace it")
+        listed = {(p.name, p.architecture) for p in entry.providers}
+        present = [kind for kind in kinds if kind in listed]
+        if not force and present:
+            raise invalid(label, f"version {version} already has a "
+                                 f"{_box_kind(*present[0])} box; pass --force to replace it")
     return state
 
 
-def _new_file_name(box: str, version: str, provider: str, sha256: str,
-                   current: str | None) -> str:
+def _per_architecture(name: str, architecture: str | None) -> str:
+    """`name` (a file in the provider's folder) for this architecture: as it is for the
+    default architecture, `<stem>-<arch><suffix>` for another one (both share the folder)."""
+    if architecture in (None, DEFAULT_ARCHITECTURE):
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}-{architecture}{dot}{suffix}"
+
+
+def _new_file_name(box: str, version: str, provider: str, architecture: str | None,
+                   sha256: str, current: str | None) -> str:
     """The canonical name, unless the version being replaced uses it: then a name of
     its own, so the old file keeps serving until the metadata has switched."""
-    canonical = box_file_name(box, version, provider)
+    canonical = _per_architecture(box_file_name(box, version, provider), architecture)
     if current != canonical:
         return canonical
     return canonical.removesuffix(".box") + f"-{sha256[:12]}.box"
 
 
-def publish(manifest_path: Path, catalog_dir: Path, *, base_url: str | None = None,
-            description: str | None = None, force: bool = False, release: bool = False,
-            grace_hours: float = DEFAULT_GRACE_HOURS, now: float | None = None,
-            org: str | None = None, signing_key: Path | None = None,
-            progress: Progress = print) -> Published:
-    """Publish the box beside `manifest_path` (and the build's plan.json) to
-    `catalog_dir` as a candidate (released at once with `release`).
+def publish(manifest_path: Path, catalog_dir: Path, **options) -> Published:
+    """Publish one build (the box beside `manifest_path`); see `publish_builds`."""
+    return publish_builds([manifest_path], catalog_dir, **options)[0]
+
+
+@dataclass
+class _Placed:
+    """One build's box on its way into the catalog (what a failure takes back)."""
+    build: Build
+    file_name: str
+    old_file: str | None
+    box_path: Path
+    relative: str
+
+    @property
+    def kind(self) -> tuple[str, str | None]:
+        return self.build.manifest.provider, self.build.manifest.architecture
+
+
+def _one_version(builds: list[Build], manifest_paths: list[Path]) -> None:
+    """The builds publish as one version: one box name and version, each provider and
+    architecture once."""
+    first = builds[0].manifest
+    seen: set[tuple[str, str | None]] = set()
+    for build, path in zip(builds, manifest_paths, strict=True):
+        manifest = build.manifest
+        if (manifest.box_name, manifest.version) != (first.box_name, first.version):
+            raise invalid(str(path), f"box {manifest.box_name} {manifest.version}: publish "
+                                     f"makes one version of one box, and {manifest_paths[0]} "
+                                     f"is {first.box_name} {first.version}")
+        kind = (manifest.provider, manifest.architecture)
+        if kind in seen:
+            raise invalid(str(path), f"a second {_box_kind(*kind)} box of this version")
+        seen.add(kind)
+
+
+def publish_builds(manifest_paths: list[Path], catalog_dir: Path, *,
+                   base_url: str | None = None, description: str | None = None,
+                   force: bool = False, release: bool = False,
+                   grace_hours: float = DEFAULT_GRACE_HOURS, now: float | None = None,
+                   org: str | None = None, signing_key: Path | None = None,
+                   progress: Progress = print) -> list[Published]:
+    """Publish the boxes beside `manifest_paths` (one build each: provider x architecture,
+    with the build's plan.json) to `catalog_dir` as one version, a candidate (released at
+    once with `release`). Each provider's entries are listed in Vagrant's order
+    (`in_vagrant_order`: the default architecture's last, for Vagrant 2.3).
 
     The URLs in metadata.json are file:// URLs of `catalog_dir`, or lie under
     `base_url` when the tree is served over HTTP. An existing candidate's box is
@@ -257,51 +319,39 @@ def publish(manifest_path: Path, catalog_dir: Path, *, base_url: str | None = No
     becomes the box's description. With `org`, the box is named `<org>/<box>` in its
     metadata (Vagrant installs it under that name; the catalog serves it at
     `/<org>/<box>` too) and keeps its folder `<catalog>/<box>/`. With `signing_key`,
-    every channel's metadata.json, the manifest and plan.json get a signature beside
+    every channel's metadata.json, the manifests and plans get a signature beside
     them (`<file>.sig`, `write_signed`). Every check runs before anything is written; a
     refusal changes nothing."""
-    build = read_build(manifest_path)
-    manifest = build.manifest
-    box, version, provider = manifest.box_name, manifest.version, manifest.provider
+    builds = [read_build(path) for path in manifest_paths]
+    _one_version(builds, manifest_paths)
+    box, version = builds[0].manifest.box_name, builds[0].manifest.version
+    kinds = [(b.manifest.provider, b.manifest.architecture) for b in builds]
     name = checked(BoxMetadata, {"name": f"{org}/{box}" if org else box, "versions": []},
                    "catalog.org").name
     if org and box.endswith(SUFFIX):
-        raise invalid(str(manifest_path), f"box_name = {box!r}: /{org}/{box} is where the "
-                                          f"catalog serves a signature; rename the box")
+        raise invalid(str(manifest_paths[0]), f"box_name = {box!r}: /{org}/{box} is where "
+                                              f"the catalog serves a signature; rename the box")
     base = resolve_base_url(catalog_dir, base_url)
     box_dir = catalog_dir / box
     if catalog_dir.is_dir():
         require_catalog_dir(catalog_dir, create=False)
-        _check_publishable(box_dir, version, provider, base, force)
+        _check_publishable(box_dir, version, kinds, base, force)
     require_catalog_dir(catalog_dir, create=True)
     with catalog_lock(catalog_dir, progress):
         # Again under the lock: another publish may have finished meanwhile.
-        state = _check_publishable(box_dir, version, provider, base, force)
+        state = _check_publishable(box_dir, version, kinds, base, force)
         _purge_revoked(state, grace_hours, time.time() if now is None else now, progress)
         _sweep(box_dir, state, progress, signing_key)
         entry = next((v for v in state.versions if v.version == version), None)
         if entry is None:
             entry = VersionState(version=version, status=CANDIDATE, providers=[])
             state.versions.append(entry)
-        replaced = next((p for p in entry.providers if p.name == provider), None)
-        old_file = replaced.file_name if replaced else None
-        file_name = _new_file_name(box, version, provider, manifest.box_sha256, old_file)
-        relative = relative_box_path(box, version, provider, file_name)
-        box_path = catalog_dir / relative
+        placed: list[_Placed] = []
         try:
-            for folder in (box_dir, box_path.parent.parent, box_path.parent):
-                folder.mkdir(mode=0o755, exist_ok=True)
-        except OSError as exc:
-            raise os_failure(box_path.parent, "create", exc) from None
-        try:
-            # Files before the entries that name them: a listed version has its plan.
-            write_signed(box_path.parent / PLAN, build.plan, signing_key)
-            copy_box(build.box, box_path, manifest.box_sha256, progress)
-            progress(f"copied {box_path.name}")
-            entry.providers = sorted(
-                [p for p in entry.providers if p.name != provider]
-                + [_provider_entry(manifest, base + relative, str(manifest_path))],
-                key=lambda p: p.name)
+            for build, path in zip(builds, manifest_paths, strict=True):
+                placed.append(_place(build, path, entry, catalog_dir, box_dir, base,
+                                     signing_key, progress))
+            entry.providers = in_vagrant_order(entry.providers)
             if release:
                 entry.status = RELEASED
             if description is not None:
@@ -311,35 +361,80 @@ def publish(manifest_path: Path, catalog_dir: Path, *, base_url: str | None = No
                 state.name = name
             write_state(box_dir, state)
         except GoldboxError:
-            if file_name != old_file:  # nothing names the new copy: take it back
-                remove_file(box_path)
-            if replaced is None:
-                remove_file(box_path.parent / PLAN)
-                remove_file(signature_path(box_path.parent / PLAN))
+            for each in placed:
+                _take_back(each)
             raise
         render_channels(box_dir, state, signing_key)
         progress(f"wrote {box_dir / 'metadata.json'}")
-        published_manifest = manifest.model_copy(update={"box_file": file_name}).dump()
-        write_signed(box_path.parent / MANIFEST, published_manifest.encode(), signing_key)
-        if old_file and old_file != file_name:
-            remove_file(box_path.parent / old_file)
-            progress(f"removed the replaced {old_file}")
-    published = Published(box, version, provider, box_dir / "metadata.json", box_path,
-                          base + relative)
-    progress(f"published {box} {version} ({provider}) as a "
-             f"{'released version' if release else 'candidate'}: {published.url}")
+        for each in placed:
+            manifest = each.build.manifest.model_copy(update={"box_file": each.file_name})
+            write_signed(each.box_path.parent / _per_architecture(MANIFEST, each.kind[1]),
+                         manifest.dump().encode(), signing_key)
+            if each.old_file and each.old_file != each.file_name:
+                remove_file(each.box_path.parent / each.old_file)
+                progress(f"removed the replaced {each.old_file}")
+    published = [Published(box, version, each.kind[0], box_dir / "metadata.json",
+                           each.box_path, base + each.relative, each.kind[1])
+                 for each in placed]
+    for each in published:
+        progress(f"published {box} {version} ({_box_kind(each.provider, each.architecture)}) "
+                 f"as a {'released version' if release else 'candidate'}: {each.url}")
     if signing_key is None:
         progress("not signed: catalog.signing_key is not set, so no signature was written "
                  "(teammates' `invoke add` and `catalog-check --signers` will refuse it)")
+    first = published[0]
     if release and name != box and is_url(base):
-        progress(f"teammates: VAGRANT_SERVER_URL={_base_of(published).rstrip('/')} "
+        progress(f"teammates: VAGRANT_SERVER_URL={_base_of(first).rstrip('/')} "
                  f"vagrant box add {name} (or `invoke add {name}`)")
     elif release:
-        progress(f"teammates: vagrant box add {published.metadata_url}")
+        progress(f"teammates: vagrant box add {first.metadata_url}")
     else:
-        progress(f"try it: vagrant box add {_base_of(published)}"
+        progress(f"try it: vagrant box add {_base_of(first)}"
                  f"{channel_url_path(box, 'candidate')}; then `invoke release {version}`")
     return published
+
+
+def _place(build: Build, manifest_path: Path, entry: VersionState, catalog_dir: Path,
+           box_dir: Path, base: str, signing_key: Path | None, progress: Progress) -> _Placed:
+    """Copy one build's plan and box into its provider's folder and list it in `entry`
+    (files before the entries that name them: a listed box has its plan)."""
+    manifest = build.manifest
+    provider, architecture = manifest.provider, manifest.architecture
+    replaced = next((p for p in entry.providers
+                     if (p.name, p.architecture) == (provider, architecture)), None)
+    old_file = replaced.file_name if replaced else None
+    file_name = _new_file_name(manifest.box_name, manifest.version, provider, architecture,
+                               manifest.box_sha256, old_file)
+    relative = relative_box_path(manifest.box_name, manifest.version, provider, file_name)
+    box_path = catalog_dir / relative
+    try:
+        for folder in (box_dir, box_path.parent.parent, box_path.parent):
+            folder.mkdir(mode=0o755, exist_ok=True)
+    except OSError as exc:
+        raise os_failure(box_path.parent, "create", exc) from None
+    placing = _Placed(build, file_name, old_file if replaced else None, box_path, relative)
+    plan = box_path.parent / _per_architecture(PLAN, architecture)
+    try:
+        write_signed(plan, build.plan, signing_key)
+        copy_box(build.box, box_path, manifest.box_sha256, progress)
+    except GoldboxError:
+        _take_back(placing)
+        raise
+    progress(f"copied {box_path.name}")
+    entry.providers = [p for p in entry.providers if p is not replaced] + [
+        _provider_entry(manifest, base + relative, str(manifest_path))]
+    return placing
+
+
+def _take_back(placed: _Placed) -> None:
+    """Undo `_place` after a failure: a new copy nothing names any more goes, and so does
+    the plan of a box that was not there before."""
+    if placed.file_name != placed.old_file:
+        remove_file(placed.box_path)
+    if placed.old_file is None:
+        plan = placed.box_path.parent / _per_architecture(PLAN, placed.kind[1])
+        remove_file(plan)
+        remove_file(signature_path(plan))
 
 
 def _provider_entry(manifest: Manifest, url: str, label: str) -> Provider:

@@ -1,0 +1,156 @@
+"""One catalog for every target: `invoke publish` lists all built targets of a version as
+one version (provider x architecture, `architecture` and `default_architecture` for
+Vagrant >= 2.4), in an order that still gives Debian's vagrant 2.3.4 (installed here:
+it ignores `architecture` and keeps the last entry of a provider name) the amd64 box.
+
+No arm64 build exists yet, so the arm64 libvirt box is a small real box made by the test
+(tests/boxes.py), published from a manifest that says arm64; the VirtualBox box is made
+by the real goldbox/vbox.py from a small real libvirt box."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from goldbox.catalog import publish_builds
+from goldbox.config import load_config
+from goldbox.context import Context
+from goldbox.errors import GoldboxError
+from goldbox.manifest import read_manifest
+from goldbox.targets import built_manifests
+from goldbox.vbox import build_virtualbox_box
+from tests.boxes import make_box
+from tests.catalog_fixtures import installed, vagrant
+from tests.conftest import run_invoke
+
+QUIET = lambda _line: None  # noqa: E731
+
+
+def _with_architecture(manifest: Path, architecture: str) -> Path:
+    data = json.loads(manifest.read_text())
+    data["architecture"] = architecture
+    manifest.write_text(json.dumps(data))
+    return manifest
+
+
+def _built(project: Path) -> tuple[Context, list[Path]]:
+    """dist/<default platform>/ of a project copy as `invoke image --target libvirt/amd64
+    --target virtualbox/amd64` leaves it: the libvirt box (small, real) and the
+    VirtualBox box made from it by goldbox/vbox.py, each with its manifest."""
+    config = load_config(project)
+    ctx = Context(config, config.platform(None))
+    golden = make_box(ctx.dist, config.project.box.version, box_name=config.project.box.name,
+                      padding_mib=1)
+    build_virtualbox_box(ctx, read_manifest(golden), {})
+    return ctx, built_manifests(ctx.dist)
+
+
+def _arm64_box(project: Path, tmp_path: Path) -> Path:
+    """A libvirt arm64 box of the same version (its own bytes: random padding)."""
+    config = load_config(project)
+    manifest = make_box(tmp_path / "arm64", config.project.box.version,
+                        box_name=config.project.box.name, padding_mib=1)
+    return _with_architecture(manifest, "arm64")
+
+
+def _members(box: Path) -> dict[str, str]:
+    with tarfile.open(box) as tar:
+        return {m.name: hashlib.sha256(tar.extractfile(m).read()).hexdigest()
+                for m in tar.getmembers() if m.isfile()}
+
+
+def _stored(home: Path, box: str, version: str, provider: str) -> dict[str, str]:
+    folder = home / "boxes" / box / version / provider
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in folder.iterdir() if p.is_file()}
+
+
+def test_publish_lists_every_target_and_vagrant_2_3_4_adds_the_amd64_libvirt_box(
+        project_copy, tmp_path):
+    """libvirt/amd64 + libvirt/arm64 (a small stand-in box: no arm64 build yet) +
+    virtualbox/amd64 published as one version; stock vagrant 2.3.4 adds the libvirt
+    provider and stores the amd64 box, and the virtualbox provider's box."""
+    ctx, built = _built(project_copy)
+    assert [p.name for p in built] == ["manifest.json", "manifest.virtualbox-amd64.json"]
+    arm64 = _arm64_box(project_copy, tmp_path)
+    catalog = tmp_path / "catalog"
+    # The arm64 build is published after the amd64 one: the order of the files does not
+    # decide the order of the entries.
+    published = publish_builds([*built, arm64], catalog, release=True, progress=QUIET)
+    assert [(p.provider, p.architecture) for p in published] == [
+        ("libvirt", "amd64"), ("virtualbox", "amd64"), ("libvirt", "arm64")]
+
+    box = ctx.config.project.box
+    home = tmp_path / "vagrant.d"
+    source = str(catalog / box.name / "metadata.json")
+    added = vagrant(home, "box", "add", source, "--provider", "libvirt")
+    assert f"Successfully added box '{box.name}' (v{box.version}) for 'libvirt'" in added.stdout
+    amd64_box = ctx.dist / f"{box.name}-{box.version}-libvirt.box"
+    arm64_box = arm64.parent / f"{box.name}-{box.version}-libvirt.box"
+    stored = _stored(home, box.name, box.version, "libvirt")
+    assert stored == _members(amd64_box)
+    assert stored != _members(arm64_box)
+
+    vagrant(home, "box", "add", source, "--provider", "virtualbox")
+    assert _stored(home, box.name, box.version, "virtualbox") == _members(
+        ctx.dist / f"{box.name}-{box.version}-virtualbox.box")
+    assert installed(home) == [f"{box.name} (libvirt, {box.version})",
+                               f"{box.name} (virtualbox, {box.version})"]
+
+    metadata = json.loads((catalog / box.name / "metadata.json").read_text())
+    [version] = metadata["versions"]
+    assert [(p["name"], p["architecture"], p["default_architecture"])
+            for p in version["providers"]] == [
+        ("libvirt", "arm64", False), ("libvirt", "amd64", True),
+        ("virtualbox", "amd64", True)]
+    folder = catalog / box.name / box.version / "libvirt"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        f"{box.name}-{box.version}-libvirt-arm64.box", f"{box.name}-{box.version}-libvirt.box",
+        "manifest-arm64.json", "manifest.json", "plan-arm64.json", "plan.json"]
+    assert json.loads((folder / "manifest-arm64.json").read_text())["architecture"] == "arm64"
+
+
+def test_invoke_publish_takes_every_built_target(project_copy, tmp_path):
+    """The command line: `invoke publish` with no --manifest publishes each manifest in
+    dist/<platform>/ (the libvirt box and the VirtualBox box) as one candidate version."""
+    ctx, _ = _built(project_copy)
+    catalog = tmp_path / "catalog"
+    result = run_invoke(project_copy, "publish", "--catalog", str(catalog))
+    assert result.returncode == 0, result.stdout + result.stderr
+    box = ctx.config.project.box
+    candidate = json.loads((catalog / box.name / "channels" / "candidate" / "metadata.json")
+                           .read_text())
+    assert [(p["name"], p["architecture"]) for p in candidate["versions"][0]["providers"]] \
+        == [("libvirt", "amd64"), ("virtualbox", "amd64")]
+    assert (catalog / box.name / box.version / "virtualbox" / "manifest.json").is_file()
+
+
+def test_a_second_target_of_a_released_version_is_refused(project_copy, tmp_path):
+    """`one version`: a target published later cannot join a released version."""
+    ctx, built = _built(project_copy)
+    catalog = tmp_path / "catalog"
+    publish_builds(built[:1], catalog, release=True, progress=QUIET)
+    with pytest.raises(GoldboxError, match=r"version 0\.1\.0 is released"):
+        publish_builds(built[1:], catalog, progress=QUIET)
+
+
+def test_builds_of_two_versions_are_not_one_version(project_copy, tmp_path):
+    ctx, built = _built(project_copy)
+    other = make_box(tmp_path / "other", "0.2.0", box_name=ctx.config.project.box.name)
+    catalog = tmp_path / "catalog"
+    with pytest.raises(GoldboxError, match=r"publish makes one version of one box"):
+        publish_builds([*built, _with_architecture(other, "arm64")], catalog, progress=QUIET)
+    assert not catalog.exists()
+
+
+def test_an_existing_arm64_candidate_is_named_in_the_refusal(project_copy, tmp_path):
+    arm64 = _arm64_box(project_copy, tmp_path)
+    catalog = tmp_path / "catalog"
+    publish_builds([arm64], catalog, progress=QUIET)
+    with pytest.raises(GoldboxError, match=r"already has a libvirt arm64 box; pass --force"):
+        publish_builds([arm64], catalog, progress=QUIET)
+    publish_builds([arm64], catalog, force=True, progress=QUIET)
