@@ -161,10 +161,11 @@ class Remote:
     allowed_signers: Path
     signing_key: Path | None  # None: this machine does not push
     cacert: Path | None
-    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-    note: Note = print
+    # Where the credentials are read from; never shown (repr) since it holds them.
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
+    note: Note = field(default=print, repr=False)
     pulled_bytes: int = 0
-    _client: _Registry | None = None
+    _client: _Registry | None = field(default=None, repr=False)
     _down: str | None = None  # why the remote is left alone for the rest of the run
     _warned_signers: bool = False
 
