@@ -210,6 +210,10 @@ class Remote:
         token = self.environ.get(TOKEN_VAR)
         user, password = self.environ.get(USER_VAR), self.environ.get(PASSWORD_VAR)
         found = auth_file(self.environ)
+        if (token and scheme != "basic") or (user and password):
+            # oras reads ~/.docker/config.json before each pull and push, and its entry
+            # for this host would replace these: the variables win, so it reads no file.
+            client.auth._auth_config = {"auths": {}}
         if token and scheme != "basic":
             client.auth.set_token_auth(token)
         elif user and password:

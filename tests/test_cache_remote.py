@@ -263,6 +263,20 @@ def test_credentials_come_from_a_docker_config_file(registry, repository, keys, 
     assert builds == [] and (entry.path / ORIGIN).is_file(), notes
 
 
+def test_the_variables_win_over_a_credentials_file(registry, repository, keys, tmp_path,
+                                                   monkeypatch):
+    """~/.docker/config.json with another (stale) password for the host: the
+    GOLDBOX_CACHE_* variables are the ones used."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    push_entry(registry, repository, keys, tmp_path)
+    stale = base64.b64encode(f"{USER}:an-old-password".encode()).decode()
+    (tmp_path / ".docker").mkdir()
+    (tmp_path / ".docker" / "config.json").write_text(json.dumps({"auths": {registry.host:
+                                                                            {"auth": stale}}}))
+    entry, builds, notes, _ = pull(registry, repository, keys, tmp_path)
+    assert builds == [] and (entry.path / ORIGIN).is_file(), notes
+
+
 def test_a_certificate_of_an_unknown_ca_is_one_line(registry, repository, keys, tmp_path):
     """Without cache.cacert the test CA is not trusted: nothing is pulled over a
     connection that could be anybody's."""
