@@ -16,7 +16,7 @@ from pathlib import Path
 import oras.provider
 import pytest
 
-from goldbox import cache_task
+from goldbox import PROJECT_ROOT, cache_task
 from goldbox.cache import Cache, identity_key
 from goldbox.cache_remote import (
     NAMESPACE,
@@ -28,7 +28,9 @@ from goldbox.cache_remote import (
     with_options,
 )
 from goldbox.config import load_config
+from goldbox.context import Context
 from goldbox.errors import GoldboxError
+from tests.conftest import run_invoke
 from tests.oci_registry import PASSWORD, USER, running_registry
 from tests.test_signing import make_key
 
@@ -313,3 +315,19 @@ def test_push_needs_a_signing_key_and_the_remote_parses(tmp_path):
     assert "PASSWORD" not in repr(open_remote(config.model_copy(update={"project": (
         config.project.model_copy(update={"cache": config.project.cache.model_copy(
             update={"push": False})}))}), environ={"GOLDBOX_CACHE_PASSWORD": "PASSWORD"}))
+
+
+def test_invoke_image_refuses_a_bad_remote_in_one_line():
+    result = run_invoke(PROJECT_ROOT, "image", "--remote", "oci://registry.example.org/A")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "--remote: expected oci://HOST[:PORT]/REPOSITORY (lowercase repository components) "
+        "(got 'oci://registry.example.org/A')")
+
+
+def test_the_image_build_uses_the_team_cache_of_the_options():
+    config = with_options(load_config(), "oci://registry.example.org/team/cache", False)
+    context = Context(config, config.platform(None))
+    assert context.cache.remote is not None
+    assert context.cache.remote.url == "oci://registry.example.org/team/cache"
+    assert Context(load_config(), config.platform(None)).cache.remote is None
