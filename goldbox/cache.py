@@ -11,7 +11,9 @@ goes through `Cache.ensure`:
    every file present with its size, and (check="full") its recorded sha256. A corrupt
    entry is never reused: it is removed, rebuilt, and a one-line note says why;
 3. otherwise build it under `<key>.partial/`, flush every file to disk, record the
-   hashes, and rename the folder into place.
+   hashes, and rename the folder into place. With a team cache (goldbox/cache_remote.py)
+   a missing entry is first pulled from it into `<key>.partial/`, used only if signed by
+   a trusted key and sound by the check of step 2; one built here is pushed to it.
 
 A miss also says what changed since the entry last used for the same name (a
 platform, say): "rebuilding base disk for debian-12: packages changed". Leftovers of
