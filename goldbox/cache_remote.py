@@ -193,10 +193,19 @@ class Remote:
                            auth_backend="basic" if scheme == "basic" else "token")
         _with_timeout(client.session)
         self._log_in(client, scheme)
-        answer = client.do_request(f"https://{self.registry}/v2/", "GET")
+        try:
+            answer = client.do_request(f"https://{self.registry}/v2/", "GET")
+        except AttributeError:  # oras's Basic backend, given a file without this host
+            raise GoldboxError(f"no credentials for {self.registry} ({self._sources()})"
+                               ) from None
         if answer.status_code != 200:
             raise GoldboxError(f"the registry refused the credentials (HTTP "
                                f"{answer.status_code} {answer.reason}; {self._sources()})")
+        if scheme == "basic":
+            # oras sends Basic credentials only after a 401; the registry answers an
+            # upload chunk without them at once and closes the connection mid-body
+            # (SSLEOFError on any file over a few MiB): send them with every request.
+            client.set_header("Authorization", client.auth.get_auth_header()["Authorization"])
         self._client = client
         return client
 

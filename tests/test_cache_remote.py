@@ -19,6 +19,7 @@ import pytest
 from goldbox import PROJECT_ROOT, cache_task
 from goldbox.cache import Cache, identity_key
 from goldbox.cache_remote import (
+    CHUNK,
     NAMESPACE,
     ORIGIN,
     RECORD_ANNOTATION,
@@ -132,6 +133,22 @@ def test_a_pushed_entry_is_pulled_byte_identical_and_not_rebuilt(registry, repos
     line = next(line for line in listing.splitlines() if line.startswith("wheelhouse"))
     assert " remote  team test entry" in line
     assert f"remote: pulled from {registry.url(repository)}, signed by alice@team" in listing
+
+
+def test_a_file_of_several_upload_chunks_goes_both_ways(registry, repository, keys,
+                                                       tmp_path):
+    """Base disks and rootfs tarballs are hundreds of MiB: pushed in 16 MiB chunks."""
+    def make(folder: Path) -> None:
+        (folder / "rootfs.tar").write_bytes(os.urandom(CHUNK + 4096))
+    notes: list[str] = []
+    pushed = Cache(tmp_path / "ci", remote=remote(registry, repository, keys, notes,
+                                                  key=keys["alice"])).ensure(
+        "rootfs", IDENTITY, make, name="big", summary="big")
+    assert notes == [f"cache: pushed rootfs {pushed.key[:12]} to {registry.url(repository)}"]
+    pulled = Cache(tmp_path / "laptop", remote=remote(registry, repository, keys, notes),
+                   note=notes.append).ensure("rootfs", IDENTITY, lambda f: 1 / 0, name="big",
+                                             summary="big")
+    assert (pulled.path / "rootfs.tar").read_bytes() == (pushed.path / "rootfs.tar").read_bytes()
 
 
 def test_a_tampered_blob_is_skipped_and_built_here(registry, repository, keys, tmp_path):
@@ -263,6 +280,17 @@ def test_credentials_come_from_a_docker_config_file(registry, repository, keys, 
     entry, builds, notes, _ = pull(registry, repository, keys, tmp_path,
                                    environ={"DOCKER_CONFIG": str(docker)})
     assert builds == [] and (entry.path / ORIGIN).is_file(), notes
+
+
+def test_a_credentials_file_without_the_registry_is_one_line(registry, repository, keys,
+                                                             tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    other = {"auths": {"registry.example.org": {"auth": base64.b64encode(b"u:p").decode()}}}
+    (tmp_path / "auth.json").write_text(json.dumps(other))
+    entry, builds, notes, _ = pull(registry, repository, keys, tmp_path,
+                                   environ={"REGISTRY_AUTH_FILE": str(tmp_path / "auth.json")})
+    assert len(builds) == 1
+    assert f"(GoldboxError: no credentials for {registry.host} (credentials from" in notes[0]
 
 
 def test_the_variables_win_over_a_credentials_file(registry, repository, keys, tmp_path,
