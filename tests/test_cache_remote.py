@@ -35,10 +35,6 @@ from tests.conftest import run_invoke
 from tests.oci_registry import PASSWORD, USER, running_registry
 from tests.test_signing import make_key
 
-pytestmark = pytest.mark.skipif(not Path("/usr/bin/docker-registry").is_file(),
-                                reason="docker-registry is not installed (goldbox.sh "
-                                       "installs it)")
-
 IDENTITY = {"inputs": "a small entry for the team-cache tests"}
 CREDENTIALS = {"GOLDBOX_CACHE_USER": USER, "GOLDBOX_CACHE_PASSWORD": PASSWORD}
 
