@@ -23,8 +23,10 @@ from goldbox.cache_remote import (
     NAMESPACE,
     ORIGIN,
     RECORD_ANNOTATION,
+    EntryRejected,
     Remote,
     open_remote,
+    parse_record,
     tag_of,
     with_options,
 )
@@ -355,3 +357,16 @@ def test_the_image_build_uses_the_team_cache_of_the_options():
     assert context.cache.remote is not None
     assert context.cache.remote.url == "oci://registry.example.org/team/cache"
     assert Context(load_config(), config.platform(None)).cache.remote is None
+
+
+@pytest.mark.parametrize("name", ["../outside", "wheels/../../x", ".hidden", "-option",
+                                  "identity.json", "remote.json", "a//b", "/abs", "a\nb"])
+def test_a_signed_record_naming_a_file_outside_the_allow_list_is_refused(name):
+    """Even a trusted signer's record cannot write outside the entry or over its
+    metadata."""
+    record = {"format": 1, "kind": "wheelhouse", "name": "n", "summary": "s",
+              "identity": IDENTITY, "created": "2026-11-28T00:00:00+00:00",
+              "files": {name: {"size": 1, "sha256": "0" * 64}}}
+    with pytest.raises(EntryRejected, match="its record lists a file name that is not "
+                                            "allowed"):
+        parse_record(json.dumps(record), "wheelhouse", IDENTITY, 1)
