@@ -145,10 +145,16 @@ def artifacts(c, platform=None, import_=None):
             "refresh": "rebuild the base disk though cached, to take the security and point "
                        "updates published since it was made (and so the box)",
             "target": "a box to build, <provider>/<arch>: libvirt/amd64 or virtualbox/amd64 "
-                      "(repeatable; default: box.targets in goldbox.toml)"},
+                      "(repeatable; default: box.targets in goldbox.toml)",
+            "remote": "the team cache, oci://HOST[:PORT]/REPOSITORY (default: cache.remote): "
+                      "entries missing here are pulled from it when signed by a key in "
+                      "cache.allowed_signers",
+            "push-cache": "push each entry built here to the team cache, signed with "
+                          "cache.signing_key (as cache.push = true)"},
       iterable=["target"])
 @reports_errors
-def image(c, platform=None, builder="qemu", force=False, refresh=False, target=None):
+def image(c, platform=None, builder="qemu", force=False, refresh=False, target=None,
+          remote=None, push_cache=False):
     """Build the golden box: artifacts, native build, base disk, packer, box + manifest.
 
     Output: dist/<platform>/<box>-<version>-libvirt.box and manifest.json; with target
@@ -157,10 +163,16 @@ def image(c, platform=None, builder="qemu", force=False, refresh=False, target=N
     With no input changed since the last build it only confirms the box is up to date. The base
     disk holds the updates published when it was made; --refresh takes today's. Each
     packer boot's serial console goes to build/<platform>/logs/image-*.console.*.log,
-    watched as `invoke up` watches its boot (see `invoke --help up`), without a retry."""
+    watched as `invoke up` watches its boot (see `invoke --help up`), without a retry.
+    With a team cache (--remote, cache.remote; docs/team-cache.md) an entry missing here
+    comes from the registry if signed by a trusted key, else it is built here; a registry
+    that is down or refuses is one line, never a failed build."""
     from goldbox.image import build_image
 
     config = load_config(ROOT)
+    if remote is not None or push_cache:
+        from goldbox.cache_remote import with_options
+        config = with_options(config, remote, push_cache)
     build_image(config, config.platform(platform), builder=builder, force=force,
                 refresh=refresh, targets=target or None)
 
@@ -420,7 +432,8 @@ def catalog_serve(c, catalog=None, port=None, cert=None, key=None, insecure_http
                         "many GiB"})
 @reports_errors
 def cache(c, prune=False, older_than=None, max_size=None):
-    """List the build cache: kind, size, age, last use and what each entry was made from.
+    """List the build cache: kind, size, age, last use, whether it was built here or
+    pulled from the team cache (cache.remote), and what each entry was made from.
 
     Sweeps leftovers of interrupted runs first (as `invoke image` does).
     The cache (cache.dir in goldbox.toml, or GOLDBOX_CACHE) holds downloads, rootfs

@@ -9,6 +9,11 @@ its figures:
 Runs in a fresh `git clone` of this repository's HEAD, with its own cache and
 VAGRANT_HOME, so nothing of the working tree or the user's cache is touched.
 Usage (root): .venv/bin/python bench/bench_image.py [--platform P] [--warm-cache]
+
+--remote-cache measures the team cache instead (docs/team-cache.md): it starts a
+docker-registry on 127.0.0.1 (htpasswd, TLS from a test CA), fills it with a cold build
+of a fresh clone (empty local cache, push on), then times a second fresh clone with an
+empty local cache that pulls from it; JSON line: cold_s, cold_remote_s, pulled_bytes.
 """
 
 from __future__ import annotations
@@ -54,9 +59,15 @@ def main() -> None:
                         help="platform name (default: box.default_platform)")
     parser.add_argument("--warm-cache", action="store_true",
                         help="use the user's goldbox cache instead of an empty one")
+    parser.add_argument("--remote-cache", action="store_true",
+                        help="time a cold build that pulls from a team cache another cold "
+                             "build filled (and nothing else)")
     args = parser.parse_args()
     config = load_config(ROOT)
     platform = config.platform(args.platform)
+    if args.remote_cache:
+        bench_remote_cache(platform.name)
+        return
     with tempfile.TemporaryDirectory(prefix="goldbox-bench-") as scratch:
         work = Path(scratch)
         clone = work / "goldbox"
@@ -97,6 +108,47 @@ def main() -> None:
                           "verify_s": round(figures["verify"], 1),
                           "box_bytes": cold["box_size"]}))
         shutil.rmtree(work / "vagrant", ignore_errors=True)
+
+
+def bench_remote_cache(platform: str) -> None:
+    """Two machines of a team, played by two fresh clones with empty local caches: the
+    first builds cold and pushes every entry to a real registry, the second builds the
+    same box pulling them. Prints both times and the bytes the second one pulled."""
+    from goldbox.cache import Cache
+    from goldbox.cache_remote import NAMESPACE, origin_of
+    from tests.oci_registry import PASSWORD, USER, running_registry
+
+    with tempfile.TemporaryDirectory(prefix="goldbox-bench-remote-") as scratch:
+        work = Path(scratch)
+        key = work / "ci-key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+                       check=True)
+        signers = work / "allowed_signers"
+        public = key.with_suffix(".pub").read_text()
+        signers.write_text(f'ci@team namespaces="{NAMESPACE}" {public}')
+        with running_registry(work / "registry") as registry:
+            figures, caches = {}, {}
+            for machine, push in (("first", True), ("second", False)):
+                clone, caches[machine] = work / machine, work / f"{machine}-cache"
+                subprocess.run(["git", "clone", "-q", "--local", str(ROOT), str(clone)],
+                               check=True)
+                toml = clone / "goldbox.toml"
+                toml.write_text(toml.read_text().replace("[cache]\n", (
+                    f'[cache]\nremote = "{registry.url("team/goldbox-cache")}"\n'
+                    f'push = {str(push).lower()}\nsigning_key = "{key}"\n'
+                    f'allowed_signers = "{signers}"\ncacert = "{registry.ca}"\n'), 1))
+                env = {**os.environ, "GOLDBOX_CACHE": str(caches[machine]),
+                       "VAGRANT_HOME": str(work / f"{machine}-vagrant"),
+                       "GOLDBOX_CACHE_USER": USER, "GOLDBOX_CACHE_PASSWORD": PASSWORD}
+                figures[machine] = timed([INVOKE, "image", "--platform", platform], clone, env)
+        pulled = [e for e in Cache(caches["second"]).entries() if origin_of(e.path)]
+        print(f"\nbenchmark: {platform}, team cache on a local docker-registry")
+        print(f"{'cold image':<24} {figures['first']:8.1f} s (pushes every entry)")
+        print(f"{'cold image, remote cache':<24} {figures['second']:8.1f} s "
+              f"({len(pulled)} entries pulled)")
+        print(json.dumps({"cold_s": round(figures["first"], 1),
+                          "cold_remote_s": round(figures["second"], 1),
+                          "pulled_bytes": sum(e.size for e in pulled)}))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ goes through `Cache.ensure`:
    every file present with its size, and (check="full") its recorded sha256. A corrupt
    entry is never reused: it is removed, rebuilt, and a one-line note says why;
 3. otherwise build it under `<key>.partial/`, flush every file to disk, record the
-   hashes, and rename the folder into place.
+   hashes, and rename the folder into place. With a team cache (goldbox/cache_remote.py)
+   a missing entry is first pulled from it into `<key>.partial/`, used only if signed by
+   a trusted key and sound by the check of step 2; one built here is pushed to it.
 
 A miss also says what changed since the entry last used for the same name (a
 platform, say): "rebuilding base disk for debian-12: packages changed". Leftovers of
@@ -31,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from goldbox.errors import GoldboxError
 from goldbox.files import (
@@ -43,6 +45,9 @@ from goldbox.files import (
     write_atomically,
 )
 from goldbox.locks import exclusive
+
+if TYPE_CHECKING:
+    from goldbox.cache_remote import Remote
 
 # Bumped when the layout of entries changes: every key changes with it.
 FORMAT = 1
@@ -106,9 +111,10 @@ def locked(lock_file: Path, *, wait: bool = True) -> Iterator[bool]:
 
 
 class Cache:
-    def __init__(self, root: Path, note: Note = print):
+    def __init__(self, root: Path, note: Note = print, remote: Remote | None = None):
         self.root = Path(root)
         self.note = note
+        self.remote = remote  # the team's cache (goldbox/cache_remote.py), if any
         self.used: set[str] = set()  # keys this process found or built
 
     # ---- one entry ---------------------------------------------------------------------
@@ -144,8 +150,15 @@ class Cache:
                 self.note(f"cache: rebuilding {kind} for {name}: {reason}")
             else:
                 reason = self._what_changed(store, name, identity)
+                pulled = self._pull(store, kind, key, identity)
+                if pulled is not None:
+                    self._remember(store, name, identity)
+                    self.used.add(key)
+                    return pulled
                 self.note(f"cache: building {kind} for {name}: {reason}")
             record = self._build(store, key, kind, identity, make, name=name, summary=summary)
+            if self.remote is not None:
+                self.remote.push(kind, key, final)
             self._remember(store, name, identity)
             self.used.add(key)
             return Entry(kind, key, final, record, cached=False, note=reason)
@@ -187,15 +200,46 @@ class Cache:
                 "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             }
             (partial / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-            fsync_tree(partial)
-            replaced = store / f"{key}.replaced"
-            if (store / key).exists():  # a rebuild: the old entry goes only now
-                remove_tree(replaced)
-                os.rename(store / key, replaced)
-            os.rename(partial, store / key)
-            fsync_path(store)
-            remove_tree(replaced)
+            self._publish(partial, store / key)
             return record
+        finally:
+            remove_tree(partial)
+
+    @staticmethod
+    def _publish(partial: Path, final: Path) -> None:
+        """Flush the complete entry in `partial` and rename it to `final`."""
+        fsync_tree(partial)
+        replaced = final.with_name(f"{final.name}.replaced")
+        if final.exists():  # a rebuild: the old entry goes only now
+            remove_tree(replaced)
+            os.rename(final, replaced)
+        os.rename(partial, final)
+        fsync_path(final.parent)
+        remove_tree(replaced)
+
+    def _pull(self, store: Path, kind: str, key: str, identity: dict[str, Any]
+              ) -> Entry | None:
+        """The entry from the team's remote cache, checked exactly as a local one, or
+        None (the remote said in one line why, or has no such entry)."""
+        if self.remote is None:
+            return None
+        partial = store / f"{key}.partial"
+        remove_tree(partial)  # a killed builder's leftover: we hold the lock now
+        partial.mkdir(parents=True)
+        try:
+            signer = self.remote.pull(kind, key, identity, partial, FORMAT)
+            if signer is None:
+                return None
+            problem = self._problem(partial, identity, "full")
+            if problem:
+                self.note(f"cache: remote {self.remote.url} has {kind} {key[:12]} but it is "
+                          f"not used: {problem} (changed in the registry); building it locally")
+                return None
+            self._publish(partial, store / key)
+            record = json.loads((store / key / RECORD).read_text())
+            self.note(f"cache: pulled {kind} {key[:12]} ({record['summary']}) from "
+                      f"{self.remote.url}, signed by {signer}")
+            return Entry(kind, key, store / key, record, note=f"pulled from {self.remote.url}")
         finally:
             remove_tree(partial)
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from goldbox.cache import Cache, Entry
+from goldbox.cache_remote import origin_of
 from goldbox.config import Config
 from goldbox.files import write_atomically
 
@@ -43,19 +44,25 @@ def format_entries(config: Config, now: float | None = None) -> str:
     cache = Cache(config.cache_dir)
     entries = cache.entries()
     used = used_keys(config)
+    pulled: set[str] = set()  # where the entries pulled from a team cache came from
     lines = [f"cache: {cache.root} ({len(entries)} entries, "
              f"{sum(e.size for e in entries) / 2**30:.2f} GiB)"]
     if entries:
-        lines.append(f"{'kind':<13} {'key':<12} {'size':>9} {'age':>7} {'used':>7}  "
-                     "made from")
+        lines.append(f"{'kind':<13} {'key':<12} {'size':>9} {'age':>7} {'used':>7} "
+                     f"{'from':<6}  made from")
     for entry in sorted(entries, key=lambda e: (e.kind, -e.last_used)):
         created = datetime.datetime.fromisoformat(entry.record["created"]).timestamp()
         mark = " *" if entry.key in used else ""
+        origin = origin_of(entry.path)
         lines.append(f"{entry.kind:<13} {entry.key[:12]} {entry.size / 2**20:7.1f}Mi "
-                     f"{_age(now - created):>7} {_age(now - entry.last_used):>7}  "
-                     f"{entry.summary}{mark}")
+                     f"{_age(now - created):>7} {_age(now - entry.last_used):>7} "
+                     f"{'remote' if origin else 'here':<6}  {entry.summary}{mark}")
+        if origin:
+            pulled.add(f"remote: pulled from {origin.get('remote')}, signed by "
+                       f"{origin.get('signer')}")
     if used & {e.key for e in entries}:
         lines.append("* used by the last `invoke image` of a platform here (kept by --prune)")
+    lines += sorted(pulled)
     return "\n".join(lines)
 
 

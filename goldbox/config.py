@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from goldbox import PROJECT_ROOT
 from goldbox.errors import GoldboxError
@@ -41,6 +41,12 @@ _URL = (r"^(?P<scheme>[a-z]+)://(?P<host>[A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])(:[0-
 URL = re.compile(_URL.format(path=_URL_PATH_CHARACTERS))
 # yum expands $basearch, $releasever in its repo files' URLs (no shell sees them).
 YUM_URL = re.compile(_URL.format(path=_URL_PATH_CHARACTERS + "$"))
+# cache.remote: oci://HOST[:PORT]/REPOSITORY, the repository in the OCI distribution
+# spec's grammar (lowercase components joined by '.', '_', '__' or dashes).
+_OCI_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+OCI_REMOTE = re.compile(r"^oci://(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
+                        r"(?::(?P<port>[0-9]{1,5}))?"
+                        rf"/(?P<repository>{_OCI_COMPONENT}(?:/{_OCI_COMPONENT})*)\Z")
 # apt's and yum's package names; never an option (a leading '-').
 PACKAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
 PACKAGE_GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+-]*\Z")  # "Development tools"
@@ -194,6 +200,8 @@ Text = Annotated[str, AfterValidator(_one_line)]
 Package = Annotated[str, AfterValidator(_package)]
 Identifier = Annotated[str, AfterValidator(_identifier)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+OciRemote = Annotated[str, AfterValidator(_matching(
+    OCI_REMOTE, "oci://HOST[:PORT]/REPOSITORY (lowercase repository components)"))]
 # A key or allowed_signers file on this host, maybe in the home folder (~/.ssh/...).
 KeyPath = Annotated[str, AfterValidator(_matching(
     re.compile(rf"^(~/)?{HOST_PATH.pattern.removeprefix('^')}"),
@@ -264,6 +272,24 @@ class CatalogSection(Strict):
 
 class CacheSection(Strict):
     dir: str = "~/.cache/goldbox"
+    # The team's cache on an OCI registry (docs/team-cache.md): an entry missing here is
+    # pulled from it when a key in allowed_signers signed it. Unset: this machine only.
+    remote: OciRemote | None = None
+    # Push each entry this machine builds to `remote`, signed with signing_key (CI runners).
+    push: bool = False
+    # Unset: catalog.signing_key and catalog.allowed_signers (else
+    # ~/.config/goldbox/allowed_signers), under the namespace goldbox-cache@goldbox.
+    signing_key: KeyPath | None = None
+    allowed_signers: KeyPath | None = None
+    # The CA certificate(s) the registry's TLS certificate is checked against (a private
+    # CA); unset: the system's. Relative to the project.
+    cacert: KeyPath | None = None
+
+    @model_validator(mode="after")
+    def _push_needs_remote(self) -> CacheSection:
+        if self.push and self.remote is None:
+            raise ValueError("cache.push = true needs cache.remote (oci://HOST/REPOSITORY)")
+        return self
 
 
 # The disk of a debootstrap platform's box (its base disk), in GiB.

@@ -50,7 +50,11 @@ class Context:
 
     @functools.cached_property
     def cache(self) -> Cache:
-        return Cache(self.config.cache_dir)
+        remote = None
+        if self.config.project.cache.remote:  # a team cache (oras is imported only then)
+            from goldbox.cache_remote import open_remote
+            remote = open_remote(self.config)
+        return Cache(self.config.cache_dir, remote=remote)
 
     @property
     def root(self) -> Path:

@@ -24,14 +24,15 @@ def signature_path(path: Path) -> Path:
     return path.with_name(path.name + SUFFIX)
 
 
-def sign(data: str, key: Path, label: str) -> str:
-    """The armored SSH signature (`-----BEGIN SSH SIGNATURE-----`) of `data`, a JSON text."""
+def sign(data: str, key: Path, label: str, namespace: str = NAMESPACE) -> str:
+    """The armored SSH signature (`-----BEGIN SSH SIGNATURE-----`) of `data`, a JSON text,
+    under `namespace` (each kind of signed thing has its own, so none stands for another)."""
     if not key.is_file():
         raise GoldboxError(f"{label}: signing key {key}: no such file (catalog.signing_key: "
                            f"a private key, or the .pub of a key in ssh-agent)")
     # From stdin to stdout: ssh-keygen writes nothing beside the data, so a signature
     # reaches the catalog only through goldbox's atomic writes.
-    result = proc.capture(["ssh-keygen", "-q", "-Y", "sign", "-f", str(key), "-n", NAMESPACE],
+    result = proc.capture(["ssh-keygen", "-q", "-Y", "sign", "-f", str(key), "-n", namespace],
                           input=data, check=False)
     if result.returncode != 0 or "BEGIN SSH SIGNATURE" not in result.stdout:
         detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
@@ -39,16 +40,17 @@ def sign(data: str, key: Path, label: str) -> str:
     return result.stdout
 
 
-def verify(data: str, signature: str | None, allowed_signers: Path, label: str) -> str:
-    """The principal (from `allowed_signers`) whose key signed `data` under goldbox's
-    namespace, or one GoldboxError naming `label`: no signature, a signature by a key not
-    in the file, or one that does not match the data."""
+def verify(data: str, signature: str | None, allowed_signers: Path, label: str,
+           namespace: str = NAMESPACE) -> str:
+    """The principal (from `allowed_signers`) whose key signed `data` under `namespace`
+    (goldbox's catalog namespace by default), or one GoldboxError naming `label`: no
+    signature, a signature by a key not in the file, or one that does not match the data."""
     if signature is None:
         raise GoldboxError(f"{label}: not signed (no {label}{SUFFIX}); a catalog that signs "
                            f"its files has one beside each")
     if not allowed_signers.is_file():
         raise GoldboxError(f"--signers {allowed_signers}: no such file (an OpenSSH "
-                           f"allowed_signers file: `PRINCIPAL namespaces=\"{NAMESPACE}\" "
+                           f"allowed_signers file: `PRINCIPAL namespaces=\"{namespace}\" "
                            f"KEYTYPE KEY` per line)")
     with tempfile.TemporaryDirectory(prefix="goldbox-sig-") as scratch:
         sig_file = Path(scratch) / "signature"
@@ -62,7 +64,7 @@ def verify(data: str, signature: str | None, allowed_signers: Path, label: str) 
         for principal in principals:
             checked = proc.capture(
                 ["ssh-keygen", "-Y", "verify", "-f", str(allowed_signers), "-I", principal,
-                 "-n", NAMESPACE, "-s", str(sig_file)],
+                 "-n", namespace, "-s", str(sig_file)],
                 input=data, check=False)
             if checked.returncode == 0:
                 return principal
