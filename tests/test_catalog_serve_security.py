@@ -34,6 +34,7 @@ from tests.catalog_fixtures import (
     vagrant,
 )
 from tests.conftest import run_invoke
+from tests.waiting import wait_until
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="nginx runs its workers as another "
                                                        "user only when started as root")
@@ -165,6 +166,8 @@ def test_root_catalog_is_served_by_unprivileged_workers_that_follow_no_link(
     bearer = {"Authorization": f"Bearer {token}"}
     with serving(project_copy, catalog) as base:
         master = int((runtime_of(project_copy) / "nginx.pid").read_text())
+        # The port answers once the master has bound it, a moment before it forks workers.
+        wait_until(lambda: _workers(master), "nginx's workers")
         workers = _workers(master)
         assert workers and _uid(master) == 0
         assert {_uid(pid) for pid in workers} == {pwd.getpwnam("www-data").pw_uid}
