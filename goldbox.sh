@@ -11,6 +11,7 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils debootstrap grub-pc-bin e2fsprogs fdisk zstd xz-utils
   nginx iproute2 curl dpkg-dev python3-venv ca-certificates systemd-container
   gpgv gpg debian-archive-keyring
+  qemu-system-arm qemu-efi-aarch64 qemu-user-static binfmt-support dosfstools mtools
 )
 
 stamp=.venv/.goldbox-setup
