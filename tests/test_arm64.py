@@ -9,10 +9,12 @@ import pytest
 
 from goldbox.arch import AMD64, ARM64, architecture, check_foreign_binaries
 from goldbox.basedisk import base_disk_identity, kernel_args
+from goldbox.bundle import bundle_identity
 from goldbox.cache import identity_key
 from goldbox.config import load_config
 from goldbox.efidisk import esp_fstab_line, esp_uuid
 from goldbox.errors import GoldboxError
+from goldbox.native import release_of
 from goldbox.render import render_platform
 from goldbox.rootfs import rootfs_identity
 from goldbox.validate import declared_variables, packer_placeholder_vars
@@ -116,3 +118,18 @@ def test_the_packer_template_takes_the_arm64_machine_as_variables(tmp_path):
     assert 'var.firmware == "" ? [] : [["-bios", var.firmware]]' in text
     assert AMD64.packer_variables() == {"qemu_binary": "qemu-system-x86_64",
                                         "machine_type": "pc", "cpu_model": "", "firmware": ""}
+
+
+def test_an_arm64_native_build_is_an_entry_of_its_own_and_amd64s_keep_their_keys():
+    """The qemu-user way: the same bundle code in a chroot of the arm64 release."""
+    platform = load_config().platform("debian-13")
+    inputs = {"platform": "debian-13", "python_version": "3.13.15", "tarball_sha256": "0" * 64,
+              "configure_flags": []}
+    amd64 = bundle_identity(release=release_of(platform), **inputs)
+    arm64_release = release_of(platform, "arm64")
+    arm64 = bundle_identity(release=arm64_release, **inputs)
+    assert "arch" not in amd64
+    assert {key: value for key, value in arm64.items() if key != "arch"} == amd64
+    assert arm64["arch"] == "arm64"
+    assert arm64_release.label("debian-13") == "debian-13-arm64"
+    assert release_of(platform).label("debian-13") == "debian-13"
