@@ -12,6 +12,7 @@ APT_PACKAGES=(
   nginx iproute2 curl dpkg-dev python3-venv ca-certificates systemd-container
   gpgv gpg debian-archive-keyring
   docker-registry apache2-utils
+  qemu-system-arm qemu-efi-aarch64 qemu-user-static binfmt-support dosfstools mtools
 )
 
 stamp=.venv/.goldbox-setup

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from goldbox import proc
+from goldbox.arch import AMD64, Architecture
 from goldbox.cache import Cache, Entry, as_cache, identity_key
 from goldbox.chroot_provision import plan_head, provision_in_chroot
 from goldbox.config import BOX_DISK_GIB
+from goldbox.efidisk import esp_fstab_line, make_efi_raw_disk
 from goldbox.errors import GoldboxError
 from goldbox.keys import insecure_public_key
 from goldbox.plan import repositories_section
@@ -30,12 +32,12 @@ from goldbox.recipe import goldbox_code, provision_code
 from goldbox.rootfs import chroot_run, debootstrap_rootfs
 
 # What the base needs to boot under qemu, get an address by DHCP and let Vagrant and
-# packer in; the platform adds its kernel package. rsync serves Vagrant's default
-# synced folder; growpart (cloud-guest-utils) and resize2fs (e2fsprogs) grow / at boot.
-BASE_PACKAGES = ["systemd-sysv", "openssh-server", "python3", "grub-pc", "sudo", "ifupdown",
+# packer in; the architecture adds its grub and the platform its kernel package. rsync
+# serves Vagrant's default synced folder; growpart (cloud-guest-utils) and resize2fs
+# (e2fsprogs) grow / at boot.
+BASE_PACKAGES = ["systemd-sysv", "openssh-server", "python3", "sudo", "ifupdown",
                  "isc-dhcp-client", "iproute2", "rsync", "cloud-guest-utils", "e2fsprogs"]
 HOSTNAME = "goldbox"
-KERNEL_ARGS = "console=tty0 console=ttyS0 net.ifnames=0"
 _PARTITION_OFFSET = 1 << 20  # the partition starts at sector 2048
 SSH_HOST_KEYS_DROPIN = "etc/systemd/system/ssh.service.d/goldbox-host-keys.conf"
 GROW_ROOT_UNIT = "goldbox-grow-root.service"
@@ -56,19 +58,29 @@ GROW_ROOT_SCRIPT = textwrap.dedent("""\
 # The steps of provision the base disk runs natively (install_runtime_packages), and the
 # goldbox code that makes it (the policy: goldbox/recipe.py).
 BASE_STEPS = ("repositories", "packages")
-_CODE = ("basedisk", "chroot_provision", "rootfs")
+_CODE = ("basedisk", "chroot_provision", "rootfs", "arch", "efidisk")
 
 
-def base_disk_identity(platform: Any, size_gib: int = BOX_DISK_GIB) -> dict:
+def kernel_args(arch: Architecture = AMD64) -> str:
+    """The kernel's command line: its serial console last (that one is /dev/console)."""
+    return f"console=tty0 console={arch.console} net.ifnames=0"
+
+
+def base_disk_identity(platform: Any, size_gib: int = BOX_DISK_GIB,
+                       arch: Architecture = AMD64) -> dict:
     """What goes into the base disk of `platform`: suite, mirror, packages, size, the
     Vagrant public key, the runtime packages provision installs natively (with the
     repositories it installs them from, and the code of those two steps) and the code
     that makes it. Nothing of the platform's Python: a pin or a configure flag keeps
-    the base disk (and the OS updates it was made with)."""
+    the base disk (and the OS updates it was made with). amd64's names no architecture,
+    so the entries made before there were others stay valid."""
     source = platform.source
     return {
         "platform": platform.name, "suite": source.suite, "mirror": source.mirror,
-        "packages": sorted({*BASE_PACKAGES, source.kernel_package}), "size_gib": size_gib,
+        **({} if arch == AMD64 else {"arch": arch.name}),
+        "packages": sorted({*BASE_PACKAGES, arch.grub_package,
+                            arch.kernel_package(source.kernel_package)}),
+        "size_gib": size_gib,
         "authorized_key": insecure_public_key(),
         "runtime": runtime_plan(platform),
         "provision": provision_code(BASE_STEPS),
@@ -141,45 +153,56 @@ def superseded_kernels(root: Path) -> list[str]:
 
 def build_base_disk(cache: Cache | Path, platform: Any, *, log: Path | None = None,
                     size_gib: int = BOX_DISK_GIB, check: str = "full",
-                    refresh: bool = False) -> Entry:
+                    refresh: bool = False, arch: Architecture = AMD64) -> Entry:
     """Return the cache entry of the base qcow2 of `platform` (a config.Platform whose
     source is debootstrap: suite, mirror, kernel_package), building it first if needed.
     `check="size"` trusts the recorded sha256 of a found entry (the no-change path).
-    `refresh` builds it again even when cached, to take the updates published since."""
+    `refresh` builds it again even when cached, to take the updates published since.
+    `arch` arm64 gives a GPT disk that boots by UEFI (goldbox.efidisk)."""
     cache = as_cache(cache)
-    identity = base_disk_identity(platform, size_gib)
-    name = f"{platform.name}-base.qcow2"
+    identity = base_disk_identity(platform, size_gib, arch)
+    label = platform.name if arch == AMD64 else f"{platform.name}-{arch.name}"
+    name = f"{label}-base.qcow2"
 
     def make(folder: Path) -> None:
         with cache.scratch("basedisk") as work:
             root = debootstrap_rootfs(cache, suite=identity["suite"],
                                       mirror=identity["mirror"],
                                       packages=identity["packages"], dest=work / "rootfs",
-                                      log=log)
+                                      arch=arch.name, log=log)
             install_runtime_packages(root, identity["runtime"], log=log)
             # Stable across rebuilds of the same identity; the guest mounts / by it.
             key = identity_key("basedisk", identity)
             fs_uuid = str(uuid.UUID(bytes=bytes.fromhex(key[:32]), version=4))
+            esp_id = key[32:40] if arch.efi else None
             configure_rootfs(root, fs_uuid=fs_uuid, authorized_key=identity["authorized_key"],
-                             log=log)
+                             arch=arch, esp_id=esp_id, log=log)
             raw = work / "disk.raw"
-            make_bootable_raw_disk(root, raw, fs_uuid=fs_uuid, size_gib=size_gib, log=log)
+            if esp_id:
+                make_efi_raw_disk(root, raw, fs_uuid=fs_uuid, esp_id=esp_id,
+                                  size_gib=size_gib, arch=arch, log=log)
+            else:
+                make_bootable_raw_disk(root, raw, fs_uuid=fs_uuid, size_gib=size_gib, log=log)
             proc.run(["qemu-img", "convert", "-O", "qcow2", raw, folder / name],
                      prefix="base disk", log=log)
 
-    return cache.ensure("basedisk", identity, make, name=platform.name, check=check,
+    return cache.ensure("basedisk", identity, make, name=label, check=check,
                         rebuild="asked to take the repositories' updates now (--refresh)"
                         if refresh else None,
-                        summary=f"{platform.name} base disk ({identity['suite']}, "
+                        summary=f"{label} base disk ({identity['suite']}, "
                                 f"{size_gib} GiB)")
 
 
 def configure_rootfs(root: Path, *, fs_uuid: str, authorized_key: str,
+                     arch: Architecture = AMD64, esp_id: str | None = None,
                      log: Path | None = None) -> None:
-    """Make a debootstrapped rootfs a bootable, reachable, identity-free Vagrant base."""
+    """Make a debootstrapped rootfs a bootable, reachable, identity-free Vagrant base.
+    `esp_id`: the vfat volume id of an EFI system partition, mounted at /boot/efi."""
     kernel = _only_kernel_version(root)
+    args = kernel_args(arch)
     files = {
-        "etc/fstab": f"UUID={fs_uuid} / ext4 errors=remount-ro 0 1\n",
+        "etc/fstab": f"UUID={fs_uuid} / ext4 errors=remount-ro 0 1\n"
+                     + (esp_fstab_line(esp_id) if esp_id else ""),
         "etc/hostname": f"{HOSTNAME}\n",
         "etc/hosts": f"127.0.0.1 localhost\n127.0.1.1 {HOSTNAME}\n"
                      "::1 localhost ip6-localhost ip6-loopback\n",
@@ -196,7 +219,7 @@ def configure_rootfs(root: Path, *, fs_uuid: str, authorized_key: str,
             set timeout=1
             menuentry "Debian GNU/Linux" {{
                 search --no-floppy --fs-uuid --set=root {fs_uuid}
-                linux /boot/vmlinuz-{kernel} root=UUID={fs_uuid} ro {KERNEL_ARGS}
+                linux /boot/vmlinuz-{kernel} root=UUID={fs_uuid} ro {args}
                 initrd /boot/initrd.img-{kernel}
             }}
             """),
@@ -235,7 +258,7 @@ def configure_rootfs(root: Path, *, fs_uuid: str, authorized_key: str,
     (root / "etc/sudoers.d/vagrant").chmod(0o440)
     (root / "usr/local/sbin/goldbox-grow-root").chmod(0o755)
     _set_default_grub(root / "etc/default/grub",
-                      {"GRUB_CMDLINE_LINUX": f'"{KERNEL_ARGS}"', "GRUB_TIMEOUT": "1"})
+                      {"GRUB_CMDLINE_LINUX": f'"{args}"', "GRUB_TIMEOUT": "1"})
     (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
     (root / "etc/resolv.conf").unlink(missing_ok=True)  # the build host's; DHCP writes one
     for host_key in (root / "etc/ssh").glob("ssh_host_*"):
@@ -287,7 +310,8 @@ def _set_default_grub(path: Path, settings: dict[str, str]) -> None:
     net.ifnames=0 or the NIC is renamed ens*, eth0 gets no DHCP and `vagrant up` waits
     for an IP forever."""
     if not path.is_file():
-        raise GoldboxError(f"{path} is missing: is grub-pc installed in the rootfs?")
+        raise GoldboxError(f"{path} is missing: is grub (grub-pc, grub-efi-arm64) installed "
+                           "in the rootfs?")
     lines = [line for line in path.read_text().splitlines()
              if line.split("=", 1)[0] not in settings]
     lines += [f"{name}={value}" for name, value in settings.items()]

@@ -58,11 +58,22 @@ class BuiltFile:
 @dataclass(frozen=True)
 class ReleaseChroot:
     """The Debian release a platform's guest runs, as debootstrap needs it; `packages`
-    are what the build needs on top of minbase (the platform's build packages)."""
+    are what the build needs on top of minbase (the platform's build packages). A
+    foreign `arch` (arm64) is a chroot whose binaries run through qemu-user."""
 
     suite: str
     mirror: str
     packages: tuple[str, ...]
+    arch: str = "amd64"
+
+    def arch_identity(self) -> dict:
+        """The architecture in a cache identity: nothing for amd64, so the entries made
+        before there were others stay valid."""
+        return {} if self.arch == "amd64" else {"arch": self.arch}
+
+    def label(self, platform: str) -> str:
+        """`platform`, and the architecture unless amd64: names of entries and files."""
+        return platform if self.arch == "amd64" else f"{platform}-{self.arch}"
 
 
 def prefix_of(configure_flags: list[str]) -> str:
@@ -82,6 +93,7 @@ def bundle_identity(*, platform: str, release: ReleaseChroot, python_version: st
         "platform": platform,
         "suite": release.suite,
         "mirror": release.mirror,
+        **release.arch_identity(),
         "packages": sorted(set(release.packages)),
         "python_version": python_version,
         "tarball_sha256": tarball_sha256,
@@ -103,7 +115,7 @@ def build_cpython_bundle(cache: Cache | Path, *, platform: str, release: Release
     identity = bundle_identity(platform=platform, release=release,
                                python_version=python_version, tarball_sha256=tarball_sha256,
                                configure_flags=configure_flags)
-    name = f"cpython-{python_version}-{platform}.tar.gz"
+    name = f"cpython-{python_version}-{release.label(platform)}.tar.gz"
 
     def make(folder: Path) -> None:
         _verify(tarball, tarball_sha256)
@@ -120,7 +132,7 @@ def build_cpython_bundle(cache: Cache | Path, *, platform: str, release: Release
                 "tarball_sha256": tarball_sha256,
                 "configure_flags": configure_flags,
                 "platform": platform,
-                "built_in": f"debootstrap {release.suite} chroot",
+                "built_in": f"debootstrap {release.suite} {release.arch} chroot",
                 "built_with": "python3 -m provision plan.json --only python",
                 "build_date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "pruned": [p.format(xy=_xy(python_version)) for p in _PRUNED],
@@ -129,8 +141,9 @@ def build_cpython_bundle(cache: Cache | Path, *, platform: str, release: Release
             proc.run(["tar", "--numeric-owner", "-czf", folder / name, "-C", root,
                       prefix.lstrip("/")], prefix="bundle", log=log)
 
-    entry = cache.ensure("bundle", identity, make, name=platform,
-                         summary=f"CPython {python_version} for {platform} ({release.suite})")
+    entry = cache.ensure("bundle", identity, make, name=release.label(platform),
+                         summary=f"CPython {python_version} for {release.label(platform)} "
+                                 f"({release.suite})")
     return BuiltFile(entry.file(name), entry.sha256(name))
 
 
@@ -144,7 +157,8 @@ def build_native_wheel(cache: Cache | Path, *, release: ReleaseChroot, bundle: B
     setuptools = ArtifactCache(cache).ensure(*SETUPTOOLS)
     identity = {"code": goldbox_code(*_CODE), "bundle": bundle.sha256, "sdist": sdist_sha256,
                 "setuptools": setuptools.name,
-                "packages": sorted(set(release.packages)), "suite": release.suite}
+                "packages": sorted(set(release.packages)), "suite": release.suite,
+                **release.arch_identity()}
 
     def make(folder: Path) -> None:
         _verify(sdist, sdist_sha256)
@@ -191,6 +205,7 @@ def build_app_env(cache: Cache | Path, *, platform: str, release: ReleaseChroot,
     identity = {
         "code": goldbox_code(*_CODE), "platform": platform, "bundle": bundle.sha256,
         "suite": release.suite, "packages": sorted(set(release.packages)),
+        **release.arch_identity(),
         "requirements": sha256_file(requirements),
         "wheelhouse": {path.name: sha256_file(path)
                        for path in sorted(wheelhouse.iterdir()) if path.is_file()},
@@ -198,7 +213,7 @@ def build_app_env(cache: Cache | Path, *, platform: str, release: ReleaseChroot,
         # provision's app step makes it: a change to that step rebuilds.
         "provision": provision_code(["app"]),
     }
-    name = f"app-env-{platform}.tar.gz"
+    name = f"app-env-{release.label(platform)}.tar.gz"
 
     def make(folder: Path) -> None:
         _verify(bundle.path, bundle.sha256)
@@ -213,8 +228,9 @@ def build_app_env(cache: Cache | Path, *, platform: str, release: ReleaseChroot,
             proc.run(["tar", "--numeric-owner", "-czf", folder / name, "-C", root, env],
                      prefix="app env", log=log)
 
-    entry = cache.ensure("app-env", identity, make, name=platform,
-                         summary=f"the app's virtualenv for {platform} ({release.suite})")
+    entry = cache.ensure("app-env", identity, make, name=release.label(platform),
+                         summary=f"the app's virtualenv for {release.label(platform)} "
+                                 f"({release.suite})")
     return BuiltFile(entry.file(name), entry.sha256(name))
 
 
@@ -235,7 +251,7 @@ def _scratch_rootfs(cache: Cache, release: ReleaseChroot, log: Path | None) -> I
         yield debootstrap_rootfs(cache, suite=release.suite, mirror=release.mirror,
                                  # provision runs on the release's own python3
                                  packages=[*release.packages, "python3"],
-                                 dest=scratch / "root", log=log)
+                                 dest=scratch / "root", arch=release.arch, log=log)
 
 
 def _compile_cpython(root: Path, *, platform: str, tarball: Path, tarball_sha256: str,

@@ -38,11 +38,12 @@ class NativeBuild:
     golden_files: list[Path]
 
 
-def release_of(platform: Platform) -> ReleaseChroot:
+def release_of(platform: Platform, arch: str = "amd64") -> ReleaseChroot:
+    """The chroot `platform`'s native builds run in, for the guest architecture `arch`."""
     source = platform.source
     assert isinstance(source, DebootstrapSource)
     return ReleaseChroot(suite=source.suite, mirror=source.mirror,
-                         packages=tuple(platform.packages.build))
+                         packages=tuple(platform.packages.build), arch=arch)
 
 
 def native_build(ctx: Context, tarball: Path,

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from goldbox import proc
+from goldbox.arch import architecture, check_foreign_binaries
 from goldbox.cache import Cache, Entry, as_cache
 from goldbox.errors import GoldboxError
 
@@ -38,10 +39,12 @@ chroot "$root" /usr/bin/env -i "$@"
 """
 
 
-def rootfs_identity(*, suite: str, mirror: str, packages: list[str], variant: str) -> dict:
-    """What goes into a debootstrap (its cache identity)."""
+def rootfs_identity(*, suite: str, mirror: str, packages: list[str], variant: str,
+                    arch: str = "amd64") -> dict:
+    """What goes into a debootstrap (its cache identity). amd64's identity names no
+    architecture, so the entries made before there were others stay valid."""
     return {"recipe": _RECIPE, "suite": suite, "mirror": mirror, "variant": variant,
-            "packages": sorted(set(packages))}
+            "packages": sorted(set(packages)), **({} if arch == "amd64" else {"arch": arch})}
 
 
 def debootstrap_rootfs(
@@ -52,6 +55,7 @@ def debootstrap_rootfs(
     packages: list[str],
     dest: Path,
     variant: str = "minbase",
+    arch: str = "amd64",
     log: Path | None = None,
 ) -> Path:
     """Fill `dest` (absent or empty) with a fresh Debian rootfs and return `dest`.
@@ -62,7 +66,7 @@ def debootstrap_rootfs(
     if dest.exists() and any(dest.iterdir()):
         raise GoldboxError(f"rootfs destination {dest} is not empty; give an empty or new folder")
     entry = cached_rootfs(cache, suite=suite, mirror=mirror, packages=packages,
-                          variant=variant, log=log)
+                          variant=variant, arch=arch, log=log)
     dest.mkdir(parents=True, exist_ok=True)
     proc.run(["tar", *_TAR_OPTIONS, "-xpf", entry.file(TARBALL), "-C", dest], prefix="rootfs",
              log=log)
@@ -76,11 +80,15 @@ def cached_rootfs(
     mirror: str,
     packages: list[str],
     variant: str = "minbase",
+    arch: str = "amd64",
     log: Path | None = None,
 ) -> Entry:
-    """The cache entry holding `rootfs.tar` of this debootstrap, run first if needed."""
+    """The cache entry holding `rootfs.tar` of this debootstrap, run first if needed. A
+    foreign `arch` (arm64) runs its binaries through qemu-user (see goldbox.arch)."""
     cache = as_cache(cache)
-    identity = rootfs_identity(suite=suite, mirror=mirror, packages=packages, variant=variant)
+    identity = rootfs_identity(suite=suite, mirror=mirror, packages=packages, variant=variant,
+                               arch=arch)
+    check_foreign_binaries(architecture(arch))
 
     def make(folder: Path) -> None:
         with cache.scratch("debootstrap") as build_root:
@@ -90,7 +98,8 @@ def cached_rootfs(
             # An explicit keyring: debootstrap then refuses a Release that is unsigned or
             # signed by another key, and stops if the keyring is missing (without one it
             # warns and installs unverified packages).
-            command = ["debootstrap", f"--variant={variant}", f"--keyring={ARCHIVE_KEYRING}"]
+            command = ["debootstrap", f"--arch={arch}", f"--variant={variant}",
+                       f"--keyring={ARCHIVE_KEYRING}"]
             if packages:
                 command.append("--include=" + ",".join(sorted(set(packages))))
             command += [suite, build_root, mirror]
@@ -102,9 +111,10 @@ def cached_rootfs(
             proc.run(["tar", *_TAR_OPTIONS, "-cf", folder / TARBALL, "-C", build_root, "."],
                      prefix="rootfs", log=log)
 
-    return cache.ensure("rootfs", identity, make, name=f"{suite}-{variant}",
-                        summary=f"debootstrap {suite} {variant} + {len(identity['packages'])} "
-                                "packages")
+    named = f"{suite}-{variant}" + ("" if arch == "amd64" else f"-{arch}")
+    return cache.ensure("rootfs", identity, make, name=named,
+                        summary=f"debootstrap {suite} {variant} {arch} + "
+                                f"{len(identity['packages'])} packages")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,105 @@
+"""The guest architectures goldbox builds for, as data: what debootstrap, grub, the
+kernel and qemu need to know about each. amd64 is the host's own (and the default of
+every function taking an `arch`); arm64 is built here through qemu-user (binfmt_misc)
+and booted under qemu-system-aarch64 with UEFI firmware (TCG)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from goldbox.errors import GoldboxError
+
+BINFMT_MISC = Path("/proc/sys/fs/binfmt_misc")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One Debian architecture and the way its guests boot."""
+
+    name: str                 # Debian's name: debootstrap --arch, package suffixes
+    gnu_type: str             # the multiarch triplet: /usr/lib/<gnu_type>, cross gcc
+    grub_package: str         # the grub flavour installed in the rootfs
+    grub_target: str          # grub-mkimage -O, and the module folder /usr/lib/grub/<it>
+    console: str              # the serial console the kernel writes to
+    qemu_binary: str          # qemu-system-*
+    machine: str              # qemu -machine type
+    cpu: str | None           # qemu -cpu (None: qemu's default for the machine)
+    firmware: str | None      # UEFI code image (None: SeaBIOS, the i386-pc grub boots)
+    qemu_user: str | None     # binfmt_misc entry that runs its binaries on this host
+
+    @property
+    def efi(self) -> bool:
+        return self.firmware is not None
+
+    def qemu_machine_args(self) -> list[str]:
+        """qemu's machine, CPU and firmware options for a guest of this architecture
+        (the accelerator, disk and network are the caller's)."""
+        return ["-machine", self.machine, *(["-cpu", self.cpu] if self.cpu else []),
+                *(["-bios", self.firmware] if self.firmware else [])]
+
+    def packer_variables(self) -> dict[str, str]:
+        """The variables of packer/debootstrap.pkr.hcl.j2 that choose the guest's
+        architecture (its defaults are amd64's)."""
+        return {"qemu_binary": self.qemu_binary, "machine_type": self.machine,
+                "cpu_model": self.cpu or "", "firmware": self.firmware or ""}
+
+    def kernel_package(self, platform_kernel: str) -> str:
+        """The platform's kernel package (named for amd64, e.g. linux-image-cloud-amd64)
+        for this architecture: Debian names its flavours the same with the arch's
+        suffix (linux-image-cloud-arm64)."""
+        return re.sub(r"-amd64\Z", f"-{self.name}", platform_kernel)
+
+
+AMD64 = Architecture(
+    name="amd64", gnu_type="x86_64-linux-gnu", grub_package="grub-pc", grub_target="i386-pc",
+    console="ttyS0", qemu_binary="qemu-system-x86_64", machine="pc", cpu=None, firmware=None,
+    qemu_user=None)
+ARM64 = Architecture(
+    name="arm64", gnu_type="aarch64-linux-gnu", grub_package="grub-efi-arm64",
+    grub_target="arm64-efi",
+    # The `virt` machine's PL011 UART.
+    console="ttyAMA0", qemu_binary="qemu-system-aarch64", machine="virt",
+    # TCG's `max`: every feature qemu emulates (virt's default is a 32-bit cortex-a15).
+    cpu="max",
+    firmware="/usr/share/qemu-efi-aarch64/QEMU_EFI.fd", qemu_user="qemu-aarch64")
+ARCHITECTURES = {arch.name: arch for arch in (AMD64, ARM64)}
+
+
+def architecture(name: str) -> Architecture:
+    """The architecture called `name` (Debian's name), or one error line listing those
+    goldbox knows."""
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise GoldboxError(f"unknown architecture {name!r}: expected one of "
+                           f"{', '.join(sorted(ARCHITECTURES))}") from None
+
+
+def check_foreign_binaries(arch: Architecture, binfmt: Path = BINFMT_MISC) -> None:
+    """Stop with one line unless this host can run `arch`'s binaries (debootstrap and
+    every chroot of that arch need it): binfmt_misc mounted and qemu-user registered
+    for it, as qemu-user-static + binfmt-support do (`update-binfmts --enable`)."""
+    if arch.qemu_user is None:
+        return
+    entry = binfmt / arch.qemu_user
+    if not (binfmt / "status").is_file():
+        raise GoldboxError(f"{binfmt} is not mounted: an {arch.name} chroot needs "
+                           f"binfmt_misc (mount -t binfmt_misc binfmt_misc {binfmt}; "
+                           f"update-binfmts --enable {arch.qemu_user})")
+    try:
+        registered = entry.read_text()
+    except OSError:
+        registered = ""
+    if not registered.startswith("enabled"):
+        raise GoldboxError(f"{entry}: {arch.qemu_user} is not registered and enabled: install "
+                           f"qemu-user-static and binfmt-support, then update-binfmts "
+                           f"--enable {arch.qemu_user}")
+    # The F flag: the kernel opens the interpreter when it is registered, so it also runs
+    # inside a chroot that has no /usr/bin/qemu-aarch64-static of its own.
+    flags = re.search(r"^flags: *(\S*)$", registered, re.M)
+    if not flags or "F" not in flags.group(1):
+        raise GoldboxError(f"{entry}: {arch.qemu_user} is registered without the F (fix "
+                           "binary) flag, so it cannot run inside a chroot: use "
+                           "qemu-user-static's registration")

@@ -1,0 +1,135 @@
+"""arm64: the architecture table, the host check for running its binaries, and what the
+base disk's identity says for it (fast); the real arm64 base disk is in
+test_arm64_boot.py (slow)."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from goldbox.arch import AMD64, ARM64, architecture, check_foreign_binaries
+from goldbox.basedisk import base_disk_identity, kernel_args
+from goldbox.bundle import bundle_identity
+from goldbox.cache import identity_key
+from goldbox.config import load_config
+from goldbox.efidisk import esp_fstab_line, esp_uuid
+from goldbox.errors import GoldboxError
+from goldbox.native import release_of
+from goldbox.render import render_platform
+from goldbox.rootfs import rootfs_identity
+from goldbox.validate import declared_variables, packer_placeholder_vars
+
+TRIXIE = {"suite": "trixie", "mirror": "http://deb.debian.org/debian", "variant": "minbase",
+          "packages": ["python3"]}
+# The kernel's own registration line for qemu-user-static's aarch64 entry.
+REGISTERED = ("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: {flags}\n"
+              "offset 0\nmagic 7f454c460201010000000000000000000200b700\n")
+
+
+def test_unknown_architecture_is_one_line_naming_the_known_ones():
+    assert architecture("arm64") is ARM64
+    with pytest.raises(GoldboxError, match=r"unknown architecture 'riscv64': expected one of "
+                                           r"amd64, arm64"):
+        architecture("riscv64")
+
+
+def test_kernel_flavour_follows_the_architecture():
+    assert ARM64.kernel_package("linux-image-cloud-amd64") == "linux-image-cloud-arm64"
+    assert ARM64.kernel_package("linux-image-amd64") == "linux-image-arm64"
+    assert AMD64.kernel_package("linux-image-cloud-amd64") == "linux-image-cloud-amd64"
+
+
+def test_arm64_kernel_writes_to_the_virt_machines_uart_last():
+    assert kernel_args(ARM64).split()[-2:] == ["console=ttyAMA0", "net.ifnames=0"]
+    assert kernel_args() == "console=tty0 console=ttyS0 net.ifnames=0"
+
+
+def test_amd64_cache_identities_are_those_made_before_there_were_architectures():
+    """Adding arm64 must not rebuild anyone's amd64 rootfs: its identity names no arch."""
+    assert "arch" not in rootfs_identity(**TRIXIE)
+    assert identity_key("rootfs", rootfs_identity(**TRIXIE)) == identity_key(
+        "rootfs", rootfs_identity(**TRIXIE, arch="amd64"))
+    assert identity_key("rootfs", rootfs_identity(**TRIXIE)) != identity_key(
+        "rootfs", rootfs_identity(**TRIXIE, arch="arm64"))
+
+
+def test_arm64_base_disk_takes_uefi_grub_and_the_arm64_kernel():
+    platform = load_config().platform("debian-13")
+    amd64 = base_disk_identity(platform)
+    arm64 = base_disk_identity(platform, arch=ARM64)
+    assert "arch" not in amd64
+    assert {"grub-pc", "linux-image-cloud-amd64"} <= set(amd64["packages"])
+    assert arm64["arch"] == "arm64"
+    assert {"grub-efi-arm64", "linux-image-cloud-arm64"} <= set(arm64["packages"])
+    assert not {"grub-pc", "linux-image-cloud-amd64"} & set(arm64["packages"])
+
+
+def test_esp_is_mounted_by_its_volume_id_and_never_blocks_the_boot():
+    assert esp_uuid("0a1b2c3d") == "0A1B-2C3D"
+    assert esp_fstab_line("0a1b2c3d") == "UUID=0A1B-2C3D /boot/efi vfat umask=0077,nofail 0 2\n"
+
+
+def binfmt_folder(tmp_path: Path, entry: str | None) -> Path:
+    (tmp_path / "status").write_text("enabled\n")
+    if entry is not None:
+        (tmp_path / "qemu-aarch64").write_text(entry)
+    return tmp_path
+
+
+def test_foreign_binaries_need_binfmt_misc_mounted(tmp_path):
+    with pytest.raises(GoldboxError, match=rf"^{tmp_path} is not mounted: .*update-binfmts "
+                                           r"--enable qemu-aarch64\)$"):
+        check_foreign_binaries(ARM64, tmp_path)
+
+
+def test_foreign_binaries_need_qemu_aarch64_registered_and_enabled(tmp_path):
+    with pytest.raises(GoldboxError, match="qemu-aarch64 is not registered and enabled"):
+        check_foreign_binaries(ARM64, binfmt_folder(tmp_path, None))
+    (tmp_path / "qemu-aarch64").write_text(REGISTERED.format(flags="PF").replace(
+        "enabled", "disabled", 1))
+    with pytest.raises(GoldboxError, match="qemu-aarch64 is not registered and enabled"):
+        check_foreign_binaries(ARM64, tmp_path)
+
+
+def test_foreign_binaries_need_the_fix_binary_flag_to_run_in_a_chroot(tmp_path):
+    with pytest.raises(GoldboxError, match="without the F"):
+        check_foreign_binaries(ARM64, binfmt_folder(tmp_path, REGISTERED.format(flags="P")))
+    check_foreign_binaries(ARM64, binfmt_folder(tmp_path, REGISTERED.format(flags="PF")))
+
+
+def test_the_hosts_own_architecture_needs_no_binfmt(tmp_path):
+    check_foreign_binaries(AMD64, tmp_path)
+
+
+def test_the_packer_template_takes_the_arm64_machine_as_variables(tmp_path):
+    """The same template for both architectures: packer accepts arm64's variables, and
+    they land in qemu's command line options (-cpu, -bios) only when set."""
+    config = load_config()
+    rendered = render_platform(config, config.platform("debian-13"), tmp_path / "out")
+    template = rendered.system_template
+    assert set(ARM64.packer_variables()) <= declared_variables(template)
+    values = {**packer_placeholder_vars(template, tmp_path), **ARM64.packer_variables()}
+    argv = ["packer", "validate", *(f"-var={name}={value}" for name, value in values.items()),
+            template.name]
+    result = subprocess.run(argv, cwd=template.parent, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = template.read_text()
+    assert 'var.cpu_model == "" ? [] : [["-cpu", var.cpu_model]]' in text
+    assert 'var.firmware == "" ? [] : [["-bios", var.firmware]]' in text
+    assert AMD64.packer_variables() == {"qemu_binary": "qemu-system-x86_64",
+                                        "machine_type": "pc", "cpu_model": "", "firmware": ""}
+
+
+def test_an_arm64_native_build_is_an_entry_of_its_own_and_amd64s_keep_their_keys():
+    """The qemu-user way: the same bundle code in a chroot of the arm64 release."""
+    platform = load_config().platform("debian-13")
+    inputs = {"platform": "debian-13", "python_version": "3.13.15", "tarball_sha256": "0" * 64,
+              "configure_flags": []}
+    amd64 = bundle_identity(release=release_of(platform), **inputs)
+    arm64_release = release_of(platform, "arm64")
+    arm64 = bundle_identity(release=arm64_release, **inputs)
+    assert "arch" not in amd64
+    assert {key: value for key, value in arm64.items() if key != "arch"} == amd64
+    assert arm64["arch"] == "arm64"
+    assert arm64_release.label("debian-13") == "debian-13-arm64"
+    assert release_of(platform).label("debian-13") == "debian-13"
