@@ -163,6 +163,21 @@ def test_silence_after_the_guest_is_reached_is_no_trouble(tmp_path):
                 cwd=tmp_path)
 
 
+def test_an_upload_before_the_guest_starts_is_not_a_silent_guest(tmp_path):
+    """vagrant uploads the box to libvirt before the domain starts, its progress bar one
+    line of carriage returns for minutes (issue 22): no line reaches the watcher, and no
+    console log exists yet. That is not a silent guest; once the guest starts (its console
+    log appears), silence counts."""
+    console = tmp_path / "console.log"
+    script = ("for i in 1 2 3 4 5 6 7 8; do printf '\\rProgress: %s0%%' $i; sleep 0.5; done; "
+              f"echo; echo 'Linux version' > '{console}'; echo 'Machine booted and ready!'")
+    run_watched(["sh", "-c", script], console=console, silence=2,
+                reached="Machine booted and ready!", prefix="vagrant", cwd=tmp_path)
+    trouble = _watched(["sh", "-c", f"echo 'Linux version' > '{console}'; sleep 600"],
+                       console, silence=2)
+    assert str(trouble).startswith("no console output for 2 s")
+
+
 def test_a_packer_boot_that_never_reaches_its_guest_ends(tmp_path):
     """goldbox's own packer build (the system image's template) of a disk that does not
     boot: qemu writes the console log packer's template names, nothing comes, and the
