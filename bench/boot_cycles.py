@@ -86,6 +86,7 @@ def console_trouble(path: Path) -> list[str]:
 def one_cycle(number: int, platform: str, netns: str, out: Path, verify: bool) -> Cycle:
     cycle = Cycle(number)
     vm_dir = ROOT / "build" / platform
+    (vm_dir / FAILED_CONSOLE_LOG).unlink(missing_ok=True)  # an earlier run's
     with open(out / f"cycle-{number:02d}.log", "w", encoding="utf-8") as log:
 
         def stage(seconds: float, line: str) -> None:
@@ -107,7 +108,6 @@ def one_cycle(number: int, platform: str, netns: str, out: Path, verify: bool) -
                 target = out / f"cycle-{number:02d}.{kept}.log"
                 shutil.copyfile(source, target)
                 cycle.trouble += console_trouble(target)
-        (vm_dir / FAILED_CONSOLE_LOG).unlink(missing_ok=True)
         run_timed([INVOKE, "destroy", "--platform", platform], netns, log)
     return cycle
 

@@ -174,8 +174,8 @@ def test_an_upload_before_the_guest_starts_is_not_a_silent_guest(tmp_path):
               f"echo; echo 'Linux version' > '{console}'; echo 'Machine booted and ready!'")
     run_watched(["sh", "-c", script], console=console, silence=2,
                 reached="Machine booted and ready!", prefix="vagrant", cwd=tmp_path)
-    trouble = _watched(["sh", "-c", f"echo 'Linux version' > '{console}'; sleep 600"],
-                       console, silence=2)
+    trouble = _watched(_python(f"open({str(console)!r}, 'w').write('Linux version'); "
+                               "time.sleep(600)"), console, silence=2)
     assert str(trouble).startswith("no console output for 2 s")
 
 
