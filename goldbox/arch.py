@@ -54,7 +54,9 @@ class Architecture:
 
 AMD64 = Architecture(
     name="amd64", gnu_type="x86_64-linux-gnu", grub_package="grub-pc", grub_target="i386-pc",
-    console="ttyS0", qemu_binary="qemu-system-x86_64", machine="pc", cpu=None, firmware=None,
+    console="ttyS0", qemu_binary="qemu-system-x86_64", machine="pc",
+    # The CPU of packer/debootstrap.pkr.hcl.j2 and vagrant/Vagrantfile.j2 (issue 22).
+    cpu="qemu64,+rdrand", firmware=None,
     qemu_user=None)
 ARM64 = Architecture(
     name="arm64", gnu_type="aarch64-linux-gnu", grub_package="grub-efi-arm64",

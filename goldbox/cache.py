@@ -133,7 +133,7 @@ class Cache:
         key = identity_key(kind, identity)
         store = self.root / kind
         final = store / key
-        with locked(store / f"{key}.lock"):
+        with self._locked_saying_so(store / f"{key}.lock", f"{kind} for {name}"):
             problem = self._problem(final, identity, check) if final.exists() else None
             if final.exists() and problem is None and not rebuild:
                 os.utime(final / RECORD)
@@ -162,6 +162,19 @@ class Cache:
             self._remember(store, name, identity)
             self.used.add(key)
             return Entry(kind, key, final, record, cached=False, note=reason)
+
+    @contextlib.contextmanager
+    def _locked_saying_so(self, lock_file: Path, what: str) -> Iterator[None]:
+        """`locked(lock_file)`, with a note first when another phase or process holds it,
+        so a second phase that needs the entry says it waits for the first instead of
+        looking like a second build (issue 22)."""
+        with locked(lock_file, wait=False) as free:
+            if free:
+                yield
+                return
+        self.note(f"cache: waiting for {what}: another phase or process is building it")
+        with locked(lock_file):
+            yield
 
     def lookup(self, kind: str, identity: dict[str, Any], check: Check = "full") -> Entry | None:
         """The sound entry of `kind` for `identity`, or None; builds nothing."""

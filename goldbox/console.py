@@ -4,11 +4,11 @@ Every boot goldbox makes (packer's qemu, vagrant-libvirt's domain) writes the gu
 serial console (the kernel's console is on ttyS0) to a log file. While a command waits
 for that guest (`vagrant up` for an IP address and SSH, `packer build` for SSH and its
 provisioning), a thread follows the log. A kernel panic, an emergency or rescue shell or
-a failed fsck, or, until the guest is reached, no new output from the console nor from
-the command for a limit, stops the command (through proc.Stop) and the wait ends with a
-GuestTrouble: one line that quotes the console's telling lines and names the log. A
-guest that panicked under TCG is seen to hang at "Waiting for domain to get an IP
-address" for the whole boot timeout otherwise (issue 22)."""
+a failed fsck, or, from the guest's start until it is reached, no new output from the
+console nor from the command for a limit, stops the command (through proc.Stop) and the
+wait ends with a GuestTrouble: one line that quotes the console's telling lines and
+names the log. A guest that panicked under TCG is seen to hang at "Waiting for domain to
+get an IP address" for the whole boot timeout otherwise (issue 22)."""
 
 from __future__ import annotations
 
@@ -156,8 +156,9 @@ class ConsoleWatch:
     around the command: on leaving it, a trouble found is raised as GuestTrouble (in place
     of the error of the command it stopped).
 
-    Silence counts until `reached` (the command has the guest on SSH): before that, no
-    new console output nor output of the command for `silence` seconds is trouble. With
+    Silence counts from the guest's start (its console log appears) until `reached` (the
+    command has the guest on SSH): in between, no new console output nor output of the
+    command for `silence` seconds is trouble. With
     `silence` None (an installer that writes nothing to the serial port), only what the
     console shows is."""
 
@@ -200,6 +201,9 @@ class ConsoleWatch:
                 print(f"note: cannot read the guest's console ({describe_os_error(exc)}): "
                       "not watched", flush=True)
                 return None
+            if chunk is None:  # no guest yet, so none that is silent (see _read_from)
+                self._last_progress = time.monotonic()
+                continue
             if chunk:
                 self._last_progress = time.monotonic()
                 *complete, partial = (partial + chunk).split(b"\n")
@@ -220,9 +224,12 @@ class ConsoleWatch:
         self.stop.stop()
 
 
-def _read_from(log: Path, offset: int) -> tuple[bytes, int]:
-    """The bytes appended to `log` since `offset` (none while it does not exist; from the
-    start again when it was truncated, as a new boot does)."""
+def _read_from(log: Path, offset: int) -> tuple[bytes | None, int]:
+    """The bytes appended to `log` since `offset` (from the start again when it was
+    truncated, as a new boot does); None while it does not exist: the guest has not
+    started (qemu, or libvirt's virtlogd, makes it as the guest starts). Before that the
+    command prepares the guest (vagrant adds the box and uploads it to libvirt, its
+    progress bar a line with no newline for minutes), which is not a silent guest."""
     try:
         with open(log, "rb") as file:
             size = os.fstat(file.fileno()).st_size
@@ -231,5 +238,5 @@ def _read_from(log: Path, offset: int) -> tuple[bytes, int]:
             file.seek(offset)
             chunk = file.read()
     except FileNotFoundError:
-        return b"", offset
+        return None, offset
     return chunk, offset + len(chunk)

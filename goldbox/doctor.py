@@ -50,19 +50,29 @@ def check_vagrant_libvirt() -> Check:
 
 
 def check_libvirtd() -> Check:
-    from goldbox.libvirtd import has_service_manager
+    """A daemon that does not answer is a missing prerequisite only where `invoke up`
+    cannot start it: with a service manager (the user starts it), or without the daemons'
+    programs. Where no service manager runs, `up` starts virtlogd and libvirtd itself
+    (libvirtd.ensure_answering): a warning that says so, not a failure."""
+    from goldbox.libvirtd import DAEMONS, has_service_manager
     from goldbox.virt import URI, daemon_version
 
+    managed = has_service_manager()
     hint = ("apt-get install libvirt-daemon-system, then `sudo systemctl start libvirtd`"
-            if has_service_manager() else
-            "apt-get install libvirt-daemon-system; no service manager runs here: "
-            "`invoke up` starts virtlogd and libvirtd itself")
+            if managed else "apt-get install libvirt-daemon-system")
     if shutil.which("virsh") is None:
         return Check("libvirt daemon", False, "virsh not found", hint)
     version = daemon_version(timeout=60)
-    if version is None:
-        return Check("libvirt daemon", False, f"{URI} is not reachable", hint)
-    return Check("libvirt daemon", True, f"{URI}, daemon {version}")
+    if version is not None:
+        return Check("libvirt daemon", True, f"{URI}, daemon {version}")
+    missing = [name for name in DAEMONS if shutil.which(name) is None]
+    if managed or missing:
+        detail = f"{URI} is not reachable" + (
+            f" ({', '.join(missing)} not found on PATH)" if missing else "")
+        return Check("libvirt daemon", False, detail, hint)
+    return Check("libvirt daemon", False, f"{URI} is not reachable (no daemon runs)",
+                 "no service manager runs here: `invoke up` starts virtlogd and libvirtd "
+                 "itself", required=False)
 
 
 def check_acceleration(cache_dir: Path) -> Check:

@@ -206,6 +206,39 @@ def test_a_second_builder_of_one_entry_waits_for_the_first(tmp_path):
     assert built[0].file().read_bytes() == b"whole" and not built[0].cached
 
 
+def test_a_second_phase_needing_an_entry_being_built_says_it_waits(tmp_path):
+    # Issue 22: two phases needing one entry printed "building ..." as if twice.
+    release, first_notes, second_notes = threading.Event(), Notes(), Notes()
+    builds = []
+
+    def slow_make(folder: Path) -> None:
+        builds.append(folder)
+        release.wait(60)
+        (folder / "payload.bin").write_bytes(b"once")
+
+    first = threading.Thread(target=Cache(tmp_path, note=first_notes).ensure, args=(
+        "artifact", {"v": 1}, slow_make), kwargs={"name": "Python.tar.xz", "summary": "s"})
+    first.start()
+    while not builds:  # the first phase holds the entry's lock and is building
+        time.sleep(0.05)
+    second = Cache(tmp_path, note=second_notes)
+    waiter = threading.Thread(target=lambda: found.append(second.ensure(
+        "artifact", {"v": 1}, writer(b"again", builds), name="Python.tar.xz", summary="s")))
+    found: list = []
+    waiter.start()
+    for _ in range(600):  # until the second says something (before the fix: nothing)
+        if second_notes:
+            break
+        time.sleep(0.05)
+    release.set()
+    first.join()
+    waiter.join()
+    assert first_notes == ["cache: building artifact for Python.tar.xz: not in the cache yet"]
+    assert second_notes == ["cache: waiting for artifact for Python.tar.xz: another phase "
+                            "or process is building it"]
+    assert len(builds) == 1 and found[0].cached and found[0].file().read_bytes() == b"once"
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
 def test_sweep_unmounts_what_an_older_version_left_before_deleting(tmp_path):
     """An older goldbox bind-mounted the host's /dev into its chroot and was killed. A

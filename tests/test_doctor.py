@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -51,3 +52,38 @@ def test_doctor_names_what_is_missing_and_how_to_fix_it(tmp_path, monkeypatch):
     assert "packer not found on PATH  -> apt-get install packer" in result.stdout
     assert "missing prerequisites: packer, vagrant" in result.stderr
     assert os.environ["PATH"] == env_path
+
+
+def _doctor_where_no_daemon_answers(service_manager: bool):
+    """`invoke doctor` in a private mount namespace where an empty /run/libvirt hides any
+    running daemon's sockets (and, for `service_manager`, /run/systemd/system exists, as
+    where systemd is PID 1): the real doctor and the real virsh, nothing else changed."""
+    setup = "mount -t tmpfs goldbox-test /run/libvirt"
+    if service_manager:
+        setup += " && mount -t tmpfs goldbox-test /run/systemd && mkdir /run/systemd/system"
+    invoke = Path(sys.executable).parent / "invoke"
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                           f'{setup} && exec "$0" doctor', str(invoke)],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+                          check=False)
+
+
+def test_a_daemon_invoke_up_starts_itself_is_a_warning():
+    # The newcomer's host (issue 22): no service manager, no daemon running; `invoke up`
+    # starts virtlogd and libvirtd itself, so doctor warns and does not count it missing.
+    result = _doctor_where_no_daemon_answers(service_manager=False)
+    print(result.stdout, result.stderr)
+    rows = _rows(result.stdout)
+    assert rows["libvirt daemon"] == "warn"
+    assert "`invoke up` starts virtlogd and libvirtd itself" in result.stdout
+    assert "libvirt daemon" not in result.stderr
+    assert (result.returncode != 0) == ("FAIL" in rows.values())
+
+
+def test_a_daemon_the_service_manager_should_run_is_missing():
+    result = _doctor_where_no_daemon_answers(service_manager=True)
+    print(result.stdout, result.stderr)
+    assert _rows(result.stdout)["libvirt daemon"] == "FAIL"
+    assert "sudo systemctl start libvirtd" in result.stdout
+    assert "missing prerequisites: libvirt daemon" in result.stderr
+    assert result.returncode == 1

@@ -1,0 +1,152 @@
+"""N `invoke up` / `invoke destroy` cycles of the built box, each guest's serial console
+kept, as the proof that boots do not panic (issue 22) and a record of each boot's stages.
+
+Per cycle it prints the seconds from `invoke up`'s start to the domain's start, to the
+guest's IP address, to SSH ("Machine booted and ready!"), and (with --verify) the
+seconds of `invoke verify`; and the console lines that show trouble (a kernel panic, an
+Oops/BUG, an emergency or rescue shell, a failed fsck), including those of a boot that
+`invoke up` retried itself (its console.failed.log). Then one JSON line of the totals.
+
+Runs in this checkout, on the box `invoke image` left in dist/<platform>/, with libvirt
+inside a network namespace of its own (tests/harness.py), as the e2e does. Boots VMs:
+run it where one VM user at a time is the rule under that rule's lock.
+Usage (root): .venv/bin/python bench/boot_cycles.py [-n 20] [--platform P] [--verify]
+              [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from goldbox.config import load_config  # noqa: E402
+from goldbox.console import clean  # noqa: E402
+from goldbox.vm import CONSOLE_LOG, FAILED_CONSOLE_LOG  # noqa: E402
+from tests import harness  # noqa: E402
+
+INVOKE = str(Path(sys.executable).parent / "invoke")
+# What `invoke up` (vagrant-libvirt 0.11) prints as a boot passes each stage.
+STAGES = {
+    "domain": "Waiting for domain to get an IP address",
+    "ip": "Waiting for machine to boot",
+    "ssh": "Machine booted and ready!",
+}
+TROUBLE = re.compile(r"Kernel panic|\bOops\b|\bBUG: |general protection fault|"
+                     r"You are in (emergency|rescue) mode|UNEXPECTED INCONSISTENCY|"
+                     r"doesn't work!")
+RETRIED = "booting once more"
+
+
+@dataclass
+class Cycle:
+    number: int
+    stages: dict[str, float] = field(default_factory=dict)
+    up_s: float = 0.0
+    verify_s: float | None = None
+    up_ok: bool = False
+    retried: bool = False
+    trouble: list[str] = field(default_factory=list)
+
+
+def run_timed(argv: list[str], netns: str, log, on_line=None) -> tuple[int, float]:
+    """Run `argv` inside `netns` in this checkout, its output appended to `log`; call
+    `on_line(seconds since start, line)` for each line. Returns (exit code, seconds)."""
+    started = time.monotonic()
+    child = subprocess.Popen(["ip", "netns", "exec", netns, *argv], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert child.stdout is not None
+    for line in child.stdout:
+        log.write(line)
+        if on_line is not None:
+            on_line(time.monotonic() - started, line)
+    code = child.wait()
+    return code, time.monotonic() - started
+
+
+def console_trouble(path: Path) -> list[str]:
+    """The lines of a console log that show trouble."""
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return [clean(line) for line in text.splitlines() if TROUBLE.search(line)]
+
+
+def one_cycle(number: int, platform: str, netns: str, out: Path, verify: bool) -> Cycle:
+    cycle = Cycle(number)
+    vm_dir = ROOT / "build" / platform
+    (vm_dir / FAILED_CONSOLE_LOG).unlink(missing_ok=True)  # an earlier run's
+    with open(out / f"cycle-{number:02d}.log", "w", encoding="utf-8") as log:
+
+        def stage(seconds: float, line: str) -> None:
+            for name, marker in STAGES.items():
+                if marker in line and name not in cycle.stages:
+                    cycle.stages[name] = seconds
+            if RETRIED in line:
+                cycle.retried = True
+                cycle.stages.clear()  # the stages of the boot that counts
+
+        code, cycle.up_s = run_timed([INVOKE, "up", "--platform", platform], netns, log, stage)
+        cycle.up_ok = code == 0
+        if cycle.up_ok and verify:
+            code, seconds = run_timed([INVOKE, "verify", "--platform", platform], netns, log)
+            cycle.verify_s = seconds if code == 0 else None
+        for name, kept in ((FAILED_CONSOLE_LOG, "failed-console"), (CONSOLE_LOG, "console")):
+            source = vm_dir / name
+            if source.is_file():
+                target = out / f"cycle-{number:02d}.{kept}.log"
+                shutil.copyfile(source, target)
+                cycle.trouble += console_trouble(target)
+        run_timed([INVOKE, "destroy", "--platform", platform], netns, log)
+    return cycle
+
+
+def describe(cycle: Cycle) -> str:
+    stages = "  ".join(f"to {name} {cycle.stages[name]:6.1f} s" if name in cycle.stages
+                       else f"to {name}    -   " for name in STAGES)
+    verify = f"verify {cycle.verify_s:5.1f} s" if cycle.verify_s is not None else ""
+    status = "ok" if cycle.up_ok and not cycle.trouble and not cycle.retried else "TROUBLE"
+    line = f"cycle {cycle.number:2d}: {status:<7} {stages}  up {cycle.up_s:6.1f} s  {verify}"
+    return line + "".join(f"\n    console: {text}" for text in cycle.trouble[:4])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=20, help="number of up/destroy cycles")
+    parser.add_argument("--platform", default=None)
+    parser.add_argument("--verify", action="store_true", help="run `invoke verify` too")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for the logs (default build/boot-cycles/<UTC time>)")
+    args = parser.parse_args()
+    platform = load_config(ROOT).platform(args.platform).name
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or ROOT / "build" / "boot-cycles" / stamp
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{args.n} cycles of {platform}; logs and consoles in {out}", flush=True)
+    cycles = []
+    with harness.libvirt_netns(f"gb-cycles-{os.getpid()}") as netns:
+        for number in range(1, args.n + 1):
+            cycles.append(one_cycle(number, platform, netns, out, args.verify))
+            print(describe(cycles[-1]), flush=True)
+    troubled = [c.number for c in cycles if c.trouble or c.retried or not c.up_ok]
+    summary = {"platform": platform, "cycles": len(cycles), "troubled": troubled,
+               "panics": sum(any("Kernel panic" in t for t in c.trouble) for c in cycles),
+               "median_up_s": sorted(c.up_s for c in cycles)[len(cycles) // 2],
+               "out": str(out)}
+    print(json.dumps(summary))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
