@@ -118,7 +118,8 @@ def test_the_packer_template_takes_the_arm64_machine_as_variables(tmp_path):
     assert 'var.cpu_model == "" ? [] : [["-cpu", var.cpu_model]]' in text
     assert 'var.firmware == "" ? [] : [["-bios", var.firmware]]' in text
     assert AMD64.packer_variables() == {"qemu_binary": "qemu-system-x86_64",
-                                        "machine_type": "pc", "cpu_model": "", "firmware": ""}
+                                        "machine_type": "pc", "cpu_model": "qemu64,+rdrand",
+                                        "firmware": ""}
 
 
 def test_an_arm64_native_build_is_an_entry_of_its_own_and_amd64s_keep_their_keys():
