@@ -28,12 +28,12 @@ def test_targets_default_to_the_libvirt_amd64_box(project_copy):
 
 
 @pytest.mark.parametrize("value, problem", [
-    ('["vmware/amd64"]', "box.targets.0 = 'vmware/amd64': expected <provider>/<arch> with "
+    ('["vmware/amd64"]', "box.targets[0] = 'vmware/amd64': expected <provider>/<arch> with "
                          "provider libvirt or virtualbox and arch amd64 or arm64"),
-    ('["libvirt/amd64\\n"]', "box.targets.0 = 'libvirt/amd64\\n': expected <provider>/<arch>"),
-    ('["libvirt/x86_64"]', "box.targets.0 = 'libvirt/x86_64': expected"),
+    ('["libvirt/amd64\\n"]', "box.targets[0] = 'libvirt/amd64\\n': expected <provider>/<arch>"),
+    ('["libvirt/x86_64"]', "box.targets[0] = 'libvirt/x86_64': expected"),
     ("[]", "box.targets = []: List should have at least 1 item"),
-    ('"libvirt/amd64"', "box.targets = 'libvirt/amd64': Input should be a valid list"),
+    ('"libvirt/amd64"', "box.targets = 'libvirt/amd64': expected a valid list"),
 ])
 def test_a_target_outside_the_allow_list_is_one_line_naming_key_and_value(
         project_copy, value, problem):
