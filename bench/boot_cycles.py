@@ -8,7 +8,7 @@ Oops/BUG, an emergency or rescue shell, a failed fsck), including those of a boo
 `invoke up` retried itself (its console.failed.log). Then one JSON line of the totals.
 
 Runs in this checkout, on the box `invoke image` left in dist/<platform>/, with libvirt
-inside a network namespace of its own (tests/harness.py), as the e2e does. Boots VMs:
+inside a network namespace of its own (bench/harness.py), as the e2e does. Boots VMs:
 run it where one VM user at a time is the rule under that rule's lock.
 Usage (root): .venv/bin/python bench/boot_cycles.py [-n 20] [--platform P] [--verify]
               [--out DIR]
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from goldbox.config import load_config  # noqa: E402
 from goldbox.console import clean  # noqa: E402
 from goldbox.vm import CONSOLE_LOG, FAILED_CONSOLE_LOG  # noqa: E402
-from tests import harness  # noqa: E402
+from bench import harness  # noqa: E402
 
 INVOKE = str(Path(sys.executable).parent / "invoke")
 # What `invoke up` (vagrant-libvirt 0.11) prints as a boot passes each stage.
