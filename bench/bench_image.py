@@ -114,9 +114,9 @@ def bench_remote_cache(platform: str) -> None:
     """Two machines of a team, played by two fresh clones with empty local caches: the
     first builds cold and pushes every entry to a real registry, the second builds the
     same box pulling them. Prints both times and the bytes the second one pulled."""
+    from bench.oci_registry import PASSWORD, USER, running_registry
     from goldbox.cache import Cache
     from goldbox.cache_remote import NAMESPACE, origin_of
-    from tests.oci_registry import PASSWORD, USER, running_registry
 
     with tempfile.TemporaryDirectory(prefix="goldbox-bench-remote-") as scratch:
         work = Path(scratch)

@@ -31,10 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import harness  # noqa: E402
 from goldbox.config import load_config  # noqa: E402
 from goldbox.console import clean  # noqa: E402
 from goldbox.vm import CONSOLE_LOG, FAILED_CONSOLE_LOG  # noqa: E402
-from bench import harness  # noqa: E402
 
 INVOKE = str(Path(sys.executable).parent / "invoke")
 # What `invoke up` (vagrant-libvirt 0.11) prints as a boot passes each stage.

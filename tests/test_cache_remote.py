@@ -16,6 +16,7 @@ from pathlib import Path
 import oras.provider
 import pytest
 
+from bench.oci_registry import PASSWORD, USER, running_registry
 from goldbox import PROJECT_ROOT, cache_task
 from goldbox.cache import Cache, identity_key
 from goldbox.cache_remote import (
@@ -34,7 +35,6 @@ from goldbox.config import load_config
 from goldbox.context import Context
 from goldbox.errors import GoldboxError
 from tests.conftest import run_invoke
-from tests.oci_registry import PASSWORD, USER, running_registry
 from tests.test_signing import make_key
 
 IDENTITY = {"inputs": "a small entry for the team-cache tests"}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from tests.catalog_fixtures import make_test_ca
+from bench.testca import make_test_ca
 
 REGISTRY = "/usr/bin/docker-registry"
 USER, PASSWORD = "builder", "s3cret-for-tests"
