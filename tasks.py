@@ -84,7 +84,8 @@ def doctor(c):
 
 @task(help={"args": "extra pytest arguments for both layers, e.g. \"-k render\""})
 def test(c, args=""):
-    """Lint with ruff, run the fast unit layer, then the rest of the test suite.
+    """Lint with ruff, type-check goldbox/ with mypy, run the fast unit layer, then the rest
+    of the test suite.
 
     The unit layer (tests marked `unit`, all of tests/unit/: pure logic, no root, no
     tools) runs first and stops at its first failure, in seconds; the rest needs root:
@@ -92,6 +93,7 @@ def test(c, args=""):
     venv = Path(sys.executable).parent
     with c.cd(str(ROOT)):
         c.run(f"{venv}/ruff check .", echo=True)
+        c.run(f"{venv}/mypy", echo=True)
         c.run(f"{venv}/pytest -q -x -m unit {args}", echo=True, pty=False)
         c.run(f"{venv}/pytest -rA --durations=15 -m 'not unit' {args}", echo=True, pty=False)
 

@@ -178,7 +178,7 @@ def build_wheelhouse(cache: Cache | Path, requirements_file: Path, dest: Path, *
                 "source_only": list(source_only)}
 
     def make(folder: Path) -> None:
-        command = [
+        command: list[str | Path] = [
             sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
             "--disable-pip-version-check", "--only-binary=:all:",
             *(f"--no-binary={name}" for name in source_only),

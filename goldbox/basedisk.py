@@ -21,7 +21,7 @@ from typing import Any
 
 from goldbox import proc
 from goldbox.arch import AMD64, Architecture
-from goldbox.cache import Cache, Entry, as_cache, identity_key
+from goldbox.cache import Cache, Check, Entry, as_cache, identity_key
 from goldbox.chroot_provision import plan_head, provision_in_chroot
 from goldbox.config import BOX_DISK_GIB
 from goldbox.efidisk import esp_fstab_line, make_efi_raw_disk
@@ -159,7 +159,7 @@ def superseded_kernels(root: Path) -> list[str]:
 
 
 def build_base_disk(cache: Cache | Path, platform: Any, *, log: Path | None = None,
-                    size_gib: int = BOX_DISK_GIB, check: str = "full",
+                    size_gib: int = BOX_DISK_GIB, check: Check = "full",
                     refresh: bool = False, arch: Architecture = AMD64) -> Entry:
     """Return the cache entry of the base qcow2 of `platform` (a config.Platform whose
     source is debootstrap: suite, mirror, kernel_package), building it first if needed.

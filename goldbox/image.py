@@ -24,6 +24,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from goldbox import accel, proc, vbox
 from goldbox.bundle import BuiltFile
@@ -203,14 +204,15 @@ def _native_base_and_system(ctx: Context, phases: Phases, artifacts: Artifacts, 
         system = (pool.submit(_system_image_phase, ctx, phases, host, based, bundled,
                               artifacts.tarball if native is None else None)
                   if based else None)
-        running = [future for future in (native, based, system) if future]
+        running: list[concurrent.futures.Future[Any]] = [
+            future for future in (native, based, system) if future]
         done, _ = concurrent.futures.wait(running,
                                           return_when=concurrent.futures.FIRST_EXCEPTION)
         if any(future.exception() for future in done):
             # The failed phase cancelled the build (Phases): the others end at their
             # running or next command. Report the failure, not a cancellation it caused.
             done, _ = concurrent.futures.wait(running)
-            failed = [future.exception() for future in done if future.exception()]
+            failed = [exc for future in done if (exc := future.exception()) is not None]
             raise next((exc for exc in failed if not isinstance(exc, proc.Cancelled)),
                        failed[0])
         return (native.result() if native else None, based.result() if based else None,

@@ -121,8 +121,8 @@ def build_plan(
     # guest then needs no compiler.
     compiles_nothing = bundle is not None
     unit_path, unit_mode = uwsgi_unit_path(platform)
-    nginx_files = [{"path": platform.nginx.conf_path, "content": guest_files["nginx"],
-                    "mode": "0644"}]
+    nginx_files: list[dict[str, str | bool]] = [
+        {"path": platform.nginx.conf_path, "content": guest_files["nginx"], "mode": "0644"}]
     if "nginx_dropin" in guest_files:
         nginx_files.append({"path": NGINX_DROPIN_PATH, "content": guest_files["nginx_dropin"],
                             "mode": "0644", "defines_service": True})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Literal, Union, get_args, get_origin
 
@@ -64,8 +64,9 @@ def constraints(metadata: Sequence[object]) -> str:
         for attribute, word in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
             if getattr(item, attribute, None) is not None:
                 words.append(f"{word} {getattr(item, attribute)}")
-        if getattr(item, "pattern", None):
-            words.append(f"`{item.pattern}`")
+        pattern = getattr(item, "pattern", None)
+        if pattern:
+            words.append(f"`{pattern}`")
     return ", ".join(word for word in words if word)
 
 
@@ -161,7 +162,7 @@ def meanings_in(body: str) -> dict[str, str]:
 
 
 # docs file -> marker name -> (model or maker, keeps a meaning column)
-TABLES = {
+TABLES: dict[str, dict[str, tuple[type[BaseModel] | Callable[[], str], bool]]] = {
     "docs/contracts.md": {"plan": (Plan, False), "manifest": (Manifest, False),
                           "box-metadata": (BoxMetadata, False), "box-state": (BoxState, False),
                           "cache-kinds": (cache_kinds_list, False)},

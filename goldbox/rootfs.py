@@ -98,7 +98,7 @@ def cached_rootfs(
             # An explicit keyring: debootstrap then refuses a Release that is unsigned or
             # signed by another key, and stops if the keyring is missing (without one it
             # warns and installs unverified packages).
-            command = ["debootstrap", f"--arch={arch}", f"--variant={variant}",
+            command: list[str | Path] = ["debootstrap", f"--arch={arch}", f"--variant={variant}",
                        f"--keyring={ARCHIVE_KEYRING}"]
             if packages:
                 command.append("--include=" + ",".join(sorted(set(packages))))

@@ -123,6 +123,7 @@ def box_image_sha256(box: Path) -> str:
                 if member.name.rsplit("/", 1)[-1] == "box.img" and member.isfile():
                     digest = hashlib.sha256()
                     source = archive.extractfile(member)
+                    assert source is not None  # a regular file's member has a stream
                     while chunk := source.read(1 << 20):
                         digest.update(chunk)
                     return digest.hexdigest()

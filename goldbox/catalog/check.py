@@ -273,6 +273,7 @@ def check_catalog(location: Path | str, box: str | None = None,
         raise GoldboxError(f"--signers {signers}: no such file (an OpenSSH allowed_signers "
                            f"file)")
     report = Report()
+    source: _Directory | _Http
     if isinstance(location, Path):
         if not location.is_dir():
             raise GoldboxError(f"catalog {location}: no such directory")

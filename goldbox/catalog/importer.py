@@ -56,6 +56,7 @@ from goldbox.catalog.metadata import (
     BoxUrl,
     CatalogModel,
     Provider,
+    Status,
     Version,
     VersionState,
     checked,
@@ -80,7 +81,8 @@ STAGING_DIR = ".goldbox-import"
 # The checksum types Vagrant checks a box against, and their length in hex characters.
 DIGEST_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "sha384": 96, "sha512": 128}
 # HCP's release states -> goldbox's; a revoked version is not imported.
-STATES = {None: RELEASED, "active": RELEASED, "unreleased": CANDIDATE}
+STATES: dict[str | None, Status] = {None: RELEASED, "active": RELEASED,
+                                    "unreleased": CANDIDATE}
 _CHUNK = 1 << 20
 _MAX_METADATA = 16 << 20
 
@@ -95,7 +97,7 @@ class RemoteProvider(Provider):
     def _checksum_is_one_vagrant_checks(self) -> RemoteProvider:
         if (self.checksum_type is None) != (self.checksum is None):
             raise ValueError("checksum and checksum_type: expected both or neither")
-        if self.checksum_type is None:
+        if self.checksum_type is None or self.checksum is None:
             return self
         length = DIGEST_LENGTHS.get(self.checksum_type.lower())
         if length is None:
@@ -108,7 +110,8 @@ class RemoteProvider(Provider):
 
 
 class RemoteVersion(Version):
-    providers: list[RemoteProvider]
+    # pydantic narrows the field to the wider checksum rule; mypy's lists are invariant.
+    providers: list[RemoteProvider]  # type: ignore[assignment]
     status: Literal["active", "unreleased", "revoked"] | None = None
 
 
@@ -187,6 +190,7 @@ def _checked_url(url: str) -> str:
 
 def read_remote(url: str, client: Client) -> RemoteBox:
     """The source's box metadata (at most 16 MiB), checked."""
+    data: bytes | None
     if url.startswith("file:"):
         path = _local_path(url)
         try:
@@ -196,8 +200,8 @@ def read_remote(url: str, client: Client) -> RemoteBox:
             raise os_failure(path, "read", exc) from None
     else:
         data = client.read(url, _MAX_METADATA, {"Accept": "application/json"})
-        if data is None:
-            raise GoldboxError(f"{url}: HTTP 404")
+    if data is None:
+        raise GoldboxError(f"{url}: HTTP 404")
     if len(data) > _MAX_METADATA:
         raise invalid(url, f"larger than {_MAX_METADATA >> 20} MiB: not box metadata")
     try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -32,8 +32,10 @@ from goldbox.catalog.store import read_file_no_follow, remove_file, write_file_a
 from goldbox.signing import sign, signature_path
 from goldbox.validation import allowed, validated, validated_json
 
-CANDIDATE, RELEASED, REVOKED = "candidate", "released", "revoked"
-STATES = (CANDIDATE, RELEASED, REVOKED)
+Status = Literal["candidate", "released", "revoked"]
+CANDIDATE: Final = "candidate"
+RELEASED: Final = "released"
+REVOKED: Final = "revoked"
 # Channel name -> the states it lists. `stable` is <box>/metadata.json, the URL teammates add.
 CHANNELS = {"stable": (RELEASED,), "candidate": (CANDIDATE, RELEASED)}
 
@@ -120,7 +122,7 @@ class VersionState(Version):
     """A version as goldbox records it: Vagrant's entry plus its state."""
     model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
 
-    status: Literal["candidate", "released", "revoked"]
+    status: Status
     revoked_at: float | None = None
     verified_sha256: list[Sha256] = []
     # `invoke catalog-import`: the metadata URL the version came from, and when.
@@ -138,7 +140,8 @@ class BoxState(BoxMetadata):
     """`.goldbox-state.json`: every version of one box, in any state."""
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    versions: list[VersionState]
+    # pydantic narrows the field to versions with a state; mypy's lists are invariant.
+    versions: list[VersionState]  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _each_version_once(self) -> BoxState:

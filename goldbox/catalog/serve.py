@@ -293,14 +293,19 @@ def serve(catalog_dir: Path, build_dir: Path, port: int = 8099, cert: Path | Non
                 nginx.kill()
                 nginx.wait()
     if nginx.returncode not in (0, -signal.SIGQUIT, -signal.SIGTERM):
-        raise _nginx_failure(f"(pid {nginx.pid}) stopped", nginx.stderr.read())
+        raise _nginx_failure(f"(pid {nginx.pid}) stopped", _stderr(nginx))
 
 
-def _wait_listening(nginx: subprocess.Popen, port: int, timeout: float = 10) -> None:
+def _stderr(nginx: subprocess.Popen[str]) -> str:
+    """What a stopped nginx wrote on its stderr (proc.start gives it a pipe)."""
+    return nginx.stderr.read() if nginx.stderr else ""
+
+
+def _wait_listening(nginx: subprocess.Popen[str], port: int, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if nginx.poll() is not None:
-            raise _nginx_failure("did not start", nginx.stderr.read())
+            raise _nginx_failure("did not start", _stderr(nginx))
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.05)
@@ -312,10 +317,10 @@ def reload_if_serving(catalog_dir: Path, build_dir: Path, progress: Progress = p
     """Re-render a running `catalog-serve`'s site as it serves (tokens changed) and reload
     its nginx; wait until the new workers answer."""
     runtime = Runtime.of(catalog_dir, build_dir)
-    if runtime.running_pid() is None:
+    master = runtime.running_pid()
+    if master is None:
         return False
     _render_runtime(catalog_dir, runtime, runtime.site())
-    master = runtime.running_pid()
     old_workers = _children(master)
     result = proc.capture(runtime.nginx("-s", "reload"), check=False)
     if result.returncode != 0:

@@ -185,7 +185,7 @@ def _purge_revoked(state: BoxState, grace_hours: float, now: float,
                    progress: Progress) -> list[str]:
     """Drop revoked versions whose grace period is over. Returns the versions dropped."""
     expired = [v for v in state.versions if v.status == REVOKED
-               and v.revoked_at + grace_hours * 3600 <= now]
+               and v.revoked_at is not None and v.revoked_at + grace_hours * 3600 <= now]
     return _forget(state, expired, progress, f"revoked more than {grace_hours:g} h ago")
 
 
@@ -376,9 +376,9 @@ def publish_builds(manifest_paths: list[Path], catalog_dir: Path, *,
     published = [Published(box, version, each.kind[0], box_dir / "metadata.json",
                            each.box_path, base + each.relative, each.kind[1])
                  for each in placed]
-    for each in published:
-        progress(f"published {box} {version} ({_box_kind(each.provider, each.architecture)}) "
-                 f"as a {'released version' if release else 'candidate'}: {each.url}")
+    for made in published:
+        progress(f"published {box} {version} ({_box_kind(made.provider, made.architecture)}) "
+                 f"as a {'released version' if release else 'candidate'}: {made.url}")
     if signing_key is None:
         progress("not signed: catalog.signing_key is not set, so no signature was written "
                  "(teammates' `invoke add` and `catalog-check --signers` will refuse it)")
