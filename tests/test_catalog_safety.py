@@ -150,6 +150,21 @@ def test_a_lock_file_that_is_a_link_is_refused(project_copy, catalog, boxes_dir,
     assert not target.exists()
 
 
+def test_a_fifo_planted_as_a_catalog_file_is_refused_not_waited_on(project_copy, catalog,
+                                                                   boxes_dir):
+    """Opening a FIFO for reading blocks until someone writes it: planted as the state
+    file or the metadata, it would hang every publish or listing. It is refused in one
+    line instead."""
+    publish(boxes_dir("1.0.0"), catalog, release=True, progress=QUIET)
+    for planted, args in ((STATE_FILE, ["publish", "--manifest", str(boxes_dir("1.1.0"))]),
+                          ("metadata.json", ["boxes"])):
+        fifo = catalog / BOX_NAME / planted
+        fifo.unlink()
+        os.mkfifo(fifo)
+        line = refused(project_copy, catalog, *args, "--catalog", str(catalog))
+        assert line == f"goldbox: error: {fifo}: not a regular file; expected a catalog file"
+
+
 def test_an_atomic_write_into_a_linked_folder_is_refused(tmp_path):
     real = tmp_path / "real"
     real.mkdir()

@@ -147,7 +147,7 @@ def require_safe_box_dir(box_dir: Path) -> None:
             raise GoldboxError(f"{folder}: cannot read: {exc.strerror}") from None
 
 
-def link_refused(path: Path | str) -> GoldboxError:
-    return GoldboxError(f"{path}: a symbolic link in the catalog; refused (goldbox never "
+def link_refused(path: Path | str, where: str = "in the catalog") -> GoldboxError:
+    return GoldboxError(f"{path}: a symbolic link {where}; refused (goldbox never "
                         f"follows a link in a catalog: whoever can write the catalog could "
                         f"point it anywhere); remove the link")

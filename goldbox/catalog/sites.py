@@ -140,7 +140,7 @@ def render_tokens_map(catalog_dir: Path, tokens: dict[str, str]) -> str:
 def _require_ours(path: Path, header: str) -> None:
     """Refuse to overwrite anything but a regular file goldbox rendered for this catalog
     (a recorded folder may be anyone's: the record lies in the catalog)."""
-    data = read_no_follow(path, "a site goldbox rendered")
+    data = read_no_follow(path, "a site goldbox rendered", "where a site is rendered")
     if data is None:
         return
     first = data.split(b"\n", 1)[0].decode("utf-8", "replace") + "\n"

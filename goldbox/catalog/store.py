@@ -8,6 +8,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -36,15 +37,25 @@ def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
         raise
 
 
-def open_existing(path: Path) -> BinaryIO | None:
-    """A catalog file open for reading, None when it does not exist; a link is refused,
-    any other failure is one line naming it."""
+def open_existing(path: Path, what: str = "a catalog file",
+                  where: str = "in the catalog") -> BinaryIO | None:
+    """A catalog file (`what` it holds, for messages) open for reading, None when it does
+    not exist. A link is refused (it lies `where`), and so is anything but a regular file:
+    a FIFO planted in a catalog must not hang the reader. Any other failure is one line
+    naming it. goldbox's one no-follow reader of the files others can write."""
     try:
-        return os.fdopen(open_no_follow(path, os.O_RDONLY), "rb")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise link_refused(path, where) from None
         raise os_failure(path, "read", exc) from None
+    handle = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        handle.close()
+        raise GoldboxError(f"{path}: not a regular file; expected {what}")
+    return handle
 
 
 def read_file_no_follow(path: Path) -> str | None:

@@ -13,19 +13,16 @@ against an allow-list (nginx config is rendered from it)."""
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import re
 import secrets
-import stat
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import RootModel, ValidationError
 
 from goldbox.catalog.layout import require_catalog_dir
-from goldbox.catalog.store import Progress, catalog_lock, write_file_atomically
+from goldbox.catalog.store import Progress, catalog_lock, open_existing, write_file_atomically
 from goldbox.errors import GoldboxError
 from goldbox.validation import allowed
 
@@ -50,22 +47,15 @@ def tokens_path(catalog_dir: Path) -> Path:
     return catalog_dir / TOKENS_FILE
 
 
-def read_no_follow(path: Path, what: str) -> bytes | None:
-    """The bytes of `path` (`what` it holds, for messages), None if there is none; a link
-    or anything but a regular file is refused (a link planted in the catalog must not make
-    goldbox read another file, and a dangling one must not make a private catalog public)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
+def read_no_follow(path: Path, what: str, where: str = "in the catalog") -> bytes | None:
+    """The bytes of `path` (`what` it holds, for messages; at most 1 MiB), None if there is
+    none; a link (lying `where`) or anything but a regular file is refused: a link planted
+    in the catalog must not make goldbox read another file, and a dangling one must not
+    make a private catalog public."""
+    handle = open_existing(path, what, where)
+    if handle is None:
         return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise GoldboxError(f"{path}: is a symbolic link; refusing to follow it "
-                               f"(expected a regular file: {what})") from None
-        raise GoldboxError(f"{path}: cannot read {what}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise GoldboxError(f"{path}: not a regular file; expected {what}")
+    with handle:
         data = handle.read(_MAX_BYTES + 1)
     if len(data) > _MAX_BYTES:
         raise GoldboxError(f"{path}: larger than {_MAX_BYTES} bytes; expected {what}")
