@@ -30,11 +30,11 @@ from goldbox.catalog.sites import (
     require_safe_transport,
     rewrite_recorded_sites,
     site_id,
-    validated,
     write_site,
 )
 from goldbox.catalog.store import Progress, write_file_atomically
 from goldbox.errors import GoldboxError
+from goldbox.validation import validated
 from goldbox.vm import port_is_free
 
 # As root, nginx's workers run as the first of these that exists (Debian's nginx: www-data).
