@@ -17,7 +17,8 @@ from goldbox.basedisk import build_base_disk
 from goldbox.config import BOX_DISK_GIB, load_config
 from goldbox.efidisk import ESP_OFFSET, ROOT_OFFSET
 from goldbox.keys import insecure_private_key
-from tests.test_basedisk import CACHE, SSH_OPTIONS, free_port
+from tests.test_basedisk import CACHE, SSH_OPTIONS, free_port, raw_copy
+from tests.test_basedisk import debugfs as basedisk_debugfs
 from tests.test_basedisk import pytestmark as basedisk_marks
 
 # Opt-in until it has passed once: its arm64 debootstrap through qemu-user took 64 min on
@@ -41,14 +42,11 @@ def arm64_base_disk(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def arm64_raw(arm64_base_disk, tmp_path_factory):
-    raw = tmp_path_factory.mktemp("raw") / "disk.raw"
-    subprocess.run(["qemu-img", "convert", "-O", "raw", arm64_base_disk, raw], check=True)
-    return raw
+    return raw_copy(arm64_base_disk, tmp_path_factory)
 
 
 def debugfs(raw: Path, request: str) -> str:
-    return subprocess.run(["debugfs", "-R", request, f"{raw}?offset={ROOT_OFFSET}"],
-                          capture_output=True, text=True, check=True).stdout
+    return basedisk_debugfs(raw, request, f"?offset={ROOT_OFFSET}")
 
 
 def test_arm64_disk_is_gpt_with_grub_at_the_removable_uefi_path(arm64_raw):

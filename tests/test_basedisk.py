@@ -46,15 +46,21 @@ def base_disk(tmp_path_factory):
     return disk
 
 
-@pytest.fixture(scope="module")
-def raw_image(base_disk, tmp_path_factory):
+def raw_copy(disk: Path, tmp_path_factory) -> Path:
+    """A raw copy of a qcow2 disk, for debugfs and sfdisk to read."""
     raw = tmp_path_factory.mktemp("raw") / "disk.raw"
-    subprocess.run(["qemu-img", "convert", "-O", "raw", base_disk, raw], check=True)
+    subprocess.run(["qemu-img", "convert", "-O", "raw", disk, raw], check=True)
     return raw
 
 
-def debugfs(raw: Path, request: str) -> str:
-    return subprocess.run(["debugfs", "-R", request, f"{raw}{PARTITION}"],
+@pytest.fixture(scope="module")
+def raw_image(base_disk, tmp_path_factory):
+    return raw_copy(base_disk, tmp_path_factory)
+
+
+def debugfs(raw: Path, request: str, partition: str = PARTITION) -> str:
+    """debugfs's answer to `request` about the ext4 file system at `partition` of `raw`."""
+    return subprocess.run(["debugfs", "-R", request, f"{raw}{partition}"],
                           capture_output=True, text=True, check=True).stdout
 
 
