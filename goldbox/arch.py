@@ -5,6 +5,7 @@ and booted under qemu-system-aarch64 with UEFI firmware (TCG)."""
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,3 +106,14 @@ def check_foreign_binaries(arch: Architecture, binfmt: Path = BINFMT_MISC) -> No
         raise GoldboxError(f"{entry}: {arch.qemu_user} is registered without the F (fix "
                            "binary) flag, so it cannot run inside a chroot: use "
                            "qemu-user-static's registration")
+
+
+def host_architecture() -> Architecture:
+    """The architecture of this host (its kernel's machine name is the first part of the
+    multiarch triplet), or one error line."""
+    machine = os.uname().machine
+    for arch in ARCHITECTURES.values():
+        if arch.gnu_type.split("-", 1)[0] == machine:
+            return arch
+    raise GoldboxError(f"this host's machine {machine!r} is none goldbox boots boxes on "
+                       f"(known: {', '.join(sorted(ARCHITECTURES))})")

@@ -167,9 +167,9 @@ def test_boxes_table_reads_the_manifests(catalog, boxes_dir):
     assert [(r.version, r.provider, r.platform, r.cpython) for r in rows] == [
         ("0.2.0", "libvirt", "debian-12", "3.13.5"), ("0.1.0", "libvirt", "debian-12", "3.13.5")]
     table = format_table(rows).splitlines()
-    assert table[0].split() == ["BOX", "VERSION", "PROVIDER", "SIZE", "CREATED", "PLATFORM",
-                                "CPYTHON", "OS-UPDATES"]
-    assert table[1].split()[:3] == [BOX_NAME, "0.2.0", "libvirt"]
+    assert table[0].split() == ["BOX", "VERSION", "PROVIDER", "ARCH", "SIZE", "CREATED",
+                                "PLATFORM", "CPYTHON", "OS-UPDATES"]
+    assert table[1].split()[:4] == [BOX_NAME, "0.2.0", "libvirt", "amd64"]
     assert table[1].split()[-3:] == ["debian-12", "3.13.5", "2026-11-24"]
     assert "KiB" in table[1] and "2026-11-25T02:00:00Z" in table[1]
 

@@ -83,7 +83,7 @@ def test_the_box_its_manifest_and_its_own_plan_come_typed_from_a_private_catalog
     published = json.loads((tmp_path / "0.1.0" / "manifest.json").read_text())
     assert candidate == Candidate(BOX_NAME, "0.1.0",
                                   f"{base}{BOX_NAME}/0.1.0/libvirt/{published['box_file']}",
-                                  published["box_sha256"])
+                                  published["box_sha256"], "amd64")
     assert isinstance(manifest, Manifest) and manifest.created == published["created"]
     assert json.loads(plan.read_text())["app"]["user"] == "boxbuilder"
 

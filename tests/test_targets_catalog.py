@@ -154,3 +154,62 @@ def test_an_existing_arm64_candidate_is_named_in_the_refusal(project_copy, tmp_p
     with pytest.raises(GoldboxError, match=r"already has a libvirt arm64 box; pass --force"):
         publish_builds([arm64], catalog, progress=QUIET)
     publish_builds([arm64], catalog, force=True, progress=QUIET)
+
+
+def test_listing_check_and_trial_read_each_architectures_own_manifest_and_plan(
+        project_copy, tmp_path):
+    """A version with an amd64 and an arm64 libvirt box: `invoke boxes` shows each row
+    from its own manifest (manifest-arm64.json for arm64), `catalog-check --signers`
+    verifies both builds' manifest and plan signatures and names a bad plan-arm64.json,
+    and `verify --from-catalog` picks the box of this host's architecture (the arm64
+    entry is listed first: Vagrant 2.3's order) and reads that build's manifest."""
+    from goldbox.arch import host_architecture
+    from goldbox.catalog.check import check_catalog
+    from goldbox.catalog.listing import format_table, list_boxes
+    from goldbox.catalog.trial import Reader, Target, choose, read_published_manifest
+    from goldbox.signing import sign
+    from tests.test_signing import allowed_signers, make_key
+
+    ctx, built = _built(project_copy)
+    arm64 = _arm64_box(project_copy, tmp_path)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    key = make_key(keys, "alice")
+    signers = allowed_signers(tmp_path / "allowed_signers", ("alice@team", key))
+    data = json.loads(arm64.read_text())  # a build of another day: its own manifest
+    data["created"] = "2026-11-27T03:00:00Z"
+    arm64.write_text(json.dumps(data))
+    catalog = tmp_path / "catalog"
+    publish_builds([built[0], arm64], catalog, release=True, signing_key=key,
+                   progress=QUIET)
+    box = ctx.config.project.box
+    created = {"amd64": read_manifest(built[0]).created, "arm64": read_manifest(arm64).created}
+    assert created["amd64"] != created["arm64"]
+
+    rows = list_boxes(catalog)
+    assert [(r.provider, r.architecture, r.created) for r in rows] == [
+        ("libvirt", "arm64", created["arm64"]), ("libvirt", "amd64", created["amd64"])]
+    table = format_table(rows).splitlines()
+    assert table[0].split()[:4] == ["BOX", "VERSION", "PROVIDER", "ARCH"]
+    assert [line.split()[3] for line in table[1:]] == ["arm64", "amd64"]
+
+    assert check_catalog(catalog, signers=signers).problems == []
+    folder = catalog / box.name / box.version / "libvirt"
+    plan = folder / "plan-arm64.json"
+    (folder / "plan-arm64.json.sig").write_text(sign(plan.read_text(), make_key(keys, "m"),
+                                                     "plan"))
+    manifest_sig = folder / "manifest-arm64.json.sig"
+    manifest_sig.unlink()
+    problems = check_catalog(catalog, signers=signers).problems
+    assert [p.split(":")[0] for p in problems] == [str(folder / "manifest-arm64.json"),
+                                                   str(plan)], problems
+
+    target = Target((catalog / box.name / "metadata.json").as_uri(), None)
+    reader = Reader(None)
+    here = choose(target, reader)
+    assert (here.architecture, here.box_url.rsplit("/", 1)[1]) == (
+        host_architecture().name, f"{box.name}-{box.version}-libvirt.box")
+    assert read_published_manifest(here, reader).created == created["amd64"]
+    other = choose(target, reader, "arm64")
+    assert other.beside_box("manifest.json").endswith("/manifest-arm64.json")
+    assert read_published_manifest(other, reader).created == created["arm64"]

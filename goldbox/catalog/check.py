@@ -38,6 +38,7 @@ from goldbox.catalog.metadata import (
     folder_of,
     load_state,
     parse_metadata,
+    per_architecture,
 )
 from goldbox.catalog.store import open_existing
 from goldbox.errors import GoldboxError
@@ -173,6 +174,8 @@ def _check_providers(source, box: str, where: str, entry: Version, report: Repor
                               f"{box}/<version>/<provider>/<file> of this catalog")
             continue
         named.add(relative)
+        beside = _beside(relative, provider.architecture)
+        named.update(beside)
         if relative not in digests:
             digests[relative] = _digest(source, relative, provider.url)
         if isinstance(digests[relative], GoldboxError):
@@ -182,10 +185,17 @@ def _check_providers(source, box: str, where: str, entry: Version, report: Repor
         elif digests[relative] != provider.checksum:
             report.add(where, f"{label}: {provider.url} has sha256 {digests[relative]}, "
                               f"the metadata says {provider.checksum}")
-        plan_problem = _plan_problem(source, relative.rsplit("/", 1)[0] + f"/{PLAN}")
+        plan_problem = _plan_problem(source, beside[1])
         if plan_problem:
             report.add(where, f"{label}: {plan_problem}")
     return named
+
+
+def _beside(relative: str, architecture: str | None) -> list[str]:
+    """The build's manifest and plan published beside the box at `relative` (each
+    architecture's build has its own in the provider's folder)."""
+    folder = relative.rsplit("/", 1)[0]
+    return [f"{folder}/{per_architecture(name, architecture)}" for name in (MANIFEST, PLAN)]
 
 
 def _plan_problem(source, relative: str) -> str | None:
@@ -259,8 +269,8 @@ def _check_signatures(source, relatives: list[str], signers: Path, report: Repor
 
 def _signed_files(channels: list[str], named: set[str]) -> list[str]:
     """What publish and release sign: the channels, and each box's manifest and plan."""
-    folders = sorted({relative.rsplit("/", 1)[0] for relative in named if relative})
-    return [*channels, *(f"{folder}/{name}" for folder in folders for name in (MANIFEST, PLAN))]
+    return [*channels, *sorted(relative for relative in named
+                               if relative and not relative.endswith(".box"))]
 
 
 def check_catalog(location: Path | str, box: str | None = None,
@@ -318,5 +328,10 @@ def _kept_unlisted(box_dir: Path, report: Report) -> set[str]:
     except GoldboxError as exc:
         report.problems.append(str(exc))
         return set()
-    return {_relative_box(p.url, box_dir.name) or "" for v in state.versions
-            for p in v.providers}
+    kept = set()
+    for version in state.versions:
+        for provider in version.providers:
+            relative = _relative_box(provider.url, box_dir.name)
+            if relative:
+                kept.update([relative, *_beside(relative, provider.architecture)])
+    return kept

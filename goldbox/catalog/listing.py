@@ -15,7 +15,7 @@ from goldbox.catalog.layout import (
     require_safe_box_dir,
     semver_key,
 )
-from goldbox.catalog.metadata import parse_metadata
+from goldbox.catalog.metadata import Provider, parse_metadata, per_architecture
 from goldbox.catalog.store import read_file_no_follow
 from goldbox.errors import GoldboxError
 from goldbox.manifest import Manifest, parse_manifest
@@ -26,6 +26,7 @@ class BoxRow:
     box: str
     version: str
     provider: str
+    architecture: str | None  # None: an entry that names none (Vagrant < 2.4's boxes)
     size: int | None
     created: str
     platform: str
@@ -85,15 +86,18 @@ def list_boxes(location: Path | str, box: str | None = None,
         for entry in sorted(metadata.versions, key=lambda v: semver_key(v.version),
                             reverse=True):
             for provider in entry.providers:
+                # Each architecture's build has its own manifest in the provider's folder.
                 manifest = _published_manifest(
-                    read, f"{name}/{entry.version}/{provider.name}/{MANIFEST}", location)
-                rows.append(_row(name, entry.version, provider.name, manifest))
+                    read, f"{name}/{entry.version}/{provider.name}/"
+                          f"{per_architecture(MANIFEST, provider.architecture)}", location)
+                rows.append(_row(name, entry.version, provider, manifest))
     return rows
 
 
-def _row(box: str, version: str, provider: str, manifest: Manifest | None) -> BoxRow:
+def _row(box: str, version: str, provider: Provider, manifest: Manifest | None) -> BoxRow:
     components = manifest.components if manifest else {}
-    return BoxRow(box=box, version=version, provider=provider,
+    return BoxRow(box=box, version=version, provider=provider.name,
+                  architecture=provider.architecture,
                   size=manifest.box_size if manifest else None,
                   created=manifest.created if manifest else "?",
                   platform=manifest.platform if manifest else "?",
@@ -113,10 +117,10 @@ def _size(size: int | None) -> str:
 def format_table(rows: list[BoxRow]) -> str:
     if not rows:
         return "no boxes in this catalog"
-    header = ("BOX", "VERSION", "PROVIDER", "SIZE", "CREATED", "PLATFORM", "CPYTHON",
+    header = ("BOX", "VERSION", "PROVIDER", "ARCH", "SIZE", "CREATED", "PLATFORM", "CPYTHON",
               "OS-UPDATES")
-    table = [header] + [(r.box, r.version, r.provider, _size(r.size), r.created, r.platform,
-                         r.cpython, r.updates) for r in rows]
+    table = [header] + [(r.box, r.version, r.provider, r.architecture or "-", _size(r.size),
+                         r.created, r.platform, r.cpython, r.updates) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
                      .rstrip() for row in table)

@@ -92,6 +92,16 @@ class Provider(CatalogModel):
 DEFAULT_ARCHITECTURE = "amd64"
 
 
+def per_architecture(name: str, architecture: str | None) -> str:
+    """`name` (a file in the provider's folder: the box, its manifest, its plan) for this
+    architecture: as it is for the default architecture, `<stem>-<arch><suffix>` for
+    another one (both share the folder)."""
+    if architecture in (None, DEFAULT_ARCHITECTURE):
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}-{architecture}{dot}{suffix}"
+
+
 def in_vagrant_order(providers: list[Provider]) -> list[Provider]:
     """`providers` as publish lists them: by name, and within a name the default
     architecture's entry last (what Vagrant 2.3 takes: an amd64 teammate on Debian's

@@ -22,9 +22,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
+from goldbox.arch import host_architecture
 from goldbox.catalog.client import catalog_client
 from goldbox.catalog.layout import MANIFEST, PLAN, box_file_name, is_url, semver_key
-from goldbox.catalog.metadata import parse_metadata
+from goldbox.catalog.metadata import parse_metadata, per_architecture
 from goldbox.config import SEMVER, Config, ProjectConfig
 from goldbox.errors import GoldboxError
 from goldbox.files import copy_hashing, file_chunks, partial_file
@@ -47,10 +48,12 @@ class Candidate:
     version: str
     box_url: str
     sha256: str
+    architecture: str | None = None
 
     def beside_box(self, name: str) -> str:
-        """The URL of `name` in the box's folder (<box>/<version>/<provider>/)."""
-        return self.box_url.rsplit("/", 1)[0] + "/" + name
+        """The URL of the build's `name` (manifest, plan) in the box's folder
+        (<box>/<version>/<provider>/): each architecture's build has its own."""
+        return self.box_url.rsplit("/", 1)[0] + "/" + per_architecture(name, self.architecture)
 
 
 class Reader:
@@ -109,9 +112,11 @@ def _local_path(url: str) -> Path:
     return Path(url2pathname(urlsplit(url).path)) if url.startswith("file:") else Path(url)
 
 
-def choose(target: Target, reader: Reader) -> Candidate:
-    """The version to try (the newest unless pinned) and its libvirt box, from the
-    channel's metadata read through its typed model."""
+def choose(target: Target, reader: Reader, architecture: str | None = None) -> Candidate:
+    """The version to try (the newest unless pinned) and its libvirt box for
+    `architecture` (default: this host's; an entry that names none is taken as any), from
+    the channel's metadata read through its typed model."""
+    wanted = architecture or host_architecture().name
     metadata = parse_metadata(reader.text(target.metadata_url), target.metadata_url)
     versions = sorted(metadata.versions, key=lambda v: semver_key(v.version))
     if target.version:
@@ -120,11 +125,13 @@ def choose(target: Target, reader: Reader) -> Candidate:
         raise GoldboxError(f"{target.metadata_url}: no version "
                            f"{target.version or ''} listed".replace("  ", " "))
     entry = versions[-1]
-    provider = next((p for p in entry.providers if p.name == PROVIDER), None)
+    provider = next((p for p in entry.providers if p.name == PROVIDER
+                     and p.architecture in (wanted, None)), None)
     if provider is None or provider.checksum_type != "sha256" or not provider.checksum:
         raise GoldboxError(f"{target.metadata_url}: version {entry.version} has no "
-                           f"{PROVIDER} box with a sha256 checksum")
-    return Candidate(metadata.name, entry.version, provider.url, provider.checksum)
+                           f"{PROVIDER} box for {wanted} with a sha256 checksum")
+    return Candidate(metadata.name, entry.version, provider.url, provider.checksum,
+                     provider.architecture)
 
 
 def read_published_manifest(candidate: Candidate, reader: Reader) -> Manifest:

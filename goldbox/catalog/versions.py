@@ -48,6 +48,7 @@ from goldbox.catalog.metadata import (
     find_version,
     in_vagrant_order,
     load_state,
+    per_architecture,
     render_channels,
     save_state,
     write_signed,
@@ -247,20 +248,11 @@ def _check_publishable(box_dir: Path, version: str, kinds: list[tuple[str, str |
     return state
 
 
-def _per_architecture(name: str, architecture: str | None) -> str:
-    """`name` (a file in the provider's folder) for this architecture: as it is for the
-    default architecture, `<stem>-<arch><suffix>` for another one (both share the folder)."""
-    if architecture in (None, DEFAULT_ARCHITECTURE):
-        return name
-    stem, dot, suffix = name.rpartition(".")
-    return f"{stem}-{architecture}{dot}{suffix}"
-
-
 def _new_file_name(box: str, version: str, provider: str, architecture: str | None,
                    sha256: str, current: str | None) -> str:
     """The canonical name, unless the version being replaced uses it: then a name of
     its own, so the old file keeps serving until the metadata has switched."""
-    canonical = _per_architecture(box_file_name(box, version, provider), architecture)
+    canonical = per_architecture(box_file_name(box, version, provider), architecture)
     if current != canonical:
         return canonical
     return canonical.removesuffix(".box") + f"-{sha256[:12]}.box"
@@ -368,7 +360,7 @@ def publish_builds(manifest_paths: list[Path], catalog_dir: Path, *,
         progress(f"wrote {box_dir / 'metadata.json'}")
         for each in placed:
             manifest = each.build.manifest.model_copy(update={"box_file": each.file_name})
-            write_signed(each.box_path.parent / _per_architecture(MANIFEST, each.kind[1]),
+            write_signed(each.box_path.parent / per_architecture(MANIFEST, each.kind[1]),
                          manifest.dump().encode(), signing_key)
             if each.old_file and each.old_file != each.file_name:
                 remove_file(each.box_path.parent / each.old_file)
@@ -413,7 +405,7 @@ def _place(build: Build, manifest_path: Path, entry: VersionState, catalog_dir: 
     except OSError as exc:
         raise os_failure(box_path.parent, "create", exc) from None
     placing = _Placed(build, file_name, old_file if replaced else None, box_path, relative)
-    plan = box_path.parent / _per_architecture(PLAN, architecture)
+    plan = box_path.parent / per_architecture(PLAN, architecture)
     try:
         write_signed(plan, build.plan, signing_key)
         copy_box(build.box, box_path, manifest.box_sha256, progress)
@@ -432,7 +424,7 @@ def _take_back(placed: _Placed) -> None:
     if placed.file_name != placed.old_file:
         remove_file(placed.box_path)
     if placed.old_file is None:
-        plan = placed.box_path.parent / _per_architecture(PLAN, placed.kind[1])
+        plan = placed.box_path.parent / per_architecture(PLAN, placed.kind[1])
         remove_file(plan)
         remove_file(signature_path(plan))
 
