@@ -69,6 +69,16 @@ def test_orphaned_box_volumes_are_reported_and_purged(tmp_path: Path):
             subprocess.run([*VIRSH, "pool-destroy", pool], capture_output=True, check=False)
 
 
+def test_the_harness_refuses_to_start_beside_another_libvirt_daemon():
+    """Two daemons on one socket break each other's VMs: a second harness (as a host
+    libvirtd would) makes the next one refuse before it starts anything."""
+    with libvirt_netns():
+        with pytest.raises(RuntimeError, match="a libvirt daemon already answers"):
+            with libvirt_netns(f"gb-second-{os.getpid()}"):
+                pass
+        assert virsh("uri").strip() == "qemu:///system"  # the first one still answers
+
+
 def test_purge_before_the_pool_is_there_or_started_is_a_no_op_with_a_line(tmp_path: Path):
     """`invoke destroy --purge` on a host where vagrant-libvirt never booted a VM (libvirt
     answers but has no such pool), or after libvirtd restarted (the pool is defined but not
