@@ -3,7 +3,8 @@
 An entry is a folder `<cache>/<kind>/<key>/` holding what was built and an
 `identity.json`: what it was made from (the *identity*, whose sha256 is the key), when,
 and the size and sha256 of every file in it. Every kind (downloaded artifact,
-wheelhouse, debootstrap rootfs, CPython bundle, native wheel, base disk, system image)
+wheelhouse, debootstrap rootfs, CPython bundle, native wheel, base disk, system image,
+golden box)
 goes through `Cache.ensure`:
 
 1. lock `<kind>/<key>.lock` (concurrent builders of one entry wait for each other);
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 FORMAT = 1
 RECORD = "identity.json"
 KINDS = ("artifact", "wheelhouse", "rootfs", "bundle", "native-wheel", "app-env", "basedisk",
-         "system-image")
+         "system-image", "golden-box")
 SCRATCH = "work"
 # `prune` never evicts what was used more recently than this: a build may be using it.
 IN_USE_SECONDS = 3600

@@ -5,7 +5,9 @@ For debootstrap platforms the packer work comes in two builds: the system image 
 base disk with provision's system steps: repositories, packages, CPython), cached by a
 key over its inputs (goldbox/system_image.py), then the golden build from it (the app,
 uWSGI, nginx, cleanup) that exports the box. A change to the app alone therefore redoes
-only the golden build.
+only the golden build. The golden build is a cache entry too (goldbox/golden_cache.py),
+keyed by the hash over its inputs: a machine that finds it, locally or in the team's
+cache, skips packer.
 
 This module only orchestrates: each phase is a function of the context and the results
 it needs, returning a typed result (a dataclass); the phase report is
@@ -22,6 +24,7 @@ import concurrent.futures
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,8 @@ from goldbox.context import Context
 from goldbox.dist import install_box, previous_manifest
 from goldbox.errors import GoldboxError
 from goldbox.files import remove_tree, sha256_file, tree_sha256
+from goldbox.golden_cache import KIND as GOLDEN_KIND
+from goldbox.golden_cache import GoldenBox, ensure_golden_box, golden_identity
 from goldbox.image_artifacts import ensure_tarball, prepare_wheelhouse
 from goldbox.manifest import Manifest
 from goldbox.native import NativeBuild, native_build, record_prebuilt, recorded_prebuilt
@@ -147,30 +152,48 @@ def _build_image(ctx: Context, force: bool, refresh: bool, targets: list[Target]
     if (not force and previous and previous.input_hash == render.digest
             and ctx.box.is_file() and ctx.box.stat().st_size == previous.box_size):
         phases.skipped("packer", "skipped: no input changed since the last build")
+        ctx.cache.mark_used(GOLDEN_KIND, golden_identity(ctx, render.digest))
         _target_phases(ctx, phases, targets, previous, force)
         record_used(ctx.build, ctx.cache)
         print(phases.table(time.monotonic() - started))
         print(f"up to date: {ctx.box}")
         return ImageResult(ctx.box, ctx.manifest, True, phases)
 
-    for leftover in (ctx.packer_output, ctx.packer_box.parent):
-        remove_tree(leftover)
-    try:
-        with phases.phase("packer") as note:
-            golden = packer_phase(ctx, host, render, system, base)
-            note.append(f"{ctx.builder}" + (f", accelerator {host.acceleration.accelerator}"
-                                            if ctx.builder == "qemu" else ""))
-        with phases.phase("box") as note:
-            manifest = box_phase(ctx, host, render.digest, golden, base, phases.seconds())
-            note.append(f"{ctx.box_file} {manifest.box_size / 2**20:.0f} MiB")
-    finally:
-        remove_tree(ctx.packer_output)
-        remove_tree(ctx.packer_box.parent)
+    manifest = golden_phases(
+        ctx, phases, host, render.digest,
+        lambda: packer_phase(ctx, host, render, system, base).components, base, force)
     _target_phases(ctx, phases, targets, manifest, force)
     record_used(ctx.build, ctx.cache)
     print(phases.table(time.monotonic() - started))
     print(f"box: {ctx.box}\nmanifest: {ctx.manifest}")
     return ImageResult(ctx.box, ctx.manifest, False, phases)
+
+
+def golden_phases(ctx: Context, phases: Phases, host: Host, digest: str,
+                  build: Callable[[], dict[str, str]], base: Entry | None, force: bool
+                  ) -> Manifest:
+    """The packer phase (the golden box of `digest` from the cache, or `build()`: the
+    golden build) and the box phase (dist/ with it and its manifest)."""
+    try:
+        with phases.phase("packer") as note:
+            golden = ensure_golden_box(ctx, digest, build, force=force)
+            note.append(_packer_note(ctx, host, golden))
+        with phases.phase("box") as note:
+            manifest = box_phase(ctx, host, digest, GoldenBuild(golden.components), base,
+                                 phases.seconds())
+            note.append(f"{ctx.box_file} {manifest.box_size / 2**20:.0f} MiB")
+    finally:
+        remove_tree(ctx.packer_box.parent)
+    return manifest
+
+
+def _packer_note(ctx: Context, host: Host, golden: GoldenBox) -> str:
+    """What the packer row of the phase table says: the builder that ran, or where the
+    golden box came from instead (a second machine of a team pulls it)."""
+    if golden.source != "built":
+        return f"skipped: golden box from cache {golden.entry.key[:12]} ({golden.source})"
+    return f"{ctx.builder}" + (f", accelerator {host.acceleration.accelerator}"
+                               if ctx.builder == "qemu" else "")
 
 
 def _target_phases(ctx: Context, phases: Phases, targets: list[Target], golden: Manifest,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
+import time
 from pathlib import Path
 
 import oras.provider
@@ -18,6 +20,7 @@ import pytest
 
 from bench.oci_registry import PASSWORD, USER, running_registry
 from goldbox import PROJECT_ROOT, cache_task
+from goldbox.accel import Acceleration
 from goldbox.cache import Cache, identity_key
 from goldbox.cache_remote import (
     CHUNK,
@@ -34,6 +37,12 @@ from goldbox.cache_remote import (
 from goldbox.config import load_config
 from goldbox.context import Context
 from goldbox.errors import GoldboxError
+from goldbox.golden_cache import KIND as GOLDEN_KIND
+from goldbox.golden_cache import golden_identity
+from goldbox.image import Host, golden_phases
+from goldbox.manifest import read_manifest
+from goldbox.packer import packer_build
+from goldbox.phase_report import Phases
 from tests.conftest import run_invoke
 from tests.test_signing import make_key
 
@@ -370,3 +379,100 @@ def test_a_signed_record_naming_a_file_outside_the_allow_list_is_refused(name):
     with pytest.raises(EntryRejected, match="its record lists a file name that is not "
                                             "allowed"):
         parse_record(json.dumps(record), "wheelhouse", IDENTITY, 1)
+
+
+# The golden build without a VM: packer's null builder writes a box where the golden
+# build's post-processor would and prints what its last provisioner prints of a guest.
+GOLDEN_NULL_BUILD = """
+variable "box_output" {
+  type = string
+}
+source "null" "guest" {
+  communicator = "none"
+}
+build {
+  sources = ["source.null.guest"]
+  provisioner "shell-local" {
+    inline = ["mkdir -p $(dirname ${var.box_output})", "echo a golden box > ${var.box_output}",
+              "echo goldbox-version nginx=1.22.1", "echo goldbox-version uwsgi=2.0.31"]
+  }
+}
+"""
+
+
+def team_machine(root: Path, cache: Path, registry, repository, keys, monkeypatch, *,
+                 push: bool) -> Context:
+    """One machine of the team: its checkout of the project, its own local cache, the
+    team cache in goldbox.toml as docs/team-cache.md sets it."""
+    toml = root / "goldbox.toml"
+    toml.write_text(toml.read_text().replace("[cache]\n", (
+        f'[cache]\nremote = "{registry.url(repository)}"\npush = {str(push).lower()}\n'
+        f'signing_key = "{keys["alice"]}"\nallowed_signers = "{keys["signers"]}"\n'
+        f'cacert = "{registry.ca}"\n'), 1))
+    monkeypatch.setenv("GOLDBOX_CACHE", str(cache))
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    config = load_config(root)
+    ctx = Context(config, config.platform("debian-12"))
+    ctx.log.parent.mkdir(parents=True, exist_ok=True)
+    ctx.stage.mkdir(parents=True, exist_ok=True)
+    (ctx.stage / "plan.json").write_text("{}\n")
+    return ctx
+
+
+def golden_run(ctx: Context, builds: list[str]) -> Phases:
+    """The packer and box phases of `invoke image` for the render digest both machines
+    compute, with the null golden build."""
+    template = ctx.build / "golden.pkr.hcl"
+    template.write_text(GOLDEN_NULL_BUILD)
+
+    def build() -> dict[str, str]:
+        builds.append(str(ctx.root))
+        return packer_build(template, {"box_output": str(ctx.packer_box)}, "null.guest",
+                            ctx.log, ctx.build / "console.log", None)
+
+    phases = Phases(log=ctx.log)
+    golden_phases(ctx, phases, Host(Acceleration("tcg", "test"), (1, 6, 6)), "d" * 64, build,
+                  None, False)
+    return phases
+
+
+def test_a_golden_box_in_the_team_cache_skips_packer_on_a_second_machine(
+        registry, repository, keys, project_copy, tmp_path, monkeypatch, capsys):
+    second_root = tmp_path / "second"
+    shutil.copytree(project_copy, second_root)
+    first = team_machine(project_copy, tmp_path / "ci-cache", registry, repository, keys,
+                         monkeypatch, push=True)
+    builds: list[str] = []
+    golden_run(first, builds)
+    key = identity_key(GOLDEN_KIND, golden_identity(first, "d" * 64))
+    assert builds == [str(project_copy)]
+    assert f"cache: pushed golden-box {key[:12]} to {registry.url(repository)}" in (
+        capsys.readouterr().out)
+
+    second = team_machine(second_root, tmp_path / "laptop-cache", registry, repository, keys,
+                          monkeypatch, push=False)
+    phases = golden_run(second, builds)
+    assert builds == [str(project_copy)]  # packer did not run on the second machine
+    packer = next(line for line in phases.table(1.0).splitlines() if line.startswith("packer"))
+    assert packer.endswith(f"skipped: golden box from cache {key[:12]} (remote)")
+    assert second.box.read_bytes() == b"a golden box\n"
+    manifest = read_manifest(second.manifest)
+    assert manifest.components == {"cpython": second.platform.python.version,
+                                   "nginx": "1.22.1", "uwsgi": "2.0.31", "packer": "1.6.6"}
+    listing = cache_task.format_entries(second.config)
+    assert any(line.startswith(f"golden-box    {key[:12]}") and " remote " in line
+               for line in listing.splitlines())
+    # With dist/ gone, the next build there finds it in its local cache.
+    shutil.rmtree(second.dist)
+    packer = next(line for line in golden_run(second, builds).table(1.0).splitlines()
+                  if line.startswith("packer"))
+    assert builds == [str(project_copy)]
+    assert packer.endswith(f"skipped: golden box from cache {key[:12]} (local)")
+    # The kind is swept and pruned as every other.
+    leftover = tmp_path / "laptop-cache" / GOLDEN_KIND / f"{key}.partial"
+    leftover.mkdir()
+    assert str(leftover) in Cache(tmp_path / "laptop-cache").sweep()
+    evicted = Cache(tmp_path / "laptop-cache").prune(keep=set(), older_than_days=0,
+                                                     now=time.time() + 2 * 3600)
+    assert [entry.kind for entry in evicted] == [GOLDEN_KIND]
