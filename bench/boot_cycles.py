@@ -71,6 +71,7 @@ def run_timed(argv: list[str], netns: str, log, on_line=None) -> tuple[int, floa
     for line in child.stdout:
         seconds = time.monotonic() - started
         log.write(f"{seconds:7.1f} {line}")
+        log.flush()  # followable while the cycle runs
         if on_line is not None:
             on_line(seconds, line)
     code = child.wait()
