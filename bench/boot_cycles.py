@@ -11,7 +11,7 @@ Runs in this checkout, on the box `invoke image` left in dist/<platform>/, with 
 inside a network namespace of its own (bench/harness.py), as the e2e does. Boots VMs:
 run it where one VM user at a time is the rule under that rule's lock.
 Usage (root): .venv/bin/python bench/boot_cycles.py [-n 20] [--platform P] [--verify]
-              [--out DIR]
+              [--journal] [--disk-gib N] [--out DIR]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from bench import harness  # noqa: E402
 from goldbox.config import load_config  # noqa: E402
 from goldbox.console import clean  # noqa: E402
-from goldbox.vm import CONSOLE_LOG, FAILED_CONSOLE_LOG  # noqa: E402
+from goldbox.vm import CONSOLE_LOG, FAILED_CONSOLE_LOG, VAGRANT_ENV  # noqa: E402
 
 INVOKE = str(Path(sys.executable).parent / "invoke")
 # What `invoke up` (vagrant-libvirt 0.11) prints as a boot passes each stage.
@@ -61,16 +61,19 @@ class Cycle:
 
 
 def run_timed(argv: list[str], netns: str, log, on_line=None) -> tuple[int, float]:
-    """Run `argv` inside `netns` in this checkout, its output appended to `log`; call
+    """Run `argv` inside `netns` in this checkout, its output appended to `log`, each line
+    after the seconds since the start (where a boot's time goes, line by line); call
     `on_line(seconds since start, line)` for each line. Returns (exit code, seconds)."""
     started = time.monotonic()
     child = subprocess.Popen(["ip", "netns", "exec", netns, *argv], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert child.stdout is not None
     for line in child.stdout:
-        log.write(line)
+        seconds = time.monotonic() - started
+        log.write(f"{seconds:7.1f} {line}")
+        log.flush()  # followable while the cycle runs
         if on_line is not None:
-            on_line(time.monotonic() - started, line)
+            on_line(seconds, line)
     code = child.wait()
     return code, time.monotonic() - started
 
@@ -83,7 +86,20 @@ def console_trouble(path: Path) -> list[str]:
     return [clean(line) for line in text.splitlines() if TROUBLE.search(line)]
 
 
-def one_cycle(number: int, platform: str, netns: str, out: Path, verify: bool) -> Cycle:
+def keep_journal(vm_dir: Path, netns: str, target: Path) -> None:
+    """The guest's journal of this boot with each line's seconds since the kernel started
+    (`short-monotonic`): with no D-Bus in the box `systemd-analyze` cannot answer, and this
+    shows which unit the boot waited on."""
+    with open(target, "w", encoding="utf-8") as journal:
+        subprocess.run(["ip", "netns", "exec", netns, "env",
+                        *(f"{name}={value}" for name, value in VAGRANT_ENV.items()),
+                        "vagrant", "ssh", "-c",
+                        "sudo journalctl -b -o short-monotonic --no-pager"],
+                       cwd=vm_dir, stdout=journal, stderr=subprocess.STDOUT, check=False)
+
+
+def one_cycle(number: int, platform: str, netns: str, out: Path, verify: bool,
+              journal: bool = False, disk_gib: int | None = None) -> Cycle:
     cycle = Cycle(number)
     vm_dir = ROOT / "build" / platform
     (vm_dir / FAILED_CONSOLE_LOG).unlink(missing_ok=True)  # an earlier run's
@@ -97,11 +113,15 @@ def one_cycle(number: int, platform: str, netns: str, out: Path, verify: bool) -
                 cycle.retried = True
                 cycle.stages.clear()  # the stages of the boot that counts
 
-        code, cycle.up_s = run_timed([INVOKE, "up", "--platform", platform], netns, log, stage)
+        bigger = ["--disk-gib", str(disk_gib)] if disk_gib else []
+        code, cycle.up_s = run_timed([INVOKE, "up", "--platform", platform, *bigger], netns,
+                                     log, stage)
         cycle.up_ok = code == 0
         if cycle.up_ok and verify:
             code, seconds = run_timed([INVOKE, "verify", "--platform", platform], netns, log)
             cycle.verify_s = seconds if code == 0 else None
+        if cycle.up_ok and journal:
+            keep_journal(vm_dir, netns, out / f"cycle-{number:02d}.journal.log")
         for name, kept in ((FAILED_CONSOLE_LOG, "failed-console"), (CONSOLE_LOG, "console")):
             source = vm_dir / name
             if source.is_file():
@@ -126,6 +146,10 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=20, help="number of up/destroy cycles")
     parser.add_argument("--platform", default=None)
     parser.add_argument("--verify", action="store_true", help="run `invoke verify` too")
+    parser.add_argument("--journal", action="store_true",
+                        help="keep each guest's journal (cycle-NN.journal.log)")
+    parser.add_argument("--disk-gib", type=int, default=None,
+                        help="give each VM a disk this big (`invoke up --disk-gib`)")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the logs (default build/boot-cycles/<UTC time>)")
     args = parser.parse_args()
@@ -137,7 +161,8 @@ def main() -> None:
     cycles = []
     with harness.libvirt_netns(f"gb-cycles-{os.getpid()}") as netns:
         for number in range(1, args.n + 1):
-            cycles.append(one_cycle(number, platform, netns, out, args.verify))
+            cycles.append(one_cycle(number, platform, netns, out, args.verify, args.journal,
+                                    args.disk_gib))
             print(describe(cycles[-1]), flush=True)
     troubled = [c.number for c in cycles if c.trouble or c.retried or not c.up_ok]
     summary = {"platform": platform, "cycles": len(cycles), "troubled": troubled,

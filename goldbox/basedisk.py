@@ -40,17 +40,49 @@ BASE_PACKAGES = ["systemd-sysv", "openssh-server", "python3", "sudo", "ifupdown"
 HOSTNAME = "goldbox"
 _PARTITION_OFFSET = 1 << 20  # the partition starts at sector 2048
 SSH_HOST_KEYS_DROPIN = "etc/systemd/system/ssh.service.d/goldbox-host-keys.conf"
+SSHD_HOST_KEYS_CONF = "etc/ssh/sshd_config.d/goldbox-host-keys.conf"
+# The host keys each VM makes at its first boot: Ed25519 and ECDSA take milliseconds; an
+# RSA key (ssh-keygen -A makes a 3072-bit one) takes seconds under TCG, on the path to
+# SSH, and no client Vagrant or packer uses needs it (net-ssh and Go's x/crypto verify
+# both). sshd is told to load exactly these (no RSA HostKey left to miss).
+SSH_HOST_KEY_TYPES = ("ed25519", "ecdsa")
+SSH_HOST_KEYS_SCRIPT = textwrap.dedent(f"""\
+    #!/bin/sh
+    # Makes the host keys sshd lacks, in $1 (default: sshd's /etc/ssh).
+    set -eu
+    for type in {" ".join(SSH_HOST_KEY_TYPES)}; do
+        key=${{1:-/etc/ssh}}/ssh_host_${{type}}_key
+        [ -e "$key" ] || ssh-keygen -q -t "$type" -N "" -C "" -f "$key"
+    done
+    """)
+# No menu to wait at: nobody picks a boot entry of a VM, and each second of it is a second
+# of every boot.
+GRUB_TIMEOUT_S = 0
+NETWORK_INTERFACE = "eth0"  # net.ifnames=0: the kernel's name, never renamed
+# ifupdown's own helper runs `udevadm settle` before `ifup -a`: it waits for every queued
+# udev event (drm, kvm, pcspkr modules loading ...), 10 s on an idle host and minutes on
+# a loaded one. ifup needs the one interface it raises, so it waits for that one only.
+IFUPDOWN_PRE_DROPIN = "etc/systemd/system/ifupdown-pre.service.d/goldbox-wait-for-nic.conf"
 GROW_ROOT_UNIT = "goldbox-grow-root.service"
 # At every boot, before anything writes much: the root partition, then its ext4, take the
 # whole disk, so a VM given a bigger disk than the box's (vagrant-libvirt's
-# machine_virtual_size) gets the space. growpart exits 1 for "nothing to grow".
+# machine_virtual_size) gets the space. growpart exits 1 for "nothing to grow". It runs
+# only when the disk has room after the partition (more than the 1 MiB growpart itself
+# ignores; a GPT's backup table takes the last 33 sectors): growpart always ends with
+# `udevadm settle`, which waits for every udev event of the boot (10 s on an idle host,
+# minutes on a loaded one) while local-fs.target, so the whole boot, waits for this unit.
 GROW_ROOT_SCRIPT = textwrap.dedent("""\
     #!/bin/sh
     set -eu
     part=$(findmnt --noheadings --output SOURCE --mountpoint /)
-    disk=/dev/$(lsblk --noheadings --nodeps --output PKNAME "$part")
-    number=$(cat "/sys/class/block/${part#/dev/}/partition")
-    growpart "$disk" "$number" || [ $? -eq 1 ]
+    disk=$(lsblk --noheadings --nodeps --output PKNAME "$part")
+    sectors() { cat "/sys/class/block/$1/$2"; }
+    number=$(sectors "${part#/dev/}" partition)
+    end=$(( $(sectors "${part#/dev/}" start) + $(sectors "${part#/dev/}" size) ))
+    room=$(( $(sectors "$disk" size) - end ))
+    if [ "$room" -gt 2048 ]; then
+        growpart "/dev/$disk" "$number" || [ $? -eq 1 ]
+    fi
     resize2fs "$part"
     """)
 
@@ -200,14 +232,12 @@ def build_base_disk(cache: Cache | Path, platform: Any, *, log: Path | None = No
                                 f"{size_gib} GiB)")
 
 
-def configure_rootfs(root: Path, *, fs_uuid: str, authorized_key: str,
-                     arch: Architecture = AMD64, esp_id: str | None = None,
-                     log: Path | None = None) -> None:
-    """Make a debootstrapped rootfs a bootable, reachable, identity-free Vagrant base.
-    `esp_id`: the vfat volume id of an EFI system partition, mounted at /boot/efi."""
-    kernel = _only_kernel_version(root)
+def boot_files(*, fs_uuid: str, kernel: str, arch: Architecture = AMD64,
+               esp_id: str | None = None) -> dict[str, str]:
+    """The files configure_rootfs writes (paths relative to the root): how the base
+    boots (grub), gets its address, makes its SSH host keys and grows its disk."""
     args = kernel_args(arch)
-    files = {
+    return {
         "etc/fstab": f"UUID={fs_uuid} / ext4 errors=remount-ro 0 1\n"
                      + (esp_fstab_line(esp_id) if esp_id else ""),
         "etc/hostname": f"{HOSTNAME}\n",
@@ -219,11 +249,16 @@ def configure_rootfs(root: Path, *, fs_uuid: str, authorized_key: str,
             auto lo
             iface lo inet loopback
 
-            auto eth0
-            iface eth0 inet dhcp
+            auto {nic}
+            iface {nic} inet dhcp
+            """).format(nic=NETWORK_INTERFACE),
+        IFUPDOWN_PRE_DROPIN: textwrap.dedent(f"""\
+            [Service]
+            ExecStart=
+            ExecStart=/usr/bin/udevadm wait --timeout=180 /sys/class/net/{NETWORK_INTERFACE}
             """),
         "boot/grub/grub.cfg": textwrap.dedent(f"""\
-            set timeout=1
+            set timeout={GRUB_TIMEOUT_S}
             menuentry "Debian GNU/Linux" {{
                 search --no-floppy --fs-uuid --set=root {fs_uuid}
                 linux /boot/vmlinuz-{kernel} root=UUID={fs_uuid} ro {args}
@@ -231,13 +266,16 @@ def configure_rootfs(root: Path, *, fs_uuid: str, authorized_key: str,
             }}
             """),
         # Debian does not regenerate deleted host keys; `sshd -t` runs before any
-        # appended ExecStartPre, so the list is reset and ssh-keygen -A goes first.
+        # appended ExecStartPre, so the list is reset and the keys are made first.
         SSH_HOST_KEYS_DROPIN: textwrap.dedent("""\
             [Service]
             ExecStartPre=
-            ExecStartPre=/usr/bin/ssh-keygen -A
+            ExecStartPre=/usr/local/sbin/goldbox-ssh-host-keys
             ExecStartPre=/usr/sbin/sshd -t
             """),
+        SSHD_HOST_KEYS_CONF: "".join(f"HostKey /etc/ssh/ssh_host_{kind}_key\n"
+                                     for kind in SSH_HOST_KEY_TYPES),
+        "usr/local/sbin/goldbox-ssh-host-keys": SSH_HOST_KEYS_SCRIPT,
         f"etc/systemd/system/{GROW_ROOT_UNIT}": textwrap.dedent("""\
             [Unit]
             Description=Grow the root partition and filesystem to the disk's size
@@ -258,14 +296,24 @@ def configure_rootfs(root: Path, *, fs_uuid: str, authorized_key: str,
         # Refilled by systemd at first boot: every VM gets its own.
         "etc/machine-id": "",
     }
+
+
+def configure_rootfs(root: Path, *, fs_uuid: str, authorized_key: str,
+                     arch: Architecture = AMD64, esp_id: str | None = None,
+                     log: Path | None = None) -> None:
+    """Make a debootstrapped rootfs a bootable, reachable, identity-free Vagrant base.
+    `esp_id`: the vfat volume id of an EFI system partition, mounted at /boot/efi."""
+    files = boot_files(fs_uuid=fs_uuid, kernel=_only_kernel_version(root), arch=arch,
+                       esp_id=esp_id)
     for relative, content in files.items():
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
     (root / "etc/sudoers.d/vagrant").chmod(0o440)
-    (root / "usr/local/sbin/goldbox-grow-root").chmod(0o755)
-    _set_default_grub(root / "etc/default/grub",
-                      {"GRUB_CMDLINE_LINUX": f'"{args}"', "GRUB_TIMEOUT": "1"})
+    for script in ("goldbox-grow-root", "goldbox-ssh-host-keys"):
+        (root / "usr/local/sbin" / script).chmod(0o755)
+    _set_default_grub(root / "etc/default/grub", {"GRUB_CMDLINE_LINUX": f'"{kernel_args(arch)}"',
+                                                  "GRUB_TIMEOUT": str(GRUB_TIMEOUT_S)})
     (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
     (root / "etc/resolv.conf").unlink(missing_ok=True)  # the build host's; DHCP writes one
     for host_key in (root / "etc/ssh").glob("ssh_host_*"):

@@ -69,7 +69,7 @@ def test_no_identity_is_baked_in(raw_image):
     assert "sshd_config" in listing
     assert "ssh_host_" not in listing
     assert "Size: 0" in debugfs(raw_image, "stat /etc/machine-id")
-    assert "ExecStartPre=/usr/bin/ssh-keygen -A" in debugfs(
+    assert "ExecStartPre=/usr/local/sbin/goldbox-ssh-host-keys" in debugfs(
         raw_image, "cat /etc/systemd/system/ssh.service.d/goldbox-host-keys.conf")
     assert 'net.ifnames=0' in debugfs(raw_image, "cat /etc/default/grub")
     for absent in ("/etc/resolv.conf", "/usr/sbin/policy-rc.d"):

@@ -192,3 +192,14 @@ def test_a_trial_vm_gets_a_libvirt_domain_name_of_its_own(tmp_path):
                                      RenderOptions(domain_prefix="goldbox-trial-0.1.0-"))
     assert "    libvirt.default_prefix = 'goldbox-trial-0.1.0-'\n" in vagrantfile.read_text()
     assert "validated successfully" in vagrant_validate(vagrantfile)
+
+
+@pytest.mark.parametrize(("platform", "guest"), [("debian-13", "debian"), ("centos-6.4", "redhat")])
+def test_vagrant_is_told_the_guest_os_instead_of_probing_for_it(platform, guest, tmp_path):
+    """Unsaid, Vagrant finds the guest's OS by running its guest plugins' tests one by one
+    over SSH before it swaps the insecure key (each a login shell, slow under TCG)."""
+    from goldbox.render import render_vagrantfile
+
+    vagrantfile = render_vagrantfile(CONFIG, CONFIG.platform(platform), tmp_path)
+    assert f"  config.vm.guest = '{guest}'\n" in vagrantfile.read_text()
+    assert "validated successfully" in vagrant_validate(vagrantfile)

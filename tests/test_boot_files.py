@@ -1,0 +1,60 @@
+"""What the base disk's own files make its first boot do (goldbox.basedisk.boot_files):
+the SSH host keys it makes (with the real ssh-keygen), what networking waits for, and
+grub's menu. Fast: no disk is built and no VM booted (the boots: bench/boot_cycles.py
+and test_basedisk.py)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+from goldbox.basedisk import (
+    IFUPDOWN_PRE_DROPIN,
+    SSH_HOST_KEYS_DROPIN,
+    SSHD_HOST_KEYS_CONF,
+    boot_files,
+)
+
+FILES = boot_files(fs_uuid="aa8cf604-39c8-43f3-a1d1-670c109b33d1", kernel="6.12.118+deb13-amd64")
+KEYS_SCRIPT = "usr/local/sbin/goldbox-ssh-host-keys"
+
+
+def make_host_keys(folder) -> dict[str, bytes]:
+    script = folder.parent / "goldbox-ssh-host-keys"
+    script.write_text(FILES[KEYS_SCRIPT])
+    subprocess.run(["sh", script, folder], check=True, capture_output=True)
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def test_first_boot_makes_ed25519_and_ecdsa_host_keys_once_and_no_rsa_key(tmp_path):
+    """An RSA key takes seconds under TCG on the way to SSH; sshd loads exactly the keys
+    made, and a second start keeps them (a VM's identity does not change per boot)."""
+    keys = tmp_path / "ssh"
+    keys.mkdir()
+    made = make_host_keys(keys)
+    assert sorted(made) == ["ssh_host_ecdsa_key", "ssh_host_ecdsa_key.pub",
+                            "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"]
+    assert made["ssh_host_ed25519_key.pub"].startswith(b"ssh-ed25519 ")
+    assert made["ssh_host_ecdsa_key.pub"].startswith(b"ecdsa-sha2-nistp256 ")
+    assert make_host_keys(keys) == made
+    loaded = re.findall(r"^HostKey /etc/ssh/(\S+)$", FILES[SSHD_HOST_KEYS_CONF], re.M)
+    assert sorted(loaded) == [name for name in sorted(made) if not name.endswith(".pub")]
+    start = [line for line in FILES[SSH_HOST_KEYS_DROPIN].splitlines()
+             if line.startswith("ExecStartPre=")]
+    assert start == ["ExecStartPre=", f"ExecStartPre=/{KEYS_SCRIPT}",
+                     "ExecStartPre=/usr/sbin/sshd -t"]
+
+
+def test_networking_waits_for_the_interface_it_raises_not_for_all_of_udev():
+    """ifupdown's helper ran `udevadm settle` (every queued event: 10 s idle, minutes on
+    a loaded host); the drop-in replaces it with a wait for the one NIC ifup raises."""
+    raised = re.findall(r"^auto (\S+)$", FILES["etc/network/interfaces"], re.M)
+    assert raised == ["lo", "eth0"]
+    start = [line for line in FILES[IFUPDOWN_PRE_DROPIN].splitlines()
+             if line.startswith("ExecStart")]
+    assert start == ["ExecStart=",
+                     "ExecStart=/usr/bin/udevadm wait --timeout=180 /sys/class/net/eth0"]
+
+
+def test_grub_boots_its_one_entry_without_a_menu_wait():
+    assert FILES["boot/grub/grub.cfg"].startswith("set timeout=0\n")
