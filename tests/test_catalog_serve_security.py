@@ -166,8 +166,11 @@ def test_root_catalog_is_served_by_unprivileged_workers_that_follow_no_link(
     bearer = {"Authorization": f"Bearer {token}"}
     with serving(project_copy, catalog) as base:
         master = int((runtime_of(project_copy) / "nginx.pid").read_text())
-        # The port answers once the master has bound it, a moment before it forks workers.
-        wait_until(lambda: _workers(master), "nginx's workers")
+        # The port answers once the master has bound it, a moment before it forks workers,
+        # and a worker is root for a moment after its fork, until it drops to its user.
+        # Workers that never drop make this wait fail.
+        wait_until(lambda: (forked := _workers(master)) and all(_uid(p) for p in forked),
+                   "nginx's workers to drop root")
         workers = _workers(master)
         assert workers and _uid(master) == 0
         assert {_uid(pid) for pid in workers} == {pwd.getpwnam("www-data").pw_uid}
