@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from goldbox.basedisk import (
+    BLACKLISTED_MODULES,
     apt_from_the_host,
     base_disk_identity,
     build_base_disk,
@@ -171,10 +172,17 @@ def test_boots_under_tcg_and_vagrant_logs_in(base_disk, tmp_path):
         result = subprocess.run(
             [*ssh, "sudo -n true && python3 --version && ip -o link show eth0 "
                    "&& ls /etc/ssh/ssh_host_ed25519_key.pub && cat /etc/machine-id "
-                   "&& df --block-size=1 --output=size / | tail -n 1"],
+                   "&& df --block-size=1 --output=size / | tail -n 1 "
+                   "&& systemctl is-enabled getty-static.service; lsmod"],
             capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         lines = result.stdout.splitlines()
+        # The boot cuts of issue 22: the initramfs mounted / from its short list, udev
+        # loaded none of the emulated PC's unused drivers, getty-static is masked.
+        assert lines[5] == "masked", lines[5:6]
+        loaded = {line.split()[0] for line in lines[6:]}
+        assert {"virtio_blk", "ext4"} <= loaded, sorted(loaded)
+        assert not loaded & set(BLACKLISTED_MODULES), sorted(loaded & set(BLACKLISTED_MODULES))
         assert lines[0].startswith("Python 3.11")
         assert "state UP" in lines[1]
         assert len(lines[3]) == 32  # a machine-id generated on this boot
