@@ -82,7 +82,8 @@ def run_infra_suite(ssh_config: Path, plan: Path) -> list[Result]:
     with tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch) / "infra.xml"
         command = checks.pytest_command("--hosts=ssh://default", f"--ssh-config={ssh_config}",
-                                        "--sudo", "-q", f"--junitxml={report}")
+                                        "--sudo", "-q", "--durations=5",
+                                        f"--junitxml={report}")
         try:
             proc.run(command, prefix="checks", cwd=Path(scratch),
                      env={"GOLDBOX_PLAN": str(plan), "GOLDBOX_INFRA_LIVE": "1"})

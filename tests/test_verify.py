@@ -113,3 +113,23 @@ def test_checks_without_a_plan_fail_saying_so(tmp_path):
     result = run_checks(tmp_path, "--hosts=local://", "-q", "-k", "app_user", live=False)
     assert result.returncode == 1
     assert "goldbox.checks needs the plan: set GOLDBOX_PLAN or pass --plan" in result.stdout
+
+
+@pytest.mark.parametrize(("names", "passes"), [
+    (["dpkg", "coreutils"], True),
+    (["dpkg", "goldbox-no-such-package"], False),  # unknown to dpkg: dpkg-query exits 1
+])
+def test_the_batched_package_check_asks_dpkg_once_and_fails_on_a_missing_package(names, passes):
+    """The check runs on this Debian host's real dpkg (testinfra's local backend), as it
+    runs in a guest over SSH."""
+    import testinfra
+
+    from goldbox.checks.test_stack import test_runtime_packages_installed as check
+
+    plan = {"packages": {"runtime": names}, "adapters": {"packages": "apt"}}
+    host = testinfra.get_host("local://")
+    if passes:
+        check(host, plan)
+    else:
+        with pytest.raises(AssertionError, match="goldbox-no-such-package"):
+            check(host, plan)
