@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from goldbox import proc
-from goldbox.arch import AMD64, Architecture
+from goldbox.arch import AMD64, Architecture, architecture
 from goldbox.cache import Cache, Check, Entry, as_cache, identity_key
 from goldbox.chroot_provision import plan_head, provision_in_chroot
 from goldbox.config import BOX_DISK_GIB
@@ -29,7 +29,7 @@ from goldbox.errors import GoldboxError
 from goldbox.keys import insecure_public_key
 from goldbox.plan import repositories_section
 from goldbox.recipe import goldbox_code, provision_code
-from goldbox.rootfs import chroot_run, debootstrap_rootfs
+from goldbox.rootfs import _TAR_OPTIONS, TARBALL, chroot_run, debootstrap_rootfs
 
 # What the base needs to boot under qemu, get an address by DHCP and let Vagrant and
 # packer in; the architecture adds its grub and the platform its kernel package. rsync
@@ -38,6 +38,9 @@ from goldbox.rootfs import chroot_run, debootstrap_rootfs
 BASE_PACKAGES = ["systemd-sysv", "openssh-server", "python3", "sudo", "ifupdown",
                  "isc-dhcp-client", "iproute2", "rsync", "cloud-guest-utils", "e2fsprogs"]
 HOSTNAME = "goldbox"
+# The entry keeps, beside its qcow2, the tree that qcow2 was made of (a tar in the rootfs
+# cache's format): the system image is made from it natively (goldbox/system_image.py).
+ROOTFS_TAR = TARBALL
 _PARTITION_OFFSET = 1 << 20  # the partition starts at sector 2048
 SSH_HOST_KEYS_DROPIN = "etc/systemd/system/ssh.service.d/goldbox-host-keys.conf"
 SSHD_HOST_KEYS_CONF = "etc/ssh/sshd_config.d/goldbox-host-keys.conf"
@@ -181,16 +184,25 @@ def apt_from_the_host(root: Path) -> Iterator[None]:
 
 
 def install_runtime_packages(root: Path, plan: dict, log: Path | None = None) -> None:
-    """provision's repositories and packages steps in the rootfs (see runtime_plan);
-    apt's downloads and lists are removed afterwards (the guest needs them no more)."""
+    """provision's repositories and packages steps in the rootfs (see runtime_plan)."""
+    provision_natively(root, plan, list(BASE_STEPS), label="the base disk's runtime plan",
+                       prefix="base disk", log=log)
+
+
+def provision_natively(root: Path, plan: dict, steps: list[str], *, label: str, prefix: str,
+                       files: dict[str, Path] | None = None, log: Path | None = None) -> None:
+    """provision's `steps` of `plan` in the rootfs, apt reaching the repositories through
+    the host's resolver (goldbox.chroot_provision.provision_in_chroot); then the kernels
+    an update superseded are purged, and apt's downloads and lists removed (the guest
+    needs them no more)."""
     with apt_from_the_host(root):
-        provision_in_chroot(root, plan, list(BASE_STEPS),
-                            label="the base disk's runtime plan", prefix="base disk", log=log)
+        provision_in_chroot(root, plan, steps, label=label, prefix=prefix, files=files,
+                            log=log)
         superseded = superseded_kernels(root)
         if superseded:
-            chroot_run(root, ["apt-get", "purge", "-y", "-q", *superseded], prefix="base disk",
+            chroot_run(root, ["apt-get", "purge", "-y", "-q", *superseded], prefix=prefix,
                        log=log)
-        chroot_run(root, ["apt-get", "clean"], prefix="base disk", log=log)
+        chroot_run(root, ["apt-get", "clean"], prefix=prefix, log=log)
     for listed in (root / "var/lib/apt/lists").glob("*"):
         if listed.is_file() and listed.name != "lock":
             listed.unlink()
@@ -232,26 +244,58 @@ def build_base_disk(cache: Cache | Path, platform: Any, *, log: Path | None = No
                                       packages=identity["packages"], dest=work / "rootfs",
                                       arch=arch.name, log=log)
             install_runtime_packages(root, identity["runtime"], log=log)
-            # Stable across rebuilds of the same identity; the guest mounts / by it.
-            key = identity_key("basedisk", identity)
-            fs_uuid = str(uuid.UUID(bytes=bytes.fromhex(key[:32]), version=4))
-            esp_id = key[32:40] if arch.efi else None
+            fs_uuid, esp_id = filesystem_ids(identity)
             configure_rootfs(root, fs_uuid=fs_uuid, authorized_key=identity["authorized_key"],
                              arch=arch, esp_id=esp_id, log=log)
-            raw = work / "disk.raw"
-            if esp_id:
-                make_efi_raw_disk(root, raw, fs_uuid=fs_uuid, esp_id=esp_id,
-                                  size_gib=size_gib, arch=arch, log=log)
-            else:
-                make_bootable_raw_disk(root, raw, fs_uuid=fs_uuid, size_gib=size_gib, log=log)
-            proc.run(["qemu-img", "convert", "-O", "qcow2", raw, folder / name],
+            # The tree the disk is made of, for the system image to start from natively.
+            proc.run(["tar", *_TAR_OPTIONS, "-cf", folder / ROOTFS_TAR, "-C", root, "."],
                      prefix="base disk", log=log)
+            make_disk(root, work / "disk.raw", folder / name, identity, log=log)
 
     return cache.ensure("basedisk", identity, make, name=label, check=check,
                         rebuild="asked to take the repositories' updates now (--refresh)"
                         if refresh else None,
                         summary=f"{label} base disk ({identity['suite']}, "
                                 f"{size_gib} GiB)")
+
+
+def base_disk_file(base: Entry) -> str:
+    """The name of the qcow2 in the base disk entry `base` (beside its ROOTFS_TAR)."""
+    return f"{base.record['name']}-base.qcow2"
+
+
+def filesystem_ids(identity: dict) -> tuple[str, str | None]:
+    """The root file system's UUID and (EFI disks) the ESP's volume id of the base disk
+    of `identity`: stable across rebuilds of the same identity, and the same on every
+    disk made from it (the system image's): the guest mounts / by it, grub finds it."""
+    key = identity_key("basedisk", identity)
+    arch = architecture(identity.get("arch", AMD64.name))
+    return str(uuid.UUID(bytes=bytes.fromhex(key[:32]), version=4)), (
+        key[32:40] if arch.efi else None)
+
+
+def make_disk(root: Path, raw: Path, qcow2: Path, identity: dict, *,
+              log: Path | None = None) -> None:
+    """The disk of the base disk of `identity` (its size, architecture and file system
+    ids) holding the tree `root`, as `qcow2`; `raw` is the scratch file it is made in."""
+    arch = architecture(identity.get("arch", AMD64.name))
+    fs_uuid, esp_id = filesystem_ids(identity)
+    if esp_id:
+        make_efi_raw_disk(root, raw, fs_uuid=fs_uuid, esp_id=esp_id,
+                          size_gib=identity["size_gib"], arch=arch, log=log)
+    else:
+        make_bootable_raw_disk(root, raw, fs_uuid=fs_uuid, size_gib=identity["size_gib"],
+                               log=log)
+    proc.run(["qemu-img", "convert", "-O", "qcow2", raw, qcow2], prefix="base disk", log=log)
+
+
+def unpack_base_rootfs(base: Entry, dest: Path, *, log: Path | None = None) -> Path:
+    """A fresh copy of the configured tree the disk of `base` was made of, in `dest`
+    (new), owners, modes and file capabilities as they were."""
+    dest.mkdir(mode=0o755)
+    proc.run(["tar", *_TAR_OPTIONS, "-xpf", base.file(ROOTFS_TAR), "-C", dest],
+             prefix="base disk", log=log)
+    return dest
 
 
 def boot_files(*, fs_uuid: str, kernel: str, arch: Architecture = AMD64,

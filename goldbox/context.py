@@ -89,10 +89,6 @@ class Context:
         return self.work / "stage"
 
     @property
-    def system_stage(self) -> Path:
-        return self.work / "system-stage"
-
-    @property
     def prebuilt_record(self) -> Path:
         """What the last native build made, for `invoke render` (goldbox/native.py)."""
         return self.build / "prebuilt.json"

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from goldbox import accel, proc, vbox
+from goldbox.basedisk import base_disk_file, build_base_disk
 from goldbox.bundle import BuiltFile
 from goldbox.cache import Check, Entry
 from goldbox.cache_task import record_used
@@ -145,7 +146,7 @@ def _build_image(ctx: Context, force: bool, refresh: bool, targets: list[Target]
     native, base, system = _native_base_and_system(ctx, phases, artifacts, host, refresh)
 
     with phases.phase("render") as note:
-        render = render_phase(ctx, host, native, base, system, artifacts)
+        render = render_phase(ctx, host, native, system, artifacts)
         note.append(f"accelerator {host.acceleration.accelerator}; inputs {render.digest[:12]}")
 
     previous = previous_manifest(ctx)
@@ -267,7 +268,7 @@ def _native_build_phase(ctx: Context, phases: Phases, tarball: Path,
 def _base_disk_phase(ctx: Context, phases: Phases, refresh: bool) -> Entry:
     with phases.phase("base disk") as note:
         base = _base_disk(ctx, "size", refresh)
-        note.append(f"{'cached' if base.cached else 'built'} {base.file().name} "
+        note.append(f"{'cached' if base.cached else 'built'} {base_disk_file(base)} "
                     f"({base.size / 2**20:.0f} MiB, updates as of {_updates_day(base)})")
     return base
 
@@ -287,20 +288,18 @@ def _system_image_phase(ctx: Context, phases: Phases, host: Host,
         staged = bundle.path if bundle else tarball
         assert staged is not None
         files = [staged]
-        entry = _ensure_system_image(ctx, host, SystemImage(plan, base, files), "size")
+        entry = _ensure_system_image(ctx, SystemImage(plan, base, files), "size")
         note.append(f"{'cached' if entry.cached else 'built'} {entry.file().name} "
                     f"({entry.size / 2**20:.0f} MiB, key {entry.key[:12]})")
     return SystemImage(plan, entry, files)
 
 
-def _ensure_system_image(ctx: Context, host: Host, system: SystemImage,
-                         check: Check) -> Entry:
+def _ensure_system_image(ctx: Context, system: SystemImage, check: Check) -> Entry:
     return ensure_system_image(ctx, system.plan, system.files,
-                               host.acceleration.accelerator,
                                lambda: _base_disk(ctx, "full"), check)
 
 
-def render_phase(ctx: Context, host: Host, native: NativeBuild | None, base: Entry | None,
+def render_phase(ctx: Context, host: Host, native: NativeBuild | None,
                  system: SystemImage | None, artifacts: Artifacts) -> Render:
     """The golden build's template, plan and stage, and the hash over its inputs."""
     prebuilt, system_files, golden_files = ((native.prebuilt, native.system_files,
@@ -315,7 +314,8 @@ def render_phase(ctx: Context, host: Host, native: NativeBuild | None, base: Ent
     digest = hashlib.sha256(json.dumps({
         "template": sha256_file(rendered.packer_template),
         "stage": tree_sha256(stage),
-        "base": system.plan.identity if system else (base.sha256() if base else None),
+        # A base disk comes with a system image, whose identity names it.
+        "base": system.plan.identity if system else None,
         "box": [ctx.config.project.box.name, ctx.config.project.box.version, ctx.builder],
     }, sort_keys=True).encode()).hexdigest()
     return Render(rendered, stage, digest)
@@ -326,7 +326,7 @@ def packer_phase(ctx: Context, host: Host, render: Render, system: SystemImage |
     """The golden build, from the system image (every byte of it checked first)."""
     image_vars: dict[str, str] = {}
     if system:
-        image = _ensure_system_image(ctx, host, system, "full")
+        image = _ensure_system_image(ctx, system, "full")
         image_vars = {"base_image": str(image.file()), "base_image_sha256": image.sha256()}
     # An installer (iso) writes nothing to the serial port: no silence limit for it.
     silence = (silence_limit(host.acceleration.accelerator)
@@ -366,8 +366,6 @@ def _base_disk(ctx: Context, check: Check, refresh: bool = False) -> Entry:
     """The platform's base disk (goldbox/basedisk.py), built if missing (or `refresh`).
     check="size" trusts the recorded sha256 (enough to key the build: the no-change path
     stays fast); "full" reads every byte, for when the disk feeds a packer build."""
-    from goldbox.basedisk import build_base_disk
-
     return build_base_disk(ctx.cache, ctx.platform, log=ctx.log, check=check,
                            refresh=refresh)
 

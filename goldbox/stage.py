@@ -64,12 +64,12 @@ def golden_stage(root: Path, app_dir: Path, stage: Path, wheelhouse: Path, plan:
     return stage
 
 
-def system_stage(root: Path, stage: Path, plan: Path, extra: list[Path],
-                 wheelhouse: Path) -> Path:
-    """What the system image's build uploads: the plan, provision/ and the CPython bundle
-    or tarball (and the wheelhouse when the python step bootstraps pip from it)."""
-    fresh_stage(root, stage, plan, extra)
+def system_files(plan: Path, extra: list[Path], wheelhouse: Path) -> dict[str, Path]:
+    """What the system image's build stages beside its plan and provision/ (stage name ->
+    host file or folder): the CPython bundle or tarball, and the wheelhouse when the
+    python step bootstraps pip from it."""
+    files = {path.name: path for path in extra}
     python = read_plan(plan).python
     if python and python.pip_bootstrap:
-        shutil.copytree(wheelhouse, stage / "wheelhouse")
-    return stage
+        files["wheelhouse"] = wheelhouse
+    return files

@@ -390,9 +390,9 @@ def test_verify_without_a_vm_names_the_fix(libvirt_netns, vagrant_home):
 
 def test_packer_failure_names_phase_and_log_and_keeps_the_previous_box(project_copy):
     """A real packer build whose guest provisioning fails (the template's first shell
-    step exits 3, as a broken edit would; the system image's build runs it first):
-    non-zero exit, the failing phase and the log named, the previous box + manifest in
-    dist/ untouched, no partial box or system image left."""
+    step exits 3, as a broken edit would; the golden build runs it, from the natively
+    made system image): non-zero exit, the failing phase and the log named, the previous
+    box + manifest in dist/ untouched, no partial box or golden box left."""
     template = project_copy / "packer" / "debootstrap.pkr.hcl.j2"
     text = template.read_text()
     step = "inline = [{% filter hcl %}mkdir -p {{ stage_dir | sh }}{% endfilter %}]"
@@ -410,7 +410,7 @@ def test_packer_failure_names_phase_and_log_and_keeps_the_previous_box(project_c
     assert result.returncode == 1
     (error,) = [line for line in result.stderr.splitlines()
                 if line.startswith("goldbox: error: ")]
-    assert error.startswith("goldbox: error: phase 'system image' failed"), error
+    assert error.startswith("goldbox: error: phase 'packer' failed"), error
     (log,) = [path for path in (project_copy / "build" / "debian-12" / "logs").glob("image-*.log")
               if ".console." not in path.name]  # beside it: each packer boot's console
     assert str(log) in error
@@ -420,8 +420,9 @@ def test_packer_failure_names_phase_and_log_and_keeps_the_previous_box(project_c
                                                           "manifest.json"]
     assert (previous / "manifest.json").read_text() == '{"previous": true}\n'
     assert not list((project_copy / "dist").glob(".*partial*"))
-    assert (CONFIG.cache_dir / "system-image").is_dir()  # the kind's folder: the glob can fail
-    assert not list((CONFIG.cache_dir / "system-image").glob("*.partial"))
+    for kind in ("system-image", "golden-box"):
+        assert (CONFIG.cache_dir / kind).is_dir()  # the kind's folder: the glob can fail
+        assert not list((CONFIG.cache_dir / kind).glob("*.partial")), kind
 
 
 def _box_metadata(box: Path) -> dict:

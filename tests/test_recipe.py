@@ -17,8 +17,8 @@ from goldbox.errors import GoldboxError
 from goldbox.recipe import provision_code, step_names
 
 # Prints the keys of the entries a debian-12 build uses, as the project at argv[1] makes
-# them. The system image's base disk is named by a recorded sha256 only (its bytes are
-# not read to compute a key).
+# them. The system image's base disk is named by its key and the recorded sha256 of the
+# tree it was made of (its bytes are not read to compute a key).
 KEYS = r"""
 import json, sys
 from pathlib import Path
@@ -41,7 +41,8 @@ bundle = bundle_identity(platform=platform.name, release=release,
                          configure_flags=list(platform.python.configure_flags))
 base = base_disk_identity(platform)
 base_entry = Entry("basedisk", identity_key("basedisk", base), Path("/nonexistent"),
-                   {"files": {"debian-12-base.qcow2": {"sha256": "b" * 64, "size": 1}}})
+                   {"files": {"debian-12-base.qcow2": {"sha256": "b" * 64, "size": 1},
+                              "rootfs.tar": {"sha256": sys.argv[2], "size": 1}}})
 options = RenderOptions(prebuilt=Prebuilt(python_bundle=StagedFile(
     "cpython.tar.gz", identity_key("bundle", bundle))))
 system = render_system_plan(Context(config, platform), options, base_entry)
@@ -62,8 +63,11 @@ def project(tmp_path):
     return copy
 
 
-def keys(project: Path) -> dict[str, str]:
-    result = subprocess.run([sys.executable, "-c", KEYS, str(project)], capture_output=True,
+def keys(project: Path, base_tree: str = "b" * 64) -> dict[str, str]:
+    """The keys of the entries of a debian-12 build of `project`, its base disk's tree
+    having the recorded sha256 `base_tree`."""
+    result = subprocess.run([sys.executable, "-c", KEYS, str(project), base_tree],
+                            capture_output=True,
                             text=True, cwd=project,
                             env={**os.environ, "PYTHONPATH": str(project)},
                             timeout=120, check=False)
@@ -150,3 +154,13 @@ def test_every_step_provision_runs_has_its_own_module():
 
     assert sorted(name for name, _ in STEPS) == step_names()
     assert all(step.__module__ == f"provision.steps.{name}" for name, step in STEPS)
+
+
+def test_a_base_disk_made_again_rebuilds_the_system_image_only(project):
+    """`--refresh` makes the base disk again under the same key with the updates
+    published since: the system image, made from its tree, is made again too."""
+    before = keys(project)
+    after = keys(project, "c" * 64)
+    assert after["basedisk"] == before["basedisk"]
+    assert after["bundle"] == before["bundle"]
+    assert after["system-image"] != before["system-image"]
