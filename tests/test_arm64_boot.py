@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from goldbox.arch import ARM64
-from goldbox.basedisk import build_base_disk
+from goldbox.basedisk import base_disk_file, build_base_disk
 from goldbox.config import BOX_DISK_GIB, load_config
 from goldbox.efidisk import ESP_OFFSET, ROOT_OFFSET
 from goldbox.keys import insecure_private_key
@@ -34,7 +34,8 @@ def arm64_base_disk(tmp_path_factory):
     platform = load_config().platform("debian-13")
     log = tmp_path_factory.mktemp("log") / "basedisk-arm64.log"
     started = time.monotonic()
-    disk = build_base_disk(CACHE, platform, log=log, arch=ARM64).file()
+    entry = build_base_disk(CACHE, platform, log=log, arch=ARM64)
+    disk = entry.file(base_disk_file(entry))
     print(f"arm64 base disk: {time.monotonic() - started:.1f} s, "
           f"{disk.stat().st_size / 2**20:.0f} MiB, {disk}")
     return disk

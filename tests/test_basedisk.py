@@ -14,6 +14,7 @@ import pytest
 from goldbox.basedisk import (
     BLACKLISTED_MODULES,
     apt_from_the_host,
+    base_disk_file,
     base_disk_identity,
     build_base_disk,
     install_runtime_packages,
@@ -41,7 +42,8 @@ def base_disk(tmp_path_factory):
     platform = load_config().platform("debian-12")
     log = tmp_path_factory.mktemp("log") / "basedisk.log"
     started = time.monotonic()
-    disk = build_base_disk(CACHE, platform, log=log).file()
+    entry = build_base_disk(CACHE, platform, log=log)
+    disk = entry.file(base_disk_file(entry))
     print(f"base disk: {time.monotonic() - started:.1f} s, "
           f"{disk.stat().st_size / 2**20:.0f} MiB, {disk}")
     return disk
@@ -215,7 +217,9 @@ def test_a_truncated_base_disk_is_detected_and_rebuilt(base_disk, tmp_path):
     assert not rebuilt.cached
     (note,) = notes
     assert note == (f"cache: basedisk {entry.key[:12]} (debian-12 base disk (bookworm, 4 GiB)) "
-                    f"is corrupt: {base_disk.name} has {truncated} bytes, {entry.size} were "
+                    f"is corrupt: {base_disk.name} has {truncated} bytes, "
+                    f"{entry.record['files'][base_disk.name]['size']} were "
                     "recorded; rebuilding it")
-    assert rebuilt.file().stat().st_size == rebuilt.size
-    subprocess.run(["qemu-img", "check", rebuilt.file()], check=True, capture_output=True)
+    disk = rebuilt.file(base_disk.name)
+    assert disk.stat().st_size == rebuilt.record["files"][base_disk.name]["size"]
+    subprocess.run(["qemu-img", "check", disk], check=True, capture_output=True)
