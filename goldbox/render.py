@@ -13,13 +13,12 @@ from pathlib import Path, PurePosixPath
 
 import jinja2
 
-from goldbox.config import BOX_DISK_GIB, Config, DebootstrapSource, IsoSource, Platform
+from goldbox.config import BOX_DISK_GIB, Config, IsoSource, Platform
 from goldbox.errors import GoldboxError
 from goldbox.files import write_atomically
 from goldbox.keys import insecure_public_key
 from goldbox.plan import (
     STAGE_DIR,
-    SYSTEM_STEPS,
     UWSGI_INI_PATH,
     UWSGI_SERVICE,
     Prebuilt,
@@ -52,8 +51,6 @@ class Rendered:
 
     directory: Path
     packer_template: Path
-    # debootstrap platforms: the packer template of the cached system image.
-    system_template: Path | None
     vagrantfile: Path
     plan: Path
     nginx_conf: Path
@@ -133,8 +130,6 @@ def _context(config: Config, platform: Platform, options: RenderOptions) -> dict
         "uwsgi_service": UWSGI_SERVICE,
         "uwsgi_socket": uwsgi_socket(config, platform),
         "source_name": packer_source_name(platform),
-        "stage": "golden",
-        "system_steps": SYSTEM_STEPS,
         "base_disk_mb": BOX_DISK_GIB * 1024,
         "libvirt_driver": options.libvirt_driver,
         "domain_prefix": options.domain_prefix,
@@ -187,11 +182,6 @@ def render_platform(
     }
     if "nginx_dropin" in guest:
         outputs["nginx_dropin"] = ("nginx-goldbox-hardening.conf", guest["nginx_dropin"], 0o644)
-    if isinstance(platform.source, DebootstrapSource):
-        system = {**context, "stage": "system"}
-        outputs["system_template"] = (f"{platform.name}-system.pkr.hcl",
-                                      _render(env, PACKER_TEMPLATES["debootstrap"], system),
-                                      0o644)
     if isinstance(platform.source, IsoSource):
         name = Path(platform.source.answer_file).name.removesuffix(".j2")
         answer_context = {**context, "vagrant_public_key": insecure_public_key()}
@@ -201,6 +191,5 @@ def render_platform(
         write_atomically(out_dir / relative, text, mode)
     paths = {name: out_dir / relative for name, (relative, _, _) in outputs.items()}
     answer_file = paths.pop("answer_file", None)
-    system_template = paths.pop("system_template", None)
-    return Rendered(directory=out_dir, answer_file=answer_file, system_template=system_template,
+    return Rendered(directory=out_dir, answer_file=answer_file,
                     nginx_dropin=paths.pop("nginx_dropin", None), **paths)

@@ -107,7 +107,7 @@ def test_the_packer_template_takes_the_arm64_machine_as_variables(tmp_path):
     they land in qemu's command line options (-cpu, -bios) only when set."""
     config = load_config()
     rendered = render_platform(config, config.platform("debian-13"), tmp_path / "out")
-    template = rendered.system_template
+    template = rendered.packer_template
     assert set(ARM64.packer_variables()) <= declared_variables(template)
     values = {**packer_placeholder_vars(template, tmp_path), **ARM64.packer_variables()}
     argv = ["packer", "validate", *(f"-var={name}={value}" for name, value in values.items()),

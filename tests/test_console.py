@@ -180,7 +180,7 @@ def test_an_upload_before_the_guest_starts_is_not_a_silent_guest(tmp_path):
 
 
 def test_a_packer_boot_that_never_reaches_its_guest_ends(tmp_path):
-    """goldbox's own packer build (the system image's template) of a disk that does not
+    """goldbox's own packer build (the golden build's template) of a disk that does not
     boot: qemu writes the console log packer's template names, nothing comes, and the
     watcher stops packer, and qemu with it, after the silence limit."""
     from goldbox.packer import packer_build
@@ -191,16 +191,17 @@ def test_a_packer_boot_that_never_reaches_its_guest_ends(tmp_path):
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
     digest = subprocess.run(["sha256sum", str(disk)], capture_output=True, text=True,
                             check=True).stdout.split()[0]
-    console = tmp_path / "logs" / "image-1.console.system.log"
+    console = tmp_path / "logs" / "image-1.console.golden.log"
     console.parent.mkdir()
     (tmp_path / "stage").mkdir()
     watchdog = Watchdog(str(tmp_path))
     watchdog.start()
     try:
         with pytest.raises(GuestTrouble, match=r"^no console output for 5 s"):
-            packer_build(rendered.system_template, {
+            packer_build(rendered.packer_template, {
                 "base_image": str(disk), "base_image_sha256": digest, "accelerator": "tcg",
                 "stage_dir": str(tmp_path / "stage"), "output_dir": str(tmp_path / "out"),
+                "box_output": str(tmp_path / "box" / "golden.box"),
             }, "qemu.debian-12", tmp_path / "logs" / "image-1.log", console, 5)
     finally:
         watchdog.cancel()

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from goldbox.config import DebootstrapSource, load_config
+from goldbox.config import load_config
 from goldbox.errors import GoldboxError
 from goldbox.render import RenderOptions, packer_source_name, render_platform
 from goldbox.validate import nginx_test, packer_validate, vagrant_validate
@@ -40,14 +40,12 @@ def test_packer_validate(rendered):
     for builder in platform.builders:
         only = None if len(platform.builders) == 1 else _source_name(builder, platform.name)
         packer_validate(rendered.packer_template, only=only)  # raises on any error
-    if isinstance(platform.source, DebootstrapSource):
-        # The cached system image's build: provision's system steps only, no box.
-        text = rendered.system_template.read_text()
-        assert "--only repositories --only packages --only python" in text
-        assert 'post-processor "vagrant"' not in text
-        packer_validate(rendered.system_template)
-    else:
-        assert rendered.system_template is None
+    # The system image is made natively (goldbox/system_image.py): one packer build, the
+    # golden one, which runs the whole plan and exports the box.
+    assert sorted(path.name for path in rendered.directory.glob("*.pkr.hcl")) == [
+        rendered.packer_template.name]
+    text = rendered.packer_template.read_text()
+    assert "--only" not in text and 'post-processor "vagrant"' in text
 
 
 def test_packer_validate_catches_a_broken_template(tmp_path):
@@ -180,7 +178,6 @@ def test_a_platform_description_cannot_leave_its_packer_comment(tmp_path):
     rendered = render_platform(config, hostile, tmp_path)
     assert '\nvariable "evil"' not in rendered.packer_template.read_text()
     packer_validate(rendered.packer_template)
-    packer_validate(rendered.system_template)
 
 
 def test_a_trial_vm_gets_a_libvirt_domain_name_of_its_own(tmp_path):
