@@ -268,8 +268,10 @@ def _native_build_phase(ctx: Context, phases: Phases, tarball: Path,
 def _base_disk_phase(ctx: Context, phases: Phases, refresh: bool) -> Entry:
     with phases.phase("base disk") as note:
         base = _base_disk(ctx, "size", refresh)
-        note.append(f"{'cached' if base.cached else 'built'} {base_disk_file(base)} "
-                    f"({base.size / 2**20:.0f} MiB, updates as of {_updates_day(base)})")
+        disk = base_disk_file(base)
+        note.append(f"{'cached' if base.cached else 'built'} {disk} "
+                    f"({base.record['files'][disk]['size'] / 2**20:.0f} MiB, "
+                    f"updates as of {_updates_day(base)})")
     return base
 
 
