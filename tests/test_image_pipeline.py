@@ -11,6 +11,8 @@ from goldbox.context import Context
 from goldbox.image import GoldenBuild, Host, box_phase
 from goldbox.manifest import read_manifest
 from goldbox.packer import packer_build
+from goldbox.render import render_platform
+from goldbox.stage import system_files
 
 # A packer build that boots nothing and prints what the golden build's last provisioner
 # prints of a guest.
@@ -63,3 +65,17 @@ def test_the_manifest_holds_the_golden_builds_versions_and_the_phases_before(pro
     assert manifest.phases == {"render": 1.0, "packer": 60.0}
     assert manifest.input_hash == "d" * 64
     assert Path(ctx.dist / "plan.json").read_text() == "{}\n"
+
+
+def test_the_system_steps_get_the_wheelhouse_only_when_pip_comes_from_it(tmp_path):
+    """What the system image's chroot gets staged beside its plan: CPython's bundle or
+    tarball, and the wheelhouse only for a plan whose python step bootstraps pip from it
+    (centos-6.4's CPython 2.7)."""
+    config = load_config()
+    tarball, wheelhouse = tmp_path / "Python.tar.xz", tmp_path / "wheelhouse"
+    staged = {}
+    for name in ("debian-13", "centos-6.4"):
+        rendered = render_platform(config, config.platform(name), tmp_path / name)
+        staged[name] = system_files(rendered.plan, [tarball], wheelhouse)
+    assert staged == {"debian-13": {"Python.tar.xz": tarball},
+                      "centos-6.4": {"Python.tar.xz": tarball, "wheelhouse": wheelhouse}}
