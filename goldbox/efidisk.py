@@ -28,8 +28,12 @@ GRUB_MODULES = ["part_gpt", "ext2", "fat", "normal", "linux", "configfile", "sea
 
 def esp_fstab_line(esp_id: str) -> str:
     """The ESP at /boot/efi, as grub-install expects it; `nofail`: a box whose ESP cannot
-    be mounted still boots (grub is already on it)."""
-    return f"UUID={esp_uuid(esp_id)} /boot/efi vfat umask=0077,nofail 0 2\n"
+    be mounted still boots (grub is already on it). Mounted on first access
+    (`x-systemd.automount`), as systemd's own gpt-auto generator mounts an ESP: the boot
+    waits for no device. Mounted at boot, it waited for udev's /dev/disk/by-uuid link,
+    which under TCG (arm64 on this host) came after systemd's 90 s device timeout, so the
+    box booted with no /boot/efi (seen here)."""
+    return f"UUID={esp_uuid(esp_id)} /boot/efi vfat umask=0077,nofail,x-systemd.automount 0 2\n"
 
 
 def esp_uuid(esp_id: str) -> str:

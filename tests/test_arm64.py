@@ -21,6 +21,7 @@ from goldbox.validate import declared_variables, packer_placeholder_vars
 
 TRIXIE = {"suite": "trixie", "mirror": "http://deb.debian.org/debian", "variant": "minbase",
           "packages": ["python3"]}
+FSTAB_GENERATOR = "/lib/systemd/system-generators/systemd-fstab-generator"
 # The kernel's own registration line for qemu-user-static's aarch64 entry.
 REGISTERED = ("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: {flags}\n"
               "offset 0\nmagic 7f454c460201010000000000000000000200b700\n")
@@ -67,7 +68,22 @@ def test_arm64_base_disk_takes_uefi_grub_and_the_arm64_kernel():
 
 def test_esp_is_mounted_by_its_volume_id_and_never_blocks_the_boot():
     assert esp_uuid("0a1b2c3d") == "0A1B-2C3D"
-    assert esp_fstab_line("0a1b2c3d") == "UUID=0A1B-2C3D /boot/efi vfat umask=0077,nofail 0 2\n"
+    assert esp_fstab_line("0a1b2c3d").startswith("UUID=0A1B-2C3D /boot/efi vfat ")
+
+
+def test_the_boot_waits_for_no_esp_device_the_esp_mounts_on_first_access(tmp_path):
+    """systemd's own fstab generator, run on the fstab line: local-fs.target (the boot)
+    pulls in only the ESP's automount, never its mount (which waits for the device)."""
+    fstab = tmp_path / "fstab"
+    fstab.write_text(esp_fstab_line("0a1b2c3d"))
+    units = tmp_path / "units"
+    units.mkdir()
+    subprocess.run([FSTAB_GENERATOR, units, units, units], check=True,
+                   env={"SYSTEMD_FSTAB": str(fstab), "SYSTEMD_PROC_CMDLINE": ""})
+    wanted = {path.name for path in (units / "local-fs.target.wants").iterdir()}
+    assert "boot-efi.automount" in wanted
+    assert "boot-efi.mount" not in wanted
+    assert "What=/dev/disk/by-uuid/0A1B-2C3D" in (units / "boot-efi.mount").read_text()
 
 
 def binfmt_folder(tmp_path: Path, entry: str | None) -> Path:
