@@ -280,6 +280,7 @@ def make_disk(root: Path, raw: Path, qcow2: Path, identity: dict, *,
     ids) holding the tree `root`, as `qcow2`; `raw` is the scratch file it is made in."""
     arch = architecture(identity.get("arch", AMD64.name))
     fs_uuid, esp_id = filesystem_ids(identity)
+    run_update_units(root, log=log)
     if esp_id:
         make_efi_raw_disk(root, raw, fs_uuid=fs_uuid, esp_id=esp_id,
                           size_gib=identity["size_gib"], arch=arch, log=log)
@@ -287,6 +288,20 @@ def make_disk(root: Path, raw: Path, qcow2: Path, identity: dict, *,
         make_bootable_raw_disk(root, raw, fs_uuid=fs_uuid, size_gib=identity["size_gib"],
                                log=log)
     proc.run(["qemu-img", "convert", "-O", "qcow2", raw, qcow2], prefix="base disk", log=log)
+
+
+# What systemd's ConditionNeedsUpdate units (ldconfig, sysusers, the journal's catalog)
+# would do at the first boot after /usr changed, done once here for every VM: under TCG
+# they were seconds of each golden build's boot. systemd-update-done then marks /etc and
+# /var up to date with /usr, so none of them runs at boot.
+UPDATE_COMMANDS = (["ldconfig"], ["systemd-sysusers"], ["journalctl", "--update-catalog"],
+                   ["/usr/lib/systemd/systemd-update-done"])
+
+
+def run_update_units(root: Path, *, log: Path | None = None) -> None:
+    """Run the work of the tree's update units in it now (UPDATE_COMMANDS)."""
+    for command in UPDATE_COMMANDS:
+        chroot_run(root, command, prefix="base disk", log=log)
 
 
 def unpack_base_rootfs(base: Entry, dest: Path, *, log: Path | None = None) -> Path:

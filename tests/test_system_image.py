@@ -4,6 +4,7 @@ once (cached) from the real base disk and CPython bundle (both cached after thei
 build) and checked without mounting it (debugfs)."""
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -134,3 +135,14 @@ def test_base_disk_entry_keeps_its_tree(inputs):
                              capture_output=True, text=True, check=True).stdout
     assert "sshd_config" in listing and "ssh_host_" not in listing
     assert Path(base.file("rootfs.tar")).stat().st_size > 0
+
+
+def test_systemds_update_units_have_nothing_left_to_do_at_boot(system_image):
+    """/etc/.updated and /var/.updated carry /usr's time (systemd-update-done ran in the
+    tree after ldconfig, sysusers and the catalog), so ConditionNeedsUpdate keeps those
+    units from running in every golden build's TCG boot."""
+    usr = re.search(r"^ mtime: (.+)$", debugfs(system_image, "stat /usr"), re.M)
+    for marker in ("/etc/.updated", "/var/.updated"):
+        stat = debugfs(system_image, f"stat {marker}")
+        assert "Type: regular" in stat, marker
+        assert usr and re.search(r"^ mtime: (.+)$", stat, re.M).group(1) == usr.group(1), marker
