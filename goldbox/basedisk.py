@@ -293,9 +293,10 @@ def make_disk(root: Path, raw: Path, qcow2: Path, identity: dict, *,
 # What systemd's ConditionNeedsUpdate units (ldconfig, sysusers, the journal's catalog)
 # would do at the first boot after /usr changed, done once here for every VM: under TCG
 # they were seconds of each golden build's boot. systemd-update-done then marks /etc and
-# /var up to date with /usr, so none of them runs at boot.
+# /var up to date with /usr, so none of them runs at boot. Its /lib path holds on
+# bookworm's split /usr (debian-12) and on trixie's merged one alike.
 UPDATE_COMMANDS = (["ldconfig"], ["systemd-sysusers"], ["journalctl", "--update-catalog"],
-                   ["/usr/lib/systemd/systemd-update-done"])
+                   ["/lib/systemd/systemd-update-done"])
 
 
 def run_update_units(root: Path, *, log: Path | None = None) -> None:
