@@ -293,14 +293,18 @@ def make_disk(root: Path, raw: Path, qcow2: Path, identity: dict, *,
 # What systemd's ConditionNeedsUpdate units (ldconfig, sysusers, the journal's catalog)
 # would do at the first boot after /usr changed, done once here for every VM: under TCG
 # they were seconds of each golden build's boot. systemd-update-done then marks /etc and
-# /var up to date with /usr, so none of them runs at boot. Its /lib path holds on
-# bookworm's split /usr (debian-12) and on trixie's merged one alike.
+# /var up to date with /usr, so none of them runs at boot. Debian 12's systemd (252) has
+# no update units (nor systemd-update-done): there is nothing to do.
+UPDATE_DONE = "/usr/lib/systemd/systemd-update-done"
 UPDATE_COMMANDS = (["ldconfig"], ["systemd-sysusers"], ["journalctl", "--update-catalog"],
-                   ["/lib/systemd/systemd-update-done"])
+                   [UPDATE_DONE])
 
 
 def run_update_units(root: Path, *, log: Path | None = None) -> None:
-    """Run the work of the tree's update units in it now (UPDATE_COMMANDS)."""
+    """Run the work of the tree's update units in it now (UPDATE_COMMANDS), where its
+    systemd has them."""
+    if not (root / UPDATE_DONE.lstrip("/")).exists():
+        return
     for command in UPDATE_COMMANDS:
         chroot_run(root, command, prefix="base disk", log=log)
 
