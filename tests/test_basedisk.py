@@ -175,7 +175,7 @@ def test_boots_under_tcg_and_vagrant_logs_in(base_disk, tmp_path):
             [*ssh, "sudo -n true && python3 --version && ip -o link show eth0 "
                    "&& ls /etc/ssh/ssh_host_ed25519_key.pub && cat /etc/machine-id "
                    "&& df --block-size=1 --output=size / | tail -n 1 "
-                   "&& systemctl is-enabled getty-static.service; lsmod"],
+                   "&& sudo -n systemctl is-enabled getty-static.service; lsmod"],
             capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         lines = result.stdout.splitlines()
@@ -183,7 +183,8 @@ def test_boots_under_tcg_and_vagrant_logs_in(base_disk, tmp_path):
         # loaded none of the emulated PC's unused drivers, getty-static is masked.
         assert lines[5] == "masked", lines[5:6]
         loaded = {line.split()[0] for line in lines[6:]}
-        assert {"virtio_blk", "ext4"} <= loaded, sorted(loaded)
+        # virtio_blk came from the initramfs's list (ext4 is built into the cloud kernel).
+        assert "virtio_blk" in loaded, sorted(loaded)
         assert not loaded & set(BLACKLISTED_MODULES), sorted(loaded & set(BLACKLISTED_MODULES))
         assert lines[0].startswith("Python 3.11")
         assert "state UP" in lines[1]
