@@ -16,11 +16,8 @@ PROJECT_FILES = ["goldbox.toml", "tasks.py", "platforms", "app", "packer", "vagr
                  "provision"]
 
 
-@pytest.fixture
-def project_copy(tmp_path: Path) -> Path:
-    """A throwaway copy of the project's config, templates and app, to break at will."""
-    root = tmp_path / "project"
-    root.mkdir()
+def copy_project(root: Path) -> Path:
+    """Copy the project's config, templates and app (PROJECT_FILES) into `root`."""
     for name in PROJECT_FILES:
         source = PROJECT_ROOT / name
         if source.is_dir():
@@ -28,6 +25,14 @@ def project_copy(tmp_path: Path) -> Path:
         else:
             shutil.copy2(source, root / name)
     return root
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    """A throwaway copy of the project's config, templates and app, to break at will."""
+    root = tmp_path / "project"
+    root.mkdir()
+    return copy_project(root)
 
 
 def run_invoke(root: Path, *args: str) -> subprocess.CompletedProcess:

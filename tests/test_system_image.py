@@ -22,7 +22,7 @@ from goldbox.native import release_of
 from goldbox.plan import Prebuilt, StagedFile, python_binary
 from goldbox.render import RenderOptions
 from goldbox.system_image import ensure_system_image, render_system_plan
-from tests.conftest import PROJECT_FILES
+from tests.conftest import copy_project
 from tests.test_basedisk import PARTITION, debugfs, raw_copy
 
 pytestmark = [
@@ -35,15 +35,7 @@ pytestmark = [
 def ctx(tmp_path_factory):
     """A build context of debian-13 in a copy of the project (its build/ folder is the
     copy's), with the shared cache."""
-    from goldbox import PROJECT_ROOT
-
-    root = tmp_path_factory.mktemp("project")
-    for name in PROJECT_FILES:
-        source = PROJECT_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, root / name)
-        else:
-            shutil.copy2(source, root / name)
+    root = copy_project(tmp_path_factory.mktemp("project"))
     config = load_config(root)
     context = Context(config, config.platform("debian-13"))
     context.work.mkdir(parents=True)
