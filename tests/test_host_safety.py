@@ -107,8 +107,13 @@ def test_a_full_disk_under_dist_is_one_line_and_keeps_the_previous_box(project_c
         subprocess.run(["umount", dist_root], check=True)
 
 
-def test_a_second_image_run_on_one_checkout_is_refused_in_one_line(project_copy):
+def test_a_second_image_run_on_one_checkout_is_refused_in_one_line(project_copy, tmp_path,
+                                                                   monkeypatch):
     dist = _previous_box(project_copy)
+    # An empty cache keeps the first run building: with the shared cache warm (the e2e
+    # tests built this very golden image) it finished in 2 s, before the second began,
+    # and published its box over the previous one (CI, 2026-11-28).
+    monkeypatch.setenv("GOLDBOX_CACHE", str(tmp_path / "empty-cache"))
     first = subprocess.Popen([INVOKE, "image"], cwd=project_copy, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
