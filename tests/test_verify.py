@@ -133,3 +133,37 @@ def test_the_batched_package_check_asks_dpkg_once_and_fails_on_a_missing_package
     else:
         with pytest.raises(AssertionError, match="goldbox-no-such-package"):
             check(host, plan)
+
+
+@pytest.fixture
+def app_root(tmp_path: Path) -> Path:
+    """An app root whose env/ is a real venv: this test run's own."""
+    import sys
+
+    (tmp_path / "env").symlink_to(Path(sys.prefix))
+    return tmp_path
+
+
+@pytest.mark.parametrize(("pins", "passes"), [
+    ({"Jinja2": "jinja2", "pytest_testinfra": "pytest-testinfra"}, True),  # PEP 503 names
+    ({"jinja2": "0.0.1"}, False),  # a version the venv does not hold
+    ({"goldbox-no-such-dist": "1.0"}, False),
+])
+def test_the_venv_check_reads_its_metadata_folders(app_root, pins, passes):
+    """The pinned-packages check on a real venv (testinfra's local backend, the host's
+    real ls): one listing of its *.dist-info folders instead of starting pip."""
+    from importlib.metadata import version
+
+    import testinfra
+
+    from goldbox.checks.test_stack import test_venv_has_the_pinned_packages as check
+
+    if passes:  # the installed versions, under the names as a requirements file writes them
+        pins = {name: version(dist) for name, dist in pins.items()}
+    host = testinfra.get_host("local://")
+    plan = {"app": {"root": str(app_root)}}
+    if passes:
+        check(host, plan, pins)
+    else:
+        with pytest.raises(AssertionError):
+            check(host, plan, pins)

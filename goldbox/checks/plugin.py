@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from goldbox import PROJECT_ROOT
+from goldbox.checks.guest import RootContext, as_root
 from goldbox.plan_model import read_plan
 
 
@@ -49,3 +50,9 @@ def pins(plan) -> dict[str, str]:
     text = (PROJECT_ROOT / plan["app"]["requirements"]).read_text()
     return {m.group(1).lower(): m.group(2)
             for m in re.finditer(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", text, re.M)}
+
+
+@pytest.fixture(scope="module")
+def root(host) -> RootContext:
+    """`with root():` runs the commands in it as root (see goldbox.checks.guest)."""
+    return as_root(host)
