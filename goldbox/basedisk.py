@@ -72,10 +72,8 @@ GROW_ROOT_UNIT = "goldbox-grow-root.service"
 # with the full kernel (VirtualBox's e1000 needs it) udev in the initramfs loaded floppy,
 # USB, PATA and SMBus drivers for the emulated PC, 15 s of each boot under TCG, and a
 # 36 MB initrd to unpack. Modules built into one architecture's kernel are skipped there.
-# virtio_net too: loaded there, eth0 is there when systemd starts, where udev's coldplug
-# made it 10-13 s later under TCG, and ifup (so DHCP, sshd and nginx) waited for it.
 INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "ahci", "sd_mod", "ext4",
-                     "crc32c_generic", "virtio_net")
+                     "crc32c_generic")
 INITRAMFS_CONF = "etc/initramfs-tools/conf.d/goldbox-modules.conf"
 # Drivers udev would load for an emulated PC's parts that a box never uses: each one is
 # seconds of a TCG boot. kvm_amd and powernow_k8 come from qemu64's AMD family and svm

@@ -71,7 +71,6 @@ def test_the_initramfs_holds_the_root_disks_drivers_of_every_target_and_no_more(
     assert FILES[INITRAMFS_CONF] == "MODULES=list\n"
     listed = FILES["etc/initramfs-tools/modules"].split()
     assert {"virtio_blk", "virtio_pci", "ahci", "sd_mod", "ext4"} <= set(listed)
-    assert "virtio_net" in listed  # eth0 before systemd starts: ifup waits for no coldplug
     assert not set(listed) & set(BLACKLISTED_MODULES)
     blacklisted = re.findall(r"^blacklist (\S+)$", FILES[MODPROBE_CONF], re.M)
     assert blacklisted == list(BLACKLISTED_MODULES)
