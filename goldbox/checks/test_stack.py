@@ -28,8 +28,11 @@ def enabled(host, plan, root, systemd) -> dict[str, bool]:
 
 
 @pytest.fixture(scope="module")
-def units(host, plan, root) -> dict[str, dict[str, str]]:
-    """plan key -> its running unit's state, user and main process: one systemctl."""
+def units(host, plan, root, systemd) -> dict[str, dict[str, str]]:
+    """plan key -> its running unit's state, user and main process: one systemctl (none
+    on a SysV guest, which has no systemctl to ask)."""
+    if not systemd:
+        return {}
     properties = unit_properties(host, root, [plan[key]["service"] for key in SERVICES],
                                  ["ActiveState", "SubState", "User", "MainPID"])
     return {key: properties[plan[key]["service"]] for key in SERVICES}
@@ -120,7 +123,7 @@ def test_distribution_default_site_removed(host, plan):
 
 
 @pytest.mark.live
-def test_uwsgi_never_runs_as_root(host, plan, systemd, request):
+def test_uwsgi_never_runs_as_root(host, plan, systemd, units):
     """Every live uWSGI process, read from the guest's /proc: its real, effective, saved
     and file-system uids are all the app user's. Under systemd the unit itself runs as
     that user (`systemctl show`) and its main process is one of them; under SysV the
@@ -136,7 +139,7 @@ def test_uwsgi_never_runs_as_root(host, plan, systemd, request):
     for pid, ids in uids.items():
         assert ids == [uid] * 4, f"uwsgi {pid} runs with uids {ids}, not {uid}"
     if systemd:
-        unit = request.getfixturevalue("units")["uwsgi"]
+        unit = units["uwsgi"]
         assert unit["User"] == plan["app"]["user"]
         assert int(unit["MainPID"]) in {process.pid for process in processes}
 
@@ -148,13 +151,12 @@ def test_services_enabled_at_boot(enabled, key):
 
 @pytest.mark.parametrize("key", SERVICES)
 @pytest.mark.live
-def test_services_running(host, plan, root, systemd, request, key):
+def test_services_running(host, plan, root, systemd, units, key):
     if not systemd:
         with root():
             assert host.service(plan[key]["service"]).is_running
         return
-    # Asked here, not in the signature: a SysV guest has no systemctl to ask.
-    unit = request.getfixturevalue("units")[key]
+    unit = units[key]
     assert (unit["ActiveState"], unit["SubState"]) == ("active", "running"), unit
 
 
