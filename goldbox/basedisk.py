@@ -125,9 +125,23 @@ def kernel_args(arch: Architecture = AMD64) -> str:
     the timer interrupt arrives (a few ticks within ~160M TSC cycles) fails and it panics
     with "IO-APIC + timer doesn't work!" 0.08 s into the boot (seen here, issue 22); the
     check guards against broken PC hardware, which an emulated i440FX is not. Cloud images
-    (cirros, Fedora) boot with it for the same reason."""
-    timer = " no_timer_check" if arch is AMD64 else ""
-    return f"console=tty0 console={arch.console} net.ifnames=0{timer}"
+    (cirros, Fedora) boot with it for the same reason.
+
+    And tsc=unstable: under TCG with two vCPUs (QEMU 7.2's multi-threaded TCG) a kernel
+    that rewrites its own code while the other vCPU runs it can die. Its static keys are
+    flipped by text_poke_bp (an int3 written over the site, an IPI to sync the CPUs, the
+    new bytes, the int3 taken out); the other vCPU may still run a translation made with
+    the int3 in it after the patch is done, and the kernel, finding no patch under way,
+    dies: "Oops: int3" at sched_clock_cpu+0x9 right after "sched_clock: Marking stable",
+    4 s into a boot here (issue 22), and the earlier crng_make_state panic was the same
+    race on the random generator's key. sched_clock is marked stable (that key flipped
+    with both CPUs up) only on a boot whose TSCs pass the kernel's sync check, which
+    under TCG is chance (4 boots in 32 here); with tsc=unstable no boot flips it, and
+    every boot runs as the other 28 did (HPET as clocksource). Under KVM the clock is
+    kvm-clock, which this does not touch; under VirtualBox, clock reads go to the ACPI
+    PM timer instead of the TSC (slower, a syscall each)."""
+    extra = " no_timer_check tsc=unstable" if arch is AMD64 else ""
+    return f"console=tty0 console={arch.console} net.ifnames=0{extra}"
 
 
 def base_disk_identity(platform: Any, size_gib: int = BOX_DISK_GIB,

@@ -42,7 +42,7 @@ def test_kernel_flavour_follows_the_architecture():
 
 def test_arm64_kernel_writes_to_the_virt_machines_uart_last():
     assert kernel_args(ARM64).split()[-2:] == ["console=ttyAMA0", "net.ifnames=0"]
-    assert kernel_args() == "console=tty0 console=ttyS0 net.ifnames=0 no_timer_check"
+    assert kernel_args() == "console=tty0 console=ttyS0 net.ifnames=0 no_timer_check tsc=unstable"
 
 
 def test_amd64_cache_identities_are_those_made_before_there_were_architectures():
