@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.boot_cycles import TROUBLE  # noqa: E402
 from goldbox.arch import AMD64  # noqa: E402
 from goldbox.catalog.serve import free_port  # noqa: E402
 from goldbox.config import load_config  # noqa: E402
@@ -45,7 +46,6 @@ SSH_WAIT_S = 600
 # Each boot is a new guest with new host keys on a reused port: nothing to remember.
 SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR"]
-TROUBLE = re.compile(r"Kernel panic|\bOops\b|\bBUG: ")
 STABLE = "sched_clock: Marking stable"
 
 
