@@ -115,7 +115,7 @@ GROW_ROOT_SCRIPT = textwrap.dedent("""\
 # The steps of provision the base disk runs natively (install_runtime_packages), and the
 # goldbox code that makes it (the policy: goldbox/recipe.py).
 BASE_STEPS = ("repositories", "packages")
-_CODE = ("basedisk", "chroot_provision", "rootfs", "arch", "efidisk")
+_CODE = ("basedisk", "chroot_provision", "rootfs", "efidisk")
 
 
 def kernel_args(arch: Architecture = AMD64) -> str:
@@ -150,12 +150,13 @@ def base_disk_identity(platform: Any, size_gib: int = BOX_DISK_GIB,
     Vagrant public key, the runtime packages provision installs natively (with the
     repositories it installs them from, and the code of those two steps) and the code
     that makes it. Nothing of the platform's Python: a pin or a configure flag keeps
-    the base disk (and the OS updates it was made with). amd64's names no architecture,
-    so the entries made before there were others stay valid."""
+    the base disk (and the OS updates it was made with). Of the architecture, what the
+    disk is made of (not how qemu boots it: its machine, CPU and firmware file)."""
     source = platform.source
     return {
         "platform": platform.name, "suite": source.suite, "mirror": source.mirror,
-        **({} if arch == AMD64 else {"arch": arch.name}),
+        "arch": {"name": arch.name, "gnu_type": arch.gnu_type, "grub": arch.grub_target,
+                 "console": arch.console, "efi": arch.efi},
         "packages": sorted({*BASE_PACKAGES, arch.grub_package,
                             arch.kernel_package(source.kernel_package)}),
         "size_gib": size_gib,
@@ -283,7 +284,7 @@ def filesystem_ids(identity: dict) -> tuple[str, str | None]:
     of `identity`: stable across rebuilds of the same identity, and the same on every
     disk made from it (the system image's): the guest mounts / by it, grub finds it."""
     key = identity_key("basedisk", identity)
-    arch = architecture(identity.get("arch", AMD64.name))
+    arch = architecture(identity["arch"]["name"])
     return str(uuid.UUID(bytes=bytes.fromhex(key[:32]), version=4)), (
         key[32:40] if arch.efi else None)
 
@@ -292,7 +293,7 @@ def make_disk(root: Path, raw: Path, qcow2: Path, identity: dict, *,
               log: Path | None = None) -> None:
     """The disk of the base disk of `identity` (its size, architecture and file system
     ids) holding the tree `root`, as `qcow2`; `raw` is the scratch file it is made in."""
-    arch = architecture(identity.get("arch", AMD64.name))
+    arch = architecture(identity["arch"]["name"])
     fs_uuid, esp_id = filesystem_ids(identity)
     run_update_units(root, log=log)
     if esp_id:

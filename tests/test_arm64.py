@@ -59,9 +59,10 @@ def test_arm64_base_disk_takes_uefi_grub_and_the_arm64_kernel():
     amd64 = base_disk_identity(platform)
     arm64 = base_disk_identity(platform, arch=ARM64)
     kernel = platform.source.kernel_package  # named for amd64, e.g. linux-image-amd64
-    assert "arch" not in amd64
+    assert amd64["arch"] == {"name": "amd64", "gnu_type": "x86_64-linux-gnu",
+                             "grub": "i386-pc", "console": "ttyS0", "efi": False}
     assert {"grub-pc", kernel} <= set(amd64["packages"])
-    assert arm64["arch"] == "arm64"
+    assert arm64["arch"]["name"] == "arm64" and arm64["arch"]["efi"]
     assert {"grub-efi-arm64", ARM64.kernel_package(kernel)} <= set(arm64["packages"])
     assert not {"grub-pc", kernel} & set(arm64["packages"])
 
