@@ -46,6 +46,24 @@ class Architecture:
         return {"qemu_binary": self.qemu_binary, "machine_type": self.machine,
                 "cpu_model": self.cpu or "", "firmware": self.firmware or ""}
 
+    @property
+    def uname_machine(self) -> str:
+        """The kernel's machine name (`uname -m`): x86_64, aarch64."""
+        return self.gnu_type.split("-", 1)[0]
+
+    def wheel_platforms(self, amd64_tags: list[str]) -> list[str]:
+        """The platform's wheel tags (named for amd64, e.g. manylinux2014_x86_64) for
+        this architecture: the same tags with its machine name."""
+        return [re.sub(r"_x86_64\Z", f"_{self.uname_machine}", tag) for tag in amd64_tags]
+
+    def cross_packages(self, build_packages: list[str]) -> list[str]:
+        """What compiling for this architecture on an amd64 host takes, from the
+        platform's build packages: Debian's cross toolchain for build-essential, the
+        libraries' -dev packages of this architecture (multiarch), the tools as they are."""
+        return [f"crossbuild-essential-{self.name}" if name == "build-essential" else
+                f"{name}:{self.name}" if name.endswith("-dev") else name
+                for name in build_packages]
+
     def kernel_package(self, platform_kernel: str) -> str:
         """The platform's kernel package (named for amd64, e.g. linux-image-cloud-amd64)
         for this architecture: Debian names its flavours the same with the arch's
@@ -113,7 +131,7 @@ def host_architecture() -> Architecture:
     multiarch triplet), or one error line."""
     machine = os.uname().machine
     for arch in ARCHITECTURES.values():
-        if arch.gnu_type.split("-", 1)[0] == machine:
+        if arch.uname_machine == machine:
             return arch
     raise GoldboxError(f"this host's machine {machine!r} is none goldbox boots boxes on "
                        f"(known: {', '.join(sorted(ARCHITECTURES))})")

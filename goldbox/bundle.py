@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from goldbox import proc
+from goldbox import cross, proc
+from goldbox.arch import architecture
 from goldbox.artifacts import ArtifactCache
 from goldbox.cache import Cache, as_cache
 from goldbox.chroot_provision import STAGE, plan_head, provision_in_chroot
@@ -58,18 +59,23 @@ class BuiltFile:
 @dataclass(frozen=True)
 class ReleaseChroot:
     """The Debian release a platform's guest runs, as debootstrap needs it; `packages`
-    are what the build needs on top of minbase (the platform's build packages). A
-    foreign `arch` (arm64) is a chroot whose binaries run through qemu-user."""
+    are what the build needs on top of minbase (the platform's build packages). For a
+    foreign `arch` (arm64) the chroot is still amd64, with the cross toolchain added
+    (goldbox/cross.py)."""
 
     suite: str
     mirror: str
     packages: tuple[str, ...]
     arch: str = "amd64"
 
+    @property
+    def cross(self) -> bool:
+        return self.arch != "amd64"
+
     def arch_identity(self) -> dict:
         """The architecture in a cache identity: nothing for amd64, so the entries made
-        before there were others stay valid."""
-        return {} if self.arch == "amd64" else {"arch": self.arch}
+        before there were others stay valid; for another, the cross build's code too."""
+        return {} if not self.cross else {"arch": self.arch, "cross": goldbox_code("cross")}
 
     def label(self, platform: str) -> str:
         """`platform`, and the architecture unless amd64: names of entries and files."""
@@ -106,34 +112,55 @@ def bundle_identity(*, platform: str, release: ReleaseChroot, python_version: st
 
 def build_cpython_bundle(cache: Cache | Path, *, platform: str, release: ReleaseChroot,
                          python_version: str, tarball: Path, tarball_sha256: str,
-                         configure_flags: list[str], log: Path | None = None) -> BuiltFile:
+                         configure_flags: list[str], log: Path | None = None,
+                         build_python: BuiltFile | None = None) -> BuiltFile:
     """Return the cached bundle of CPython `python_version` for `platform`, building it
     first if needed: provision's python step (`./configure <flags>`, `make`, `make
     altinstall`) in a fresh chroot of `release`, from `tarball` (checked against
-    `tarball_sha256` here and again by provision)."""
+    `tarball_sha256` here and again by provision). For a foreign architecture it is
+    cross-compiled instead (goldbox/cross.py), with `build_python`: the amd64 bundle of
+    the same CPython."""
     cache = as_cache(cache)
     identity = bundle_identity(platform=platform, release=release,
                                python_version=python_version, tarball_sha256=tarball_sha256,
                                configure_flags=configure_flags)
+    if release.cross:
+        if build_python is None:
+            raise GoldboxError(f"CPython {python_version} for {release.arch}: a cross build "
+                               "needs the amd64 bundle of the same version to run it")
+        identity["build_python"] = build_python.sha256
     name = f"cpython-{python_version}-{release.label(platform)}.tar.gz"
+    prefix = prefix_of(configure_flags)
 
     def make(folder: Path) -> None:
         _verify(tarball, tarball_sha256)
         with _scratch_rootfs(cache, release, log) as root:
-            _compile_cpython(root, platform=platform, tarball=tarball,
-                             tarball_sha256=tarball_sha256, python_version=python_version,
-                             configure_flags=configure_flags, log=log)
-            prefix = prefix_of(configure_flags)
+            if build_python is not None and release.cross:
+                _verify(build_python.path, build_python.sha256)
+                cross.compile_cpython(
+                    root, architecture(release.arch), build_python_bundle=build_python.path,
+                    tarball=tarball, python_version=python_version, prefix=prefix,
+                    configure_flags=configure_flags, log=log)
+                how = {"built_in": f"debootstrap {release.suite} amd64 chroot, "
+                                   f"{release.arch} cross toolchain",
+                       "built_with": "./configure --host=" +
+                                     f"{architecture(release.arch).gnu_type} (goldbox/cross.py)"}
+            else:
+                _compile_cpython(root, platform=platform, tarball=tarball,
+                                 tarball_sha256=tarball_sha256, python_version=python_version,
+                                 configure_flags=configure_flags, log=log)
+                how = {"built_in": f"debootstrap {release.suite} {release.arch} chroot",
+                       "built_with": "python3 -m provision plan.json --only python"}
             _prune(root / prefix.lstrip("/"), python_version)
-            _strip_debug(root, prefix, python_version, log)
+            _strip_debug(root, prefix, python_version, release, log)
             _write_provenance(root / prefix.lstrip("/") / PROVENANCE, {
                 "python_version": python_version,
                 "tarball": tarball.name,
                 "tarball_sha256": tarball_sha256,
                 "configure_flags": configure_flags,
                 "platform": platform,
-                "built_in": f"debootstrap {release.suite} {release.arch} chroot",
-                "built_with": "python3 -m provision plan.json --only python",
+                "arch": release.arch,
+                **how,
                 "build_date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "pruned": [p.format(xy=_xy(python_version)) for p in _PRUNED],
                 "stripped": "debug sections (strip --strip-debug)",
@@ -149,16 +176,24 @@ def build_cpython_bundle(cache: Cache | Path, *, platform: str, release: Release
 
 def build_native_wheel(cache: Cache | Path, *, release: ReleaseChroot, bundle: BuiltFile,
                        python_version: str, sdist: Path, sdist_sha256: str,
-                       log: Path | None = None) -> BuiltFile:
+                       log: Path | None = None,
+                       build_python: BuiltFile | None = None) -> BuiltFile:
     """Return a cached wheel compiled from `sdist` (e.g. uWSGI's) with the bundle's own
     CPython, in a chroot of `release` with the bundle unpacked: the guest then installs
-    it without a compiler. The sdist is checked against `sdist_sha256` first."""
+    it without a compiler. The sdist is checked against `sdist_sha256` first. For a
+    foreign architecture `build_python` (the amd64 bundle of the same CPython) runs the
+    build, reading the bundle's sysconfig (goldbox/cross.py)."""
     cache = as_cache(cache)
     setuptools = ArtifactCache(cache).ensure(*SETUPTOOLS)
     identity = {"code": goldbox_code(*_CODE), "bundle": bundle.sha256, "sdist": sdist_sha256,
                 "setuptools": setuptools.name,
                 "packages": sorted(set(release.packages)), "suite": release.suite,
                 **release.arch_identity()}
+    if release.cross:
+        if build_python is None:
+            raise GoldboxError(f"{sdist.name} for {release.arch}: a cross build needs the "
+                               "amd64 bundle of the same CPython to run it")
+        identity["build_python"] = build_python.sha256
 
     def make(folder: Path) -> None:
         _verify(sdist, sdist_sha256)
@@ -171,13 +206,21 @@ def build_native_wheel(cache: Cache | Path, *, release: ReleaseChroot, bundle: B
                 shutil.copyfile(source, stage / source.name)
             # No network in the chroot: the build backend comes pinned from the host's
             # verified cache, into a throwaway venv.
-            python = f"/usr/local/bin/python{_xy(python_version)}"
+            python, env = f"/usr/local/bin/python{_xy(python_version)}", []
+            if build_python is not None and release.cross:
+                _verify(build_python.path, build_python.sha256)
+                proc.run(["tar", "--numeric-owner", "-xzf", build_python.path, "-C",
+                          _make_dirs(root / cross.BUILD_PYTHON.lstrip("/"))],
+                         prefix="wheel", log=log)
+                python = f"{cross.BUILD_PYTHON}{python}"
+                env = cross.wheel_env(architecture(release.arch), prefix="/usr/local",
+                                      python_version=python_version)
             chroot_run(root, [python, "-m", "venv", "build-env"], prefix="wheel", log=log,
                        cwd=STAGE)
             chroot_run(root, ["build-env/bin/pip", "install", "--no-index", "--no-deps",
                               "--disable-pip-version-check", setuptools.name],
                        prefix="wheel", log=log, cwd=STAGE)
-            chroot_run(root, ["build-env/bin/pip", "wheel", "--no-deps", "--no-index",
+            chroot_run(root, [*env, "build-env/bin/pip", "wheel", "--no-deps", "--no-index",
                               "--no-build-isolation", "--disable-pip-version-check",
                               "--wheel-dir", "wheels", sdist.name],
                        prefix=f"wheel {sdist.name}", log=log, cwd=STAGE)
@@ -234,6 +277,11 @@ def build_app_env(cache: Cache | Path, *, platform: str, release: ReleaseChroot,
     return BuiltFile(entry.file(name), entry.sha256(name))
 
 
+def _make_dirs(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _xy(python_version: str) -> str:
     return ".".join(python_version.split(".")[:2])
 
@@ -246,12 +294,18 @@ def _verify(path: Path, sha256: str) -> None:
 
 @contextlib.contextmanager
 def _scratch_rootfs(cache: Cache, release: ReleaseChroot, log: Path | None) -> Iterator[Path]:
-    """A fresh rootfs of `release` in a scratch folder, removed afterwards."""
+    """A fresh rootfs of `release` in a scratch folder, removed afterwards: for a foreign
+    architecture, an amd64 one with its cross toolchain (goldbox/cross.py)."""
+    if release.cross:
+        cross.check_cross_host(architecture(release.arch))
     with cache.scratch("chroot") as scratch:
-        yield debootstrap_rootfs(cache, suite=release.suite, mirror=release.mirror,
-                                 # provision runs on the release's own python3
-                                 packages=[*release.packages, "python3"],
-                                 dest=scratch / "root", arch=release.arch, log=log)
+        root = debootstrap_rootfs(cache, suite=release.suite, mirror=release.mirror,
+                                  # provision runs on the release's own python3
+                                  packages=[*release.packages, "python3"],
+                                  dest=scratch / "root", log=log)
+        if release.cross:
+            cross.add_toolchain(root, architecture(release.arch), list(release.packages), log)
+        yield root
 
 
 def _compile_cpython(root: Path, *, platform: str, tarball: Path, tarball_sha256: str,
@@ -290,15 +344,18 @@ def _prune(prefix_dir: Path, python_version: str) -> None:
         copy.symlink_to(f"../../libpython{xy}.a")
 
 
-def _strip_debug(root: Path, prefix: str, python_version: str, log: Path | None) -> None:
+def _strip_debug(root: Path, prefix: str, python_version: str, release: ReleaseChroot,
+                 log: Path | None) -> None:
     """Drop the DWARF debug sections `make altinstall` leaves in the interpreter, the
     static libpython and the extension modules (~100 MB of the box's 600), keeping their
-    symbols: uWSGI still links the static library. The chroot's own binutils do it."""
+    symbols: uWSGI still links the static library. The chroot's own binutils do it (the
+    cross toolchain's for a foreign architecture)."""
     xy = _xy(python_version)
     tree = root / prefix.lstrip("/")
     files = [tree / f"bin/python{xy}", tree / f"lib/libpython{xy}.a",
              *sorted((tree / f"lib/python{xy}/lib-dynload").glob("*.so"))]
-    chroot_run(root, ["strip", "--strip-debug",
+    strip = cross.strip_command(architecture(release.arch)) if release.cross else "strip"
+    chroot_run(root, [strip, "--strip-debug",
                       *(f"/{path.relative_to(root)}" for path in files if path.is_file())],
                prefix="cpython", log=log)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from goldbox.arch import AMD64, Architecture
 from goldbox.artifacts import ArtifactCache, build_wheelhouse
 from goldbox.cache import Cache
 from goldbox.config import Config, Platform
@@ -33,9 +34,10 @@ def wheel_python_version(platform: Platform) -> str:
 
 
 def prepare_wheelhouse(config: Config, platform: Platform, dest: Path,
-                       log: Path | None, cache: Cache | None = None) -> list[Path]:
+                       log: Path | None, cache: Cache | None = None,
+                       arch: Architecture = AMD64) -> list[Path]:
     """The app's pinned packages (and the Python's own tools, where it needs them) for
-    the guest's Python version and platform, hash-checked, in `dest`."""
+    the guest's Python version, platform and architecture, hash-checked, in `dest`."""
     remove_tree(dest)
     files = []
     for requirements in filter(None, [platform.python.requirements,
@@ -43,5 +45,5 @@ def prepare_wheelhouse(config: Config, platform: Platform, dest: Path,
         files += build_wheelhouse(
             cache or config.cache_dir, config.app_dir / requirements, dest,
             python_version=wheel_python_version(platform),
-            platform_tags=platform.python.wheel_platforms, log=log)
+            platform_tags=arch.wheel_platforms(platform.python.wheel_platforms), log=log)
     return sorted(files)

@@ -50,20 +50,29 @@ def native_build(ctx: Context, tarball: Path,
                  bundled: concurrent.futures.Future[BuiltFile]) -> NativeBuild:
     """CPython and uWSGI compiled natively in a chroot of the release, and the app's
     virtualenv made there; `bundled` gets CPython's bundle as soon as it is there (the
-    system image needs only it)."""
-    platform, release = ctx.platform, release_of(ctx.platform)
-    bundle = build_cpython_bundle(
-        ctx.cache, platform=platform.name, release=release,
-        python_version=platform.python.version, tarball=tarball,
-        tarball_sha256=platform.python.sha256,
-        configure_flags=list(platform.python.configure_flags), log=ctx.log)
+    system image needs only it). For another architecture than amd64 they are
+    cross-compiled (goldbox/cross.py), run by amd64's bundle of the same CPython (built
+    first if the cache does not have it)."""
+    platform, release = ctx.platform, release_of(ctx.platform, ctx.arch.name)
+
+    def cpython(release: ReleaseChroot, build_python: BuiltFile | None = None) -> BuiltFile:
+        return build_cpython_bundle(
+            ctx.cache, platform=platform.name, release=release,
+            python_version=platform.python.version, tarball=tarball,
+            tarball_sha256=platform.python.sha256,
+            configure_flags=list(platform.python.configure_flags), log=ctx.log,
+            build_python=build_python)
+
+    build_python = cpython(release_of(platform)) if release.cross else None
+    bundle = cpython(release, build_python)
     bundled.set_result(bundle)
     wheels = []
     requirements = ctx.config.app_dir / platform.python.requirements
     for sdist in sorted(ctx.wheelhouse.glob("*.tar.gz")):
         built = build_native_wheel(ctx.cache, release=release, bundle=bundle,
                                    python_version=platform.python.version, sdist=sdist,
-                                   sdist_sha256=check_sdist(requirements, sdist), log=ctx.log)
+                                   sdist_sha256=check_sdist(requirements, sdist), log=ctx.log,
+                                   build_python=build_python)
         shutil.copy2(built.path, ctx.wheelhouse / built.path.name)
         wheels.append(StagedFile(f"wheelhouse/{built.path.name}", built.sha256))
     env = build_app_env(
@@ -83,7 +92,8 @@ def native_inputs(ctx: Context) -> str:
     if not isinstance(platform.source, DebootstrapSource):
         return ""
     return hashlib.sha256(json.dumps({
-        "bundle": bundle_identity(platform=platform.name, release=release_of(platform),
+        "bundle": bundle_identity(platform=platform.name,
+                                  release=release_of(platform, ctx.arch.name),
                                   python_version=platform.python.version,
                                   tarball_sha256=platform.python.sha256,
                                   configure_flags=list(platform.python.configure_flags)),

@@ -9,12 +9,13 @@ import pytest
 
 from goldbox.arch import AMD64, ARM64, architecture, check_foreign_binaries
 from goldbox.basedisk import base_disk_identity, kernel_args
-from goldbox.bundle import bundle_identity
+from goldbox.bundle import build_cpython_bundle, bundle_identity
 from goldbox.cache import identity_key
 from goldbox.config import load_config
 from goldbox.efidisk import esp_fstab_line, esp_uuid
 from goldbox.errors import GoldboxError
 from goldbox.native import release_of
+from goldbox.recipe import goldbox_code
 from goldbox.render import render_platform
 from goldbox.rootfs import rootfs_identity
 from goldbox.validate import declared_variables, packer_placeholder_vars
@@ -140,15 +141,45 @@ def test_the_packer_template_takes_the_arm64_machine_as_variables(tmp_path):
 
 
 def test_an_arm64_native_build_is_an_entry_of_its_own_and_amd64s_keep_their_keys():
-    """The qemu-user way: the same bundle code in a chroot of the arm64 release."""
+    """The cross build: the amd64 identity plus the architecture and the cross code."""
     platform = load_config().platform("debian-13")
     inputs = {"platform": "debian-13", "python_version": "3.13.15", "tarball_sha256": "0" * 64,
               "configure_flags": []}
     amd64 = bundle_identity(release=release_of(platform), **inputs)
     arm64_release = release_of(platform, "arm64")
     arm64 = bundle_identity(release=arm64_release, **inputs)
-    assert "arch" not in amd64
-    assert {key: value for key, value in arm64.items() if key != "arch"} == amd64
-    assert arm64["arch"] == "arm64"
+    assert "arch" not in amd64 and "cross" not in amd64
+    assert {key: value for key, value in arm64.items()
+            if key not in ("arch", "cross")} == amd64
+    assert arm64["arch"] == "arm64" and arm64["cross"] == goldbox_code("cross")
+    assert arm64_release.cross and not release_of(platform).cross
     assert arm64_release.label("debian-13") == "debian-13-arm64"
     assert release_of(platform).label("debian-13") == "debian-13"
+
+
+def test_cross_packages_are_the_toolchain_and_the_targets_dev_packages():
+    build = load_config().platform("debian-13").packages.build
+    cross = ARM64.cross_packages(list(build))
+    assert cross[0] == "crossbuild-essential-arm64" and "build-essential" not in cross
+    assert "libssl-dev:arm64" in cross and "zlib1g-dev:arm64" in cross
+    # Tools run on the host: its own architecture.
+    assert "pkg-config" in cross and "xz-utils" in cross
+
+
+def test_wheel_tags_follow_the_architecture():
+    tags = load_config().platform("debian-13").python.wheel_platforms
+    assert ARM64.wheel_platforms(list(tags)) == ["manylinux_2_17_aarch64",
+                                                 "manylinux2014_aarch64"]
+    assert AMD64.wheel_platforms(list(tags)) == list(tags)
+    assert (ARM64.uname_machine, AMD64.uname_machine) == ("aarch64", "x86_64")
+
+
+def test_a_cross_bundle_without_its_build_python_is_one_error_before_any_work(tmp_path):
+    platform = load_config().platform("debian-13")
+    with pytest.raises(GoldboxError, match=r"CPython 3.13.15 for arm64: a cross build needs "
+                                           r"the amd64 bundle"):
+        build_cpython_bundle(tmp_path, platform="debian-13",
+                             release=release_of(platform, "arm64"), python_version="3.13.15",
+                             tarball=tmp_path / "Python-3.13.15.tar.xz",
+                             tarball_sha256="0" * 64, configure_flags=[])
+    assert not any(tmp_path.iterdir())
