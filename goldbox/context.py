@@ -9,6 +9,10 @@ image` (as mkosi passes its Context through its steps). No phase rebuilds a path
     build/<p>/work/               wheelhouse, stage folders, packer's output and box
     dist/<p>/                     the finished box, manifest.json, plan.json
     dist/.<p>.partial/            the next dist/<p>/ while it is assembled
+
+A build of another architecture (`arch`: arm64 for target libvirt/arm64) has its own
+work folder (build/<p>/work-arm64/), native build record (prebuilt-arm64.json), and box,
+manifest and plan in dist/<p>/ named by its target (goldbox/targets.py).
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from goldbox import locks
+from goldbox.arch import AMD64, Architecture
 from goldbox.cache import Cache
 from goldbox.config import Config, Platform
 from goldbox.errors import GoldboxError
+from goldbox.targets import PRIMARY_MANIFEST, Target
 
 PROVIDER = "libvirt"  # what `invoke up` boots (vagrant-libvirt)
 # Packer builder -> (packer source type, Vagrant provider of the box it makes)
@@ -39,6 +45,7 @@ class Context:
     config: Config
     platform: Platform
     builder: str = "qemu"
+    arch: Architecture = AMD64
     stamp: str = field(default_factory=lambda: datetime.datetime.now(datetime.UTC)
                        .strftime("%Y%m%dT%H%M%SZ"))
 
@@ -73,8 +80,26 @@ class Context:
         return self.config.build_dir / self.platform.name
 
     @property
+    def target(self) -> Target:
+        return Target(self.provider, self.arch.name)
+
+    @property
+    def primary(self) -> bool:
+        """The host's own architecture: the build `invoke up` and `verify` use."""
+        return self.arch is AMD64
+
+    def _arch_suffix(self, separator: str = "-") -> str:
+        return "" if self.primary else f"{separator}{self.arch.name}"
+
+    @property
     def work(self) -> Path:
-        return self.build / "work"
+        return self.build / f"work{self._arch_suffix()}"
+
+    @property
+    def render_dir(self) -> Path:
+        """Where the golden build's templates are rendered: build/<p>/ (`invoke up` reads
+        its Vagrantfile), or a folder of the architecture's own."""
+        return self.build if self.primary else self.build / f"render-{self.arch.name}"
 
     @property
     def log(self) -> Path:
@@ -91,7 +116,7 @@ class Context:
     @property
     def prebuilt_record(self) -> Path:
         """What the last native build made, for `invoke render` (goldbox/native.py)."""
-        return self.build / "prebuilt.json"
+        return self.build / f"prebuilt{self._arch_suffix()}.json"
 
     @property
     def packer_output(self) -> Path:
@@ -113,7 +138,7 @@ class Context:
     @property
     def box_file(self) -> str:
         box = self.config.project.box
-        return f"{box.name}-{box.version}-{self.provider}.box"
+        return self.target.box_file(box.name, box.version)
 
     @property
     def box(self) -> Path:
@@ -121,7 +146,12 @@ class Context:
 
     @property
     def manifest(self) -> Path:
-        return self.dist / "manifest.json"
+        return self.dist / (PRIMARY_MANIFEST if self.primary else self.target.manifest_name)
+
+    @property
+    def plan_file(self) -> str:
+        """The name in dist/<p>/ of the plan baked into the box (`invoke verify` reads it)."""
+        return self.target.plan_name
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:

@@ -21,15 +21,18 @@ match means the box is up to date.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from goldbox import accel, proc, vbox
+from goldbox import accel, cross, proc, vbox
+from goldbox.arch import AMD64, ARM64, Architecture
 from goldbox.basedisk import base_disk_file, build_base_disk
 from goldbox.bundle import BuiltFile
 from goldbox.cache import Check, Entry
@@ -52,6 +55,9 @@ from goldbox.render import Rendered, RenderOptions, packer_source_name, render_p
 from goldbox.stage import check_app_tree, golden_stage
 from goldbox.system_image import SystemPlan, ensure_system_image, render_system_plan
 from goldbox.targets import Target, buildable_targets, check_kernel
+
+# The Vagrantfile an arm64 libvirt box carries (see box_vagrantfile).
+BOX_VAGRANTFILE = "vagrant/libvirt/box-{arch}.Vagrantfile"
 
 
 @dataclass(frozen=True)
@@ -120,7 +126,9 @@ def build_image(config: Config, platform: Platform, *, builder: str = "qemu",
 
 
 def _check_targets(platform: Platform, builder: str, targets: list[Target]) -> None:
-    """A VirtualBox box is converted from the golden qcow2 of the qemu builder."""
+    """A VirtualBox box is converted from the golden qcow2 of the qemu builder; an arm64
+    box is built from the base disk by it, cross-compiled and emulated (checked here,
+    before anything runs: the host, qemu-system-aarch64, its UEFI firmware)."""
     label = f"platforms/{platform.name}.toml"
     if vbox.TARGET in targets:
         if builder != "qemu" or not isinstance(platform.source, DebootstrapSource):
@@ -128,45 +136,82 @@ def _check_targets(platform: Platform, builder: str, targets: list[Target]) -> N
                                f"debootstrap platform's qemu build ({label} has source "
                                f"{platform.source.kind}, --builder is {builder})")
         check_kernel(targets, platform.source.kernel_package, label)
+    for arch in _architectures(targets):
+        if arch is AMD64:
+            continue
+        if builder != "qemu" or not isinstance(platform.source, DebootstrapSource):
+            raise GoldboxError(f"target libvirt/{arch.name}: built from a debootstrap "
+                               f"platform's base disk by the qemu builder ({label} has source "
+                               f"{platform.source.kind}, --builder is {builder})")
+        cross.check_cross_host(arch)
+        if shutil.which(arch.qemu_binary) is None:
+            raise GoldboxError(f"target libvirt/{arch.name}: {arch.qemu_binary} is not "
+                               f"installed (Debian: qemu-system-arm)")
+        if arch.firmware and not Path(arch.firmware).is_file():
+            raise GoldboxError(f"target libvirt/{arch.name}: no UEFI firmware at "
+                               f"{arch.firmware} (Debian: qemu-efi-aarch64)")
 
 
 def _build_image(ctx: Context, force: bool, refresh: bool, targets: list[Target]
                  ) -> ImageResult:
+    """Each architecture the targets ask for is one golden build (amd64's first: an
+    arm64 cross build runs on amd64's CPython), with its phases named after it."""
     config, platform = ctx.config, ctx.platform
     ctx.log.parent.mkdir(parents=True, exist_ok=True)
     phases, started = Phases(log=ctx.log), time.monotonic()
     print(f"goldbox image: {platform.name}, box {config.project.box.name} "
-          f"{config.project.box.version}; log: {ctx.log}")
+          f"{config.project.box.version}, {', '.join(t.name for t in targets)}; "
+          f"log: {ctx.log}")
     _sweep(ctx)
-    ctx.work.mkdir(parents=True, exist_ok=True)
-
-    with phases.phase("artifacts") as note:
-        artifacts = artifacts_phase(ctx, note)
     host = Host(accel.detect(config.cache_dir), packer_version())
+    built = [_build_arch(dataclasses.replace(ctx, arch=arch), phases, host, force, refresh,
+                         targets)
+             for arch in _architectures(targets)]
+    record_used(ctx.build, ctx.cache)
+    print(phases.table(time.monotonic() - started))
+    for result in built:
+        print(f"up to date: {result.box}" if result.up_to_date else
+              f"box: {result.box}\nmanifest: {result.manifest}")
+    first = built[0]
+    return ImageResult(first.box, first.manifest, all(r.up_to_date for r in built), phases)
+
+
+def _architectures(targets: list[Target]) -> list[Architecture]:
+    """The architectures of `targets`, amd64 first."""
+    names = {target.arch for target in targets}
+    return [arch for arch in (AMD64, ARM64) if arch.name in names]
+
+
+def phase_name(ctx: Context, name: str) -> str:
+    """A phase of the build of ctx.arch: its name in the phase table."""
+    return name if ctx.primary else f"{ctx.arch.name} {name}"
+
+
+def _build_arch(ctx: Context, phases: Phases, host: Host, force: bool, refresh: bool,
+                targets: list[Target]) -> ImageResult:
+    """The golden build of ctx.arch (and the targets made from its disk)."""
+    ctx.work.mkdir(parents=True, exist_ok=True)
+    with phases.phase(phase_name(ctx, "artifacts")) as note:
+        artifacts = artifacts_phase(ctx, note)
     native, base, system = _native_base_and_system(ctx, phases, artifacts, host, refresh)
 
-    with phases.phase("render") as note:
+    with phases.phase(phase_name(ctx, "render")) as note:
         render = render_phase(ctx, host, native, system, artifacts)
         note.append(f"accelerator {host.acceleration.accelerator}; inputs {render.digest[:12]}")
 
     previous = previous_manifest(ctx)
     if (not force and previous and previous.input_hash == render.digest
             and ctx.box.is_file() and ctx.box.stat().st_size == previous.box_size):
-        phases.skipped("packer", "skipped: no input changed since the last build")
+        phases.skipped(phase_name(ctx, "packer"),
+                       "skipped: no input changed since the last build")
         ctx.cache.mark_used(GOLDEN_KIND, golden_identity(ctx, render.digest))
         _target_phases(ctx, phases, targets, previous, force)
-        record_used(ctx.build, ctx.cache)
-        print(phases.table(time.monotonic() - started))
-        print(f"up to date: {ctx.box}")
         return ImageResult(ctx.box, ctx.manifest, True, phases)
 
     manifest = golden_phases(
         ctx, phases, host, render.digest,
         lambda: packer_phase(ctx, host, render, system, base).components, base, force)
     _target_phases(ctx, phases, targets, manifest, force)
-    record_used(ctx.build, ctx.cache)
-    print(phases.table(time.monotonic() - started))
-    print(f"box: {ctx.box}\nmanifest: {ctx.manifest}")
     return ImageResult(ctx.box, ctx.manifest, False, phases)
 
 
@@ -176,16 +221,22 @@ def golden_phases(ctx: Context, phases: Phases, host: Host, digest: str,
     """The packer phase (the golden box of `digest` from the cache, or `build()`: the
     golden build) and the box phase (dist/ with it and its manifest)."""
     try:
-        with phases.phase("packer") as note:
+        with phases.phase(phase_name(ctx, "packer")) as note:
             golden = ensure_golden_box(ctx, digest, build, force=force)
             note.append(_packer_note(ctx, host, golden))
-        with phases.phase("box") as note:
+        with phases.phase(phase_name(ctx, "box")) as note:
             manifest = box_phase(ctx, host, digest, GoldenBuild(golden.components), base,
-                                 phases.seconds())
+                                 _own_phases(ctx, phases))
             note.append(f"{ctx.box_file} {manifest.box_size / 2**20:.0f} MiB")
     finally:
         remove_tree(ctx.packer_box.parent)
     return manifest
+
+
+def _own_phases(ctx: Context, phases: Phases) -> dict[str, float]:
+    """The seconds of the phases so far that built ctx.arch's box (for its manifest)."""
+    return {name: seconds for name, seconds in phases.seconds().items()
+            if ctx.primary or name.startswith(f"{ctx.arch.name} ")}
 
 
 def _packer_note(ctx: Context, host: Host, golden: GoldenBox) -> str:
@@ -201,7 +252,7 @@ def _target_phases(ctx: Context, phases: Phases, targets: list[Target], golden: 
                    force: bool) -> None:
     """The boxes made from the golden build's disk (in dist/ already, with `golden`, its
     manifest): one phase each, skipped when made from this golden build already."""
-    if vbox.TARGET in targets:
+    if vbox.TARGET in targets and ctx.primary:
         if not force and vbox.up_to_date(ctx, golden.input_hash or ""):
             phases.skipped("virtualbox", "skipped: made from this golden disk already")
         else:
@@ -245,7 +296,8 @@ def _native_base_and_system(ctx: Context, phases: Phases, artifacts: Artifacts, 
 
 def artifacts_phase(ctx: Context, note: list[str]) -> Artifacts:
     tarball, served_by = ensure_tarball(ctx.config, ctx.platform, ctx.cache)
-    wheels = prepare_wheelhouse(ctx.config, ctx.platform, ctx.wheelhouse, ctx.log, ctx.cache)
+    wheels = prepare_wheelhouse(ctx.config, ctx.platform, ctx.wheelhouse, ctx.log, ctx.cache,
+                                arch=ctx.arch)
     note.append(f"{tarball.name} verified (from {served_by}); "
                 f"{len(wheels)} files in wheelhouse")
     return Artifacts(tarball, wheels)
@@ -254,7 +306,7 @@ def artifacts_phase(ctx: Context, note: list[str]) -> Artifacts:
 def _native_build_phase(ctx: Context, phases: Phases, tarball: Path,
                         bundled: concurrent.futures.Future[BuiltFile]) -> NativeBuild:
     try:
-        with phases.phase("native build") as note:
+        with phases.phase(phase_name(ctx, "native build")) as note:
             built = native_build(ctx, tarball, bundled)
             note.append(f"{built.system_files[0].name} + {len(built.prebuilt.wheels)} "
                         f"wheel(s) + {built.golden_files[0].name}")
@@ -266,7 +318,7 @@ def _native_build_phase(ctx: Context, phases: Phases, tarball: Path,
 
 
 def _base_disk_phase(ctx: Context, phases: Phases, refresh: bool) -> Entry:
-    with phases.phase("base disk") as note:
+    with phases.phase(phase_name(ctx, "base disk")) as note:
         base = _base_disk(ctx, "size", refresh)
         disk = base_disk_file(base)
         note.append(f"{'cached' if base.cached else 'built'} {disk} "
@@ -283,7 +335,7 @@ def _system_image_phase(ctx: Context, phases: Phases, host: Host,
     tarball) are there: the system plan rendered, and the image found or built."""
     base = based.result()
     bundle = bundled.result() if tarball is None else None
-    with phases.phase("system image") as note:
+    with phases.phase(phase_name(ctx, "system image")) as note:
         prebuilt = Prebuilt(python_bundle=StagedFile(bundle.path.name, bundle.sha256)
                             if bundle else None)
         plan = render_system_plan(ctx, host.options(prebuilt), base)
@@ -307,7 +359,7 @@ def render_phase(ctx: Context, host: Host, native: NativeBuild | None,
     prebuilt, system_files, golden_files = ((native.prebuilt, native.system_files,
                                              native.golden_files) if native
                                             else (Prebuilt(), [artifacts.tarball], []))
-    rendered = render_platform(ctx.config, ctx.platform, ctx.build, host.options(prebuilt))
+    rendered = render_platform(ctx.config, ctx.platform, ctx.render_dir, host.options(prebuilt))
     record_prebuilt(ctx, prebuilt)
     # From a system image, the golden build finds CPython installed: no need to upload
     # its bundle again.
@@ -318,7 +370,10 @@ def render_phase(ctx: Context, host: Host, native: NativeBuild | None,
         "stage": tree_sha256(stage),
         # A base disk comes with a system image, whose identity names it.
         "base": system.plan.identity if system else None,
-        "box": [ctx.config.project.box.name, ctx.config.project.box.version, ctx.builder],
+        "box": [ctx.config.project.box.name, ctx.config.project.box.version, ctx.builder,
+                *([] if ctx.primary else [ctx.arch.name])],
+        **({} if (vagrantfile := box_vagrantfile(ctx)) is None
+           else {"box_vagrantfile": sha256_file(vagrantfile)}),
     }, sort_keys=True).encode()).hexdigest()
     return Render(rendered, stage, digest)
 
@@ -331,15 +386,25 @@ def packer_phase(ctx: Context, host: Host, render: Render, system: SystemImage |
         image = _ensure_system_image(ctx, system, "full")
         image_vars = {"base_image": str(image.file()), "base_image_sha256": image.sha256()}
     # An installer (iso) writes nothing to the serial port: no silence limit for it.
-    silence = (silence_limit(host.acceleration.accelerator)
+    # Another architecture than the host's is emulated (TCG), whatever the host has.
+    accelerator = host.acceleration.accelerator if ctx.primary else "tcg"
+    silence = (silence_limit(accelerator)
                if isinstance(ctx.platform.source, DebootstrapSource) else None)
+    vagrantfile = box_vagrantfile(ctx)
     printed = packer_build(render.rendered.packer_template, {
-        **image_vars,
-        "accelerator": host.acceleration.accelerator, "stage_dir": str(render.stage),
+        **image_vars, **({} if ctx.primary else ctx.arch.packer_variables()),
+        **({} if vagrantfile is None else {"box_vagrantfile": str(vagrantfile)}),
+        "accelerator": accelerator, "stage_dir": str(render.stage),
         "output_dir": str(ctx.packer_output), "box_output": str(ctx.packer_box),
     }, f"{ctx.source_type}.{packer_source_name(ctx.platform)}", ctx.log,
-        console_log(ctx.log, "golden"), silence)
+        console_log(ctx.log, phase_name(ctx, "golden").replace(" ", "-")), silence)
     return GoldenBuild(printed)
+
+
+def box_vagrantfile(ctx: Context) -> Path | None:
+    """The Vagrantfile packaged in ctx.arch's libvirt box, if it needs one: the
+    settings of a machine that is not a PC (vagrant/libvirt/box-<arch>.Vagrantfile)."""
+    return None if ctx.primary else ctx.root / BOX_VAGRANTFILE.format(arch=ctx.arch.name)
 
 
 def box_phase(ctx: Context, host: Host, digest: str, golden: GoldenBuild,
@@ -369,7 +434,7 @@ def _base_disk(ctx: Context, check: Check, refresh: bool = False) -> Entry:
     check="size" trusts the recorded sha256 (enough to key the build: the no-change path
     stays fast); "full" reads every byte, for when the disk feeds a packer build."""
     return build_base_disk(ctx.cache, ctx.platform, log=ctx.log, check=check,
-                           refresh=refresh)
+                           refresh=refresh, arch=ctx.arch)
 
 
 def _updates_day(base: Entry) -> str:

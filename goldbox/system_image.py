@@ -73,7 +73,8 @@ def ensure_system_image(ctx: Context, system: SystemPlan, files: list[Path],
     build; "full" where packer uses it) or made natively from the base disk `full_base()`
     returns (every byte of it checked) with `files` (CPython's bundle or tarball)
     staged."""
-    image = f"{ctx.platform.name}-system.qcow2"
+    label = ctx.platform.name if ctx.primary else f"{ctx.platform.name}-{ctx.arch.name}"
+    image = f"{label}-system.qcow2"
     plan_file = system.rendered.plan
 
     def make(folder: Path) -> None:
@@ -87,6 +88,5 @@ def ensure_system_image(ctx: Context, system: SystemPlan, files: list[Path],
             make_disk(root, work / "disk.raw", folder / image, base.record["identity"],
                       log=ctx.log)
 
-    return ctx.cache.ensure("system-image", system.identity, make, name=ctx.platform.name,
-                            check=check,
-                            summary=f"{ctx.platform.name} system image (packages, CPython)")
+    return ctx.cache.ensure("system-image", system.identity, make, name=label, check=check,
+                            summary=f"{label} system image (packages, CPython)")

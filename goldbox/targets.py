@@ -26,7 +26,7 @@ TARGET_EXPECTED = (f"<provider>/<arch> with provider {' or '.join(PROVIDERS)} an
                    f"{' or '.join(ARCHITECTURES)}, e.g. libvirt/amd64")
 DEFAULT_TARGETS = ["libvirt/amd64"]
 # What this build can make today; the others of TARGET are refused up front.
-BUILDABLE = ("libvirt/amd64", "virtualbox/amd64")
+BUILDABLE = ("libvirt/amd64", "virtualbox/amd64", "libvirt/arm64")
 # Debian's kernel flavours without the e1000 driver of VirtualBox's default NIC.
 KERNELS_WITHOUT_E1000 = ("linux-image-cloud-amd64",)
 PRIMARY_MANIFEST = "manifest.json"
@@ -53,6 +53,12 @@ class Target:
     @property
     def manifest_name(self) -> str:
         return PRIMARY_MANIFEST if self.primary else f"manifest.{self.provider}-{self.arch}.json"
+
+    @property
+    def plan_name(self) -> str:
+        """The plan baked into the golden box of this target's architecture (`invoke
+        verify` checks the VM against it): plan.json for amd64."""
+        return "plan.json" if self.arch == "amd64" else f"plan-{self.arch}.json"
 
 
 def parse_target(value: str, key: str) -> Target:

@@ -2,10 +2,12 @@
 versions come from the golden build's own output, and the manifest is written once,
 with them. Real packer (its null builder: no VM) and goldbox's own code; fast."""
 
+import dataclasses
 import json
 from pathlib import Path
 
 from goldbox.accel import Acceleration
+from goldbox.arch import ARM64
 from goldbox.config import load_config
 from goldbox.context import Context
 from goldbox.image import GoldenBuild, Host, box_phase
@@ -79,3 +81,44 @@ def test_the_system_steps_get_the_wheelhouse_only_when_pip_comes_from_it(tmp_pat
         staged[name] = system_files(rendered.plan, [tarball], wheelhouse)
     assert staged == {"debian-13": {"Python.tar.xz": tarball},
                       "centos-6.4": {"Python.tar.xz": tarball, "wheelhouse": wheelhouse}}
+
+
+def _packer_made(ctx: Context, content: bytes, plan: str) -> None:
+    """What packer's golden build leaves for the box phase: the box and the stage's plan."""
+    ctx.packer_box.parent.mkdir(parents=True, exist_ok=True)
+    ctx.packer_box.write_bytes(content)
+    ctx.stage.mkdir(parents=True, exist_ok=True)
+    (ctx.stage / "plan.json").write_text(plan)
+
+
+def test_an_arm64_box_lies_beside_the_golden_box_and_a_new_golden_box_keeps_it(project_copy):
+    config = load_config(project_copy)
+    amd64 = Context(config, config.platform("debian-12"))
+    arm64 = dataclasses.replace(amd64, arch=ARM64)
+    assert arm64.work != amd64.work and arm64.render_dir != amd64.render_dir
+    amd64.log.parent.mkdir(parents=True)
+    amd64.log.write_text("")
+    host = Host(Acceleration("tcg", "test"), (1, 6, 6))
+    golden = GoldenBuild({"cpython": "3.13.15"})
+
+    _packer_made(amd64, b"amd64 box 1\n", "{\"amd64\": 1}\n")
+    box_phase(amd64, host, "a" * 64, golden, None, {})
+    _packer_made(arm64, b"arm64 box\n", "{\"arm64\": 1}\n")
+    made = box_phase(arm64, host, "b" * 64, golden, None, {"arm64 packer": 600.0})
+    assert made.architecture == "arm64" and made.box_file.endswith("-libvirt-arm64.box")
+    assert arm64.manifest.name == "manifest.libvirt-arm64.json"
+    assert read_manifest(arm64.manifest) == made
+    assert read_manifest(amd64.manifest).architecture == "amd64"  # untouched
+    assert (amd64.dist / "plan-arm64.json").read_text() == "{\"arm64\": 1}\n"
+    assert (amd64.dist / "plan.json").read_text() == "{\"amd64\": 1}\n"
+
+    # A new golden box swaps dist/<p>/ in whole: the arm64 box, plan and manifest stay.
+    _packer_made(amd64, b"amd64 box 2\n", "{\"amd64\": 2}\n")
+    box_phase(amd64, host, "c" * 64, golden, None, {})
+    assert amd64.box.read_bytes() == b"amd64 box 2\n"
+    assert arm64.box.read_bytes() == b"arm64 box\n"
+    assert read_manifest(arm64.manifest) == made
+    assert (amd64.dist / "plan-arm64.json").read_text() == "{\"arm64\": 1}\n"
+    assert sorted(p.name for p in amd64.dist.iterdir()) == sorted([
+        amd64.box_file, arm64.box_file, "manifest.json", "manifest.libvirt-arm64.json",
+        "plan.json", "plan-arm64.json"])

@@ -47,10 +47,10 @@ def test_a_target_outside_the_allow_list_is_one_line_naming_key_and_value(
 @pytest.mark.parametrize("args, message", [
     (["--target", "virtualbox/arm64"],
      "--target = 'virtualbox/arm64': this build cannot make virtualbox/arm64 yet "
-     "(supported: libvirt/amd64, virtualbox/amd64)"),
-    (["--target", "virtualbox/amd64", "--target", "libvirt/arm64"],
-     "--target = 'libvirt/arm64': this build cannot make libvirt/arm64 yet "
-     "(supported: libvirt/amd64, virtualbox/amd64)"),
+     "(supported: libvirt/amd64, virtualbox/amd64, libvirt/arm64)"),
+    (["--target", "libvirt/arm64", "--target", "virtualbox/arm64"],
+     "--target = 'virtualbox/arm64': this build cannot make virtualbox/arm64 yet "
+     "(supported: libvirt/amd64, virtualbox/amd64, libvirt/arm64)"),
     (["--target", "qemu/amd64"], "--target = 'qemu/amd64': expected <provider>/<arch>"),
 ])
 def test_image_refuses_a_target_it_cannot_make_before_any_phase(project_copy, args, message):
@@ -63,12 +63,12 @@ def test_image_refuses_a_target_it_cannot_make_before_any_phase(project_copy, ar
 
 
 def test_config_targets_are_refused_naming_the_config_key(project_copy):
-    _set_targets(project_copy, '["libvirt/amd64", "libvirt/arm64"]')
+    _set_targets(project_copy, '["libvirt/amd64", "virtualbox/arm64"]')
     result = run_invoke(project_copy, "image")
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "goldbox: error: goldbox.toml: box.targets = 'libvirt/arm64': this build cannot make "
-        "libvirt/arm64 yet (supported: libvirt/amd64, virtualbox/amd64)")
+        "goldbox: error: goldbox.toml: box.targets = 'virtualbox/arm64': this build cannot "
+        "make virtualbox/arm64 yet (supported: libvirt/amd64, virtualbox/amd64, libvirt/arm64)")
 
 
 def test_virtualbox_needs_a_kernel_with_the_e1000_driver(project_copy):
@@ -121,3 +121,17 @@ def test_a_virtualbox_target_needs_the_golden_qcow2_of_a_debootstrap_platform(pr
     assert result.stderr.strip() == (
         "goldbox: error: target virtualbox/amd64: made from the golden disk of a debootstrap "
         "platform's qemu build (platforms/centos-6.4.toml has source iso, --builder is qemu)")
+
+
+def test_an_arm64_box_needs_a_debootstrap_platform_and_is_refused_before_any_phase(
+        project_copy):
+    """An arm64 box is built from the platform's arm64 base disk (debootstrap), with qemu:
+    centos-6.4's ISO install has none."""
+    result = run_invoke(project_copy, "image", "--platform", "centos-6.4",
+                        "--target", "libvirt/arm64")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "goldbox: error: target libvirt/arm64: built from a debootstrap platform's base disk "
+        "by the qemu builder (platforms/centos-6.4.toml has source iso, --builder is qemu)")
+    assert "==>" not in result.stdout
+    assert not (project_copy / "build").exists()
