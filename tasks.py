@@ -146,8 +146,8 @@ def artifacts(c, platform=None, import_=None):
             "force": "rebuild even when no input changed",
             "refresh": "rebuild the base disk though cached, to take the security and point "
                        "updates published since it was made (and so the box)",
-            "target": "a box to build, <provider>/<arch>: libvirt/amd64 or virtualbox/amd64 "
-                      "(repeatable; default: box.targets in goldbox.toml)",
+            "target": "a box to build, <provider>/<arch>: libvirt/amd64, virtualbox/amd64 or "
+                      "libvirt/arm64 (repeatable; default: box.targets in goldbox.toml)",
             "remote": "the team cache, oci://HOST[:PORT]/REPOSITORY (default: cache.remote): "
                       "entries missing here are pulled from it when signed by a key in "
                       "cache.allowed_signers",
@@ -161,8 +161,11 @@ def image(c, platform=None, builder="qemu", force=False, refresh=False, target=N
 
     Output: dist/<platform>/<box>-<version>-libvirt.box and manifest.json; with target
     virtualbox/amd64 also <box>-<version>-virtualbox.box (made from the same golden disk:
-    a streamOptimized VMDK, box.ovf, a Vagrantfile) and manifest.virtualbox-amd64.json.
-    With no input changed since the last build it only confirms the box is up to date. The base
+    a streamOptimized VMDK, box.ovf, a Vagrantfile) and manifest.virtualbox-amd64.json;
+    with target libvirt/arm64 also <box>-<version>-libvirt-arm64.box, its own golden build
+    (the arm64 base disk, CPython and uWSGI cross-compiled here, packer under
+    qemu-system-aarch64 with UEFI: TCG, slow) and manifest.libvirt-arm64.json. With no
+    input changed since the last build it only confirms the box is up to date. The base
     disk holds the updates published when it was made; --refresh takes today's. Each
     packer boot's serial console goes to build/<platform>/logs/image-*.console.*.log,
     watched as `invoke up` watches its boot (see `invoke --help up`), without a retry.
@@ -181,9 +184,11 @@ def image(c, platform=None, builder="qemu", force=False, refresh=False, target=N
 
 @task(help={"platform": "platform name (default: box.default_platform)",
             "disk-gib": "the VM's disk in GiB, at least the box's (default: vm.disk_gib, "
-                        "else the box's size); the root filesystem grows to it at boot"})
+                        "else the box's size); the root filesystem grows to it at boot",
+            "arch": "the box's architecture: amd64 (default) or arm64, the box of "
+                    "`invoke image --target libvirt/arm64` (a VM of its own, emulated)"})
 @reports_errors
-def up(c, platform=None, disk_gib=None):
+def up(c, platform=None, disk_gib=None, arch="amd64"):
     """Add the built box to Vagrant and boot it with vagrant-libvirt.
 
     Guest port 80 is forwarded to 127.0.0.1:<ports.host_http>. A disk larger than the
@@ -192,13 +197,25 @@ def up(c, platform=None, disk_gib=None):
     The guest's serial console goes to build/<platform>/console.log: a boot whose console
     shows a kernel panic, an emergency shell or a failed fsck, or stays silent for
     $GOLDBOX_CONSOLE_SILENCE_S seconds (default 180 under TCG, 90 under KVM) before SSH
-    answers, is stopped, destroyed and booted once more; a second such boot is the error."""
+    answers, is stopped, destroyed and booted once more; a second such boot is the error.
+    With --arch arm64 the arm64 box boots as an aarch64 domain under TCG (~5 min here),
+    from build/<platform>/vm-arm64/, its box added to Vagrant as <box>-arm64."""
     from goldbox.vm import up as boot
     from goldbox.vm import with_disk
 
     config = load_config(ROOT)
     chosen = config.platform(platform)
-    boot(with_disk(config, chosen, disk_gib), chosen)
+    boot(with_disk(config, chosen, disk_gib), chosen, _arch_option("up", arch))
+
+
+def _arch_option(task_name, value):
+    """The architecture an --arch option names, or one error line naming the option."""
+    from goldbox.arch import architecture
+
+    try:
+        return architecture(value)
+    except GoldboxError as exc:
+        raise GoldboxError(f"{task_name} --arch: {exc}") from None
 
 
 @task(help={"platform": "platform name (default: box.default_platform; with "
@@ -209,9 +226,10 @@ def up(c, platform=None, disk_gib=None):
             "catalog": "with --from-catalog: the catalog directory to record the pass in "
                        "(default: catalog.location)",
             "cacert": "with --from-catalog: a CA certificate (PEM) to trust for an https "
-                      "catalog, for goldbox's reads and `vagrant box add --cacert`"})
+                      "catalog, for goldbox's reads and `vagrant box add --cacert`",
+            "arch": "the VM of `invoke up --arch`: amd64 (default) or arm64"})
 @reports_errors
-def verify(c, platform=None, from_catalog=None, catalog=None, cacert=None):
+def verify(c, platform=None, from_catalog=None, catalog=None, cacert=None, arch="amd64"):
     """Check the running VM: testinfra suite, HTTP "Hello!", static files, hygiene.
 
     Prints a pass/fail table; exits non-zero if any check fails. With --from-catalog,
@@ -229,11 +247,14 @@ def verify(c, platform=None, from_catalog=None, catalog=None, cacert=None):
     config = load_config(ROOT)
     started = time.monotonic()
     if from_catalog:
+        if arch != "amd64":
+            raise GoldboxError("verify --arch: not with --from-catalog (it boots the box "
+                               "Vagrant picks for this host)")
         candidate, results = _verify_from_catalog(config, platform, from_catalog, cacert)
     else:
         if cacert:
             raise GoldboxError("verify --cacert: only with --from-catalog URL")
-        results = check(config, config.platform(platform))
+        results = check(config, config.platform(platform), _arch_option("verify", arch))
     print(format_results(results, time.monotonic() - started))
     failed = [result.check for result in results if not result.ok]
     if failed:
@@ -257,24 +278,28 @@ def _verify_from_catalog(config, platform, target, cacert):
 
 @task(help={"platform": "platform name (default: box.default_platform)",
             "purge": "also remove the box version from Vagrant and every libvirt pool "
-                     "volume of box versions no longer installed"})
+                     "volume of box versions no longer installed",
+            "arch": "the VM of `invoke up --arch`: amd64 (default) or arm64"})
 @reports_errors
-def destroy(c, platform=None, purge=False):
+def destroy(c, platform=None, purge=False, arch="amd64"):
     """Remove the VM and Vagrant's state for it (the box stays installed).
 
     --purge also removes this project's box version from Vagrant and deletes the images
     vagrant-libvirt keeps in its pool for box versions no longer installed."""
     from goldbox.vm import destroy as remove
+    from goldbox.vm import local_box_name
 
     config = load_config(ROOT)
-    remove(config, config.platform(platform))
+    chosen = _arch_option("destroy", arch)
+    remove(config, config.platform(platform), chosen)
     if purge:
         from goldbox import virt
         from goldbox.pool import purge as purge_volumes
 
         box = config.project.box
-        if virt.remove_box(box.name, box.version):
-            print(f"removed box {box.name} {box.version} from Vagrant")
+        name = local_box_name(box.name, chosen)
+        if virt.remove_box(name, box.version):
+            print(f"removed box {name} {box.version} from Vagrant")
         purge_volumes()
 
 

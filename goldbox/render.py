@@ -43,6 +43,10 @@ class RenderOptions:
     # The libvirt domain's name is this + "default" (vagrant-libvirt's default_prefix);
     # None: the folder's name + "_", as vagrant-libvirt names it.
     domain_prefix: str | None = None
+    # The guest's architecture (Debian's name), and the name the box is added to Vagrant
+    # under (None: the box's own name).
+    arch: str = "amd64"
+    box_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,8 @@ def _context(config: Config, platform: Platform, options: RenderOptions) -> dict
         "base_disk_mb": BOX_DISK_GIB * 1024,
         "libvirt_driver": options.libvirt_driver,
         "domain_prefix": options.domain_prefix,
+        "arch": options.arch,
+        "box_name": options.box_name or config.project.box.name,
         "packer": {
             "version": ".".join(map(str, options.packer_version)),
             # packer >= 1.7 ships builders as plugins, installed by `packer init`.

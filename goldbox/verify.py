@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import re
 import tempfile
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ import requests
 import testinfra
 
 from goldbox import checks, proc
+from goldbox.arch import AMD64, Architecture
 from goldbox.checks.guest import as_root, unit_files_enabled, unit_properties
 from goldbox.config import Config, Platform
 from goldbox.errors import GoldboxError
@@ -61,23 +63,25 @@ def multiplexed(ssh_config: str, control_dir: Path) -> str:
     return MULTIPLEXING.format(control_dir=control_dir) + ssh_config
 
 
-def _ssh_config_of_running(config: Config, platform: Platform) -> str:
+def _ssh_config_of_running(config: Config, platform: Platform,
+                           arch: Architecture = AMD64) -> str:
     """Vagrant's ssh-config of the VM. It fails when the VM is not up, and only then is
     Vagrant asked for the VM's state, for the error that says what to run: each vagrant
     command is seconds of Ruby starting."""
     try:
-        return vagrant_ssh_config(config, platform)
+        return vagrant_ssh_config(config, platform, arch)
     except GoldboxError:
-        require_running(config, platform)
+        require_running(config, platform, arch)
         raise
 
 
 @contextlib.contextmanager
-def ssh_session(config: Config, platform: Platform) -> Iterator[Path]:
+def ssh_session(config: Config, platform: Platform,
+                arch: Architecture = AMD64) -> Iterator[Path]:
     """Vagrant's ssh-config for the VM, with one shared SSH connection for every command
     run through it. The config and the control socket live in a private (0700) folder;
     at the end the master connection is closed and the folder removed."""
-    text = _ssh_config_of_running(config, platform)
+    text = _ssh_config_of_running(config, platform, arch)
     with tempfile.TemporaryDirectory(prefix="goldbox-ssh-") as private:
         ssh_config = Path(private) / "ssh-config"
         ssh_config.write_text(multiplexed(text, Path(private)))
@@ -202,29 +206,51 @@ def check_box_contents(box: Path, records: Path) -> list[Result]:
 
 
 def read_box_contents(box: Path) -> list[Result]:
-    """Read the box's disk without booting it: no host keys, an empty machine-id."""
+    """Read the box's disk without booting it: no host keys, an empty machine-id. The
+    root file system is the disk's one Linux partition (the first of an amd64 box's MBR,
+    the second of an arm64 box's GPT, after its EFI system partition)."""
     with tempfile.TemporaryDirectory(dir=box.parent) as scratch:
         work = Path(scratch)
         # -x finds out itself whether the tar is compressed (older boxes are gzipped).
         proc.capture(["tar", "-xf", box, "-C", work, "box.img"])
         raw = work / "box.raw"
         proc.capture(["qemu-img", "convert", "-O", "raw", work / "box.img", raw])
-        image = f"{raw}?offset={1024 * 1024}"
+        image = f"{raw}?offset={_root_offset(box, raw)}"
         listing = proc.capture(["debugfs", "-R", "ls -l /etc/ssh", image], check=False).stdout
-        machine_id = proc.capture(["debugfs", "-R", "cat /etc/machine-id", image],
+        machine_id = proc.capture(["debugfs", "-R", "stat /etc/machine-id", image],
                                   check=False).stdout
     baked = [word for word in listing.split() if word.startswith("ssh_host_")]
+    size = re.search(r"\bSize: (\d+)", machine_id)
     return [
         Result("box: no SSH host keys baked in", "sshd_config" in listing and not baked,
-               ", ".join(baked) or "none in /etc/ssh"),
-        Result("box: empty /etc/machine-id", machine_id.strip() == "",
-               repr(machine_id.strip()[:8]) if machine_id.strip() else "empty"),
+               ", ".join(baked) or ("none in /etc/ssh" if "sshd_config" in listing
+                                    else "no /etc/ssh/sshd_config read from the disk")),
+        Result("box: empty /etc/machine-id", size is not None and size.group(1) == "0",
+               "empty" if size and size.group(1) == "0" else
+               f"{size.group(1)} bytes" if size else "not read from the disk"),
     ]
 
 
-def verify(config: Config, platform: Platform) -> list[Result]:
-    built = built_box(config, platform)
-    with ssh_session(config, platform) as ssh_config:
+# The partition types of a Linux file system: MBR's and GPT's.
+LINUX_PARTITION_TYPES = {"83", "0FC63DAF-8483-4772-8E79-3D69D8477DE4"}
+
+
+def _root_offset(box: Path, raw: Path) -> int:
+    """The byte offset of the one Linux partition of the box's disk `raw`."""
+    table = json.loads(proc.capture(["sfdisk", "--json", raw]).stdout)["partitiontable"]
+    linux = [part for part in table.get("partitions", [])
+             if str(part.get("type", "")).upper() in LINUX_PARTITION_TYPES]
+    if len(linux) != 1:
+        raise GoldboxError(f"{box}: box.img has {len(linux)} Linux partitions, expected 1 "
+                           f"(its {table.get('label')} table: "
+                           f"{[part.get('type') for part in table.get('partitions', [])]})")
+    return int(linux[0]["start"]) * int(table.get("sectorsize", 512))
+
+
+def verify(config: Config, platform: Platform, arch: Architecture = AMD64) -> list[Result]:
+    """Every check on the running VM of `platform`'s box of `arch` (`invoke up`'s)."""
+    built = built_box(config, platform, arch)
+    with ssh_session(config, platform, arch) as ssh_config:
         return run_suite(config, platform, ssh_config, built)
 
 

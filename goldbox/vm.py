@@ -2,7 +2,12 @@
 
 Vagrant is driven (through goldbox.virt) from build/<platform>/, where the rendered
 Vagrantfile and Vagrant's state (.vagrant/) live. The box is added under its name and
-version through a one-entry metadata.json, so Vagrant knows its version."""
+version through a one-entry metadata.json, so Vagrant knows its version.
+
+The box of another architecture (`arch`: arm64, built by `invoke image --target
+libvirt/arm64`) is a VM of its own, in build/<platform>/vm-<arch>/, always emulated, its
+box added as <name>-<arch> (Debian's vagrant 2.3.4 keeps one box per name, version and
+provider, whatever its architecture)."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from goldbox import accel, libvirtd, virt
+from goldbox.arch import AMD64, Architecture
 from goldbox.config import Config, Platform, check_disk
 from goldbox.console import GuestTrouble, checked_path, run_watched, silence_limit
 from goldbox.context import PROVIDER, dist_dir
@@ -23,6 +29,7 @@ from goldbox.errors import GoldboxError
 from goldbox.files import remove_tree, sha256_file, write_atomically
 from goldbox.manifest import Manifest, read_manifest
 from goldbox.render import RenderOptions, render_vagrantfile
+from goldbox.targets import Target
 
 # The guest's serial console, beside the Vagrantfile (vagrant/Vagrantfile.j2 names it),
 # and where the console of a boot that failed is kept while the next one runs.
@@ -41,38 +48,52 @@ class Built:
     plan: Path
 
 
-def built_box(config: Config, platform: Platform) -> Built:
-    out = dist_dir(config, platform)
-    manifest_path = out / "manifest.json"
+def built_box(config: Config, platform: Platform, arch: Architecture = AMD64) -> Built:
+    out, target = dist_dir(config, platform), Target(PROVIDER, arch.name)
+    manifest_path = out / target.manifest_name
+    build = f"`invoke image --platform {platform.name}" + (
+        "`" if arch is AMD64 else f" --target {target.name}`")
     if not manifest_path.is_file():
-        raise GoldboxError(f"no box built for {platform.name} (no {manifest_path}): "
-                           f"run `invoke image --platform {platform.name}` first")
+        which = "" if arch is AMD64 else f"{arch.name} "
+        raise GoldboxError(f"no {which}box built for {platform.name} (no "
+                           f"{manifest_path}): run {build} first")
     manifest = read_manifest(manifest_path)
     box = out / manifest.box_file
     if not box.is_file():
         raise GoldboxError(f"{manifest_path} names {box.name}, which is missing: "
-                           f"run `invoke image --platform {platform.name}` again")
-    return Built(box, manifest, out / "plan.json")
+                           f"run {build} again")
+    return Built(box, manifest, out / target.plan_name)
 
 
-def vm_dir(config: Config, platform: Platform) -> Path:
-    return config.build_dir / platform.name
+def vm_dir(config: Config, platform: Platform, arch: Architecture = AMD64) -> Path:
+    base = config.build_dir / platform.name
+    return base if arch is AMD64 else base / f"vm-{arch.name}"
+
+
+def _label(platform: Platform, arch: Architecture) -> str:
+    """The VM as messages name it."""
+    return platform.name if arch is AMD64 else f"{platform.name} ({arch.name})"
+
+
+def local_box_name(name: str, arch: Architecture = AMD64) -> str:
+    """The name a built box is added to Vagrant under (see the module doc)."""
+    return name if arch is AMD64 else f"{name}-{arch.name}"
 
 
 # What every vagrant command of a platform's VM runs with.
 VAGRANT_ENV = {"VAGRANT_DEFAULT_PROVIDER": PROVIDER}
 
 
-def ssh_config(config: Config, platform: Platform) -> str:
+def ssh_config(config: Config, platform: Platform, arch: Architecture = AMD64) -> str:
     """Vagrant's ssh-config for the platform's running VM."""
-    return virt.ssh_config(vm_dir(config, platform), VAGRANT_ENV)
+    return virt.ssh_config(vm_dir(config, platform, arch), VAGRANT_ENV)
 
 
-def state(config: Config, platform: Platform) -> str:
+def state(config: Config, platform: Platform, arch: Architecture = AMD64) -> str:
     """Vagrant's state of the VM: running, shutoff, not_created, ..."""
-    if not (vm_dir(config, platform) / "Vagrantfile").is_file():
+    if not (vm_dir(config, platform, arch) / "Vagrantfile").is_file():
         return "not_created"
-    return virt.machine_state(vm_dir(config, platform), VAGRANT_ENV)
+    return virt.machine_state(vm_dir(config, platform, arch), VAGRANT_ENV)
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -85,10 +106,11 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def add_box(config: Config, platform: Platform, built: Built) -> None:
+def add_box(config: Config, platform: Platform, built: Built,
+            arch: Architecture = AMD64) -> None:
     """Add the built box to Vagrant under its name and version; replace an older build
     of the same version (and the image vagrant-libvirt uploaded from it)."""
-    name, version = built.manifest.box_name, built.manifest.version
+    name, version = local_box_name(built.manifest.box_name, arch), built.manifest.version
     # Which build is installed under this name and version is a fact of Vagrant's box
     # store, which every platform's boxes share (same name and version): so the record
     # lives beside that store, not in build/<platform>/.
@@ -102,7 +124,7 @@ def add_box(config: Config, platform: Platform, built: Built) -> None:
         virt.remove_box(name, version)
     # A copy uploaded from an earlier build of this version would be booted instead.
     virt.delete_box_volume(name, version)
-    metadata = vm_dir(config, platform) / "local-box" / "metadata.json"
+    metadata = vm_dir(config, platform, arch) / "local-box" / "metadata.json"
     write_atomically(metadata, json.dumps({
         "name": name,
         "description": config.project.box.description,
@@ -156,29 +178,34 @@ def with_disk(config: Config, platform: Platform, disk_gib: str | int | None) ->
     return config.model_copy(update={"project": config.project.model_copy(update={"vm": vm})})
 
 
-def up(config: Config, platform: Platform) -> None:
-    built = built_box(config, platform)
-    current = state(config, platform)
+def up(config: Config, platform: Platform, arch: Architecture = AMD64) -> None:
+    built = built_box(config, platform, arch)
+    label = _label(platform, arch)
+    current = state(config, platform, arch)
     if current == "running":
-        print(f"{platform.name}: already running")
+        print(f"{label}: already running")
         return
     port = config.project.ports.host_http
     if not port_is_free(port):
         raise GoldboxError(f"port {port} on 127.0.0.1 is busy: stop what listens there, or "
                            "set ports.host_http in goldbox.toml to a free port")
-    directory = vm_dir(config, platform)
+    directory = vm_dir(config, platform, arch)
     directory.mkdir(parents=True, exist_ok=True)
     console = checked_path(directory / CONSOLE_LOG)
     acceleration = accel.detect(config.cache_dir)
     silence, driver = silence_limit(acceleration.accelerator), acceleration.libvirt_driver
-    render_vagrantfile(config, platform, directory, RenderOptions(libvirt_driver=driver))
+    if arch is not AMD64:  # another architecture than the host's: emulated
+        silence, driver = silence_limit("tcg"), "qemu"
+    render_vagrantfile(config, platform, directory, RenderOptions(
+        libvirt_driver=driver, arch=arch.name,
+        box_name=local_box_name(config.project.box.name, arch)))
     if daemons := libvirtd.ensure_answering():
         print("no libvirt daemon answered and no service manager runs here: goldbox started "
               + ", ".join(f"{name} (pid {pid}, {pidfile})"
                           for name, (pid, pidfile) in daemons.daemons.items())
               + f"; stop them with `{daemons.stop_hint()}`")
-    add_box(config, platform, built)
-    print(f"booting {platform.name} with vagrant-libvirt (driver {driver}); "
+    add_box(config, platform, built, arch)
+    print(f"booting {label} with vagrant-libvirt (driver {driver}); "
           f"guest console: {console}")
     started = time.monotonic()
     try:
@@ -187,9 +214,9 @@ def up(config: Config, platform: Platform) -> None:
         kept = console.with_name(FAILED_CONSOLE_LOG)
         os.replace(console, kept)
         print(f"{failed.trouble.summary}; booting once more (that boot's console: {kept})")
-        destroy(config, platform)
+        destroy(config, platform, arch)
         vagrant_up_watched(directory, console, silence)
-    print(f"{platform.name} is up after {time.monotonic() - started:.0f} s: "
+    print(f"{label} is up after {time.monotonic() - started:.0f} s: "
           f"http://127.0.0.1:{port}/")
 
 
@@ -206,20 +233,23 @@ def vagrant_up_watched(directory: Path, console: Path, silence: int,
                 env={**VAGRANT_ENV, **(env or {})})
 
 
-def require_running(config: Config, platform: Platform) -> None:
-    current = state(config, platform)
+def require_running(config: Config, platform: Platform, arch: Architecture = AMD64) -> None:
+    current = state(config, platform, arch)
     if current != "running":
-        raise GoldboxError(f"the {platform.name} VM is not up (state: {current}): "
-                           f"run `invoke up --platform {platform.name}`")
+        option = "" if arch is AMD64 else f" --arch {arch.name}"
+        raise GoldboxError(f"the {platform.name}{'' if arch is AMD64 else ' ' + arch.name} "
+                           f"VM is not up (state: {current}): "
+                           f"run `invoke up --platform {platform.name}{option}`")
 
 
-def destroy(config: Config, platform: Platform) -> None:
-    directory = vm_dir(config, platform)
-    if state(config, platform) == "not_created":
-        print(f"{platform.name}: no VM to destroy")
+def destroy(config: Config, platform: Platform, arch: Architecture = AMD64) -> None:
+    directory = vm_dir(config, platform, arch)
+    label = _label(platform, arch)
+    if state(config, platform, arch) == "not_created":
+        print(f"{label}: no VM to destroy")
     else:
         virt.destroy(directory, VAGRANT_ENV)
     # ssh-config: what verify wrote here before it kept its config in a private folder.
     for leftover in (directory / ".vagrant", directory / "ssh-config"):
         remove_tree(leftover)
-    print(f"{platform.name}: destroyed")
+    print(f"{label}: destroyed")

@@ -32,9 +32,18 @@ def test_ssh_config_shares_one_connection_through_the_private_folder(tmp_path):
     assert "hostname 192.168.121.7" in resolved and "user vagrant" in resolved
 
 
-def make_box(folder: Path, machine_id: str, host_key: bool) -> Path:
+# The disk layouts goldbox's boxes have: amd64's MBR with the root file system first (at
+# 1 MiB), arm64's GPT with an EFI system partition first (goldbox/efidisk.py, smaller here).
+LAYOUTS = {
+    "mbr": ("label: dos\nstart=2048, type=83, bootable\n", 1),
+    "gpt": ("label: gpt\nstart=2048, size=2048, type=U, name=EFI\n"
+            "start=4096, size=16384, type=L, name=rootfs\n", 2),
+}
+
+
+def make_box(folder: Path, machine_id: str, host_key: bool, layout: str = "mbr") -> Path:
     """A libvirt .box as packer makes it now: a plain tar holding a zstd-compressed qcow2
-    whose first partition (at 1 MiB) is an ext4 with /etc/ssh and /etc/machine-id."""
+    whose Linux partition is an ext4 with /etc/ssh and /etc/machine-id."""
     root = folder / "root"
     (root / "etc/ssh").mkdir(parents=True)
     (root / "etc/ssh/sshd_config").write_text("PasswordAuthentication no\n")
@@ -42,9 +51,11 @@ def make_box(folder: Path, machine_id: str, host_key: bool) -> Path:
     if host_key:
         (root / "etc/ssh/ssh_host_ed25519_key").write_text("from the build\n")
     raw = folder / "disk.raw"
-    subprocess.run(["truncate", "-s", "9M", str(raw)], check=True)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(root), "-E", "offset=1048576",
-                    str(raw), "8M"], check=True)
+    table, offset_mib = LAYOUTS[layout]
+    subprocess.run(["truncate", "-s", "12M", str(raw)], check=True)
+    subprocess.run(["sfdisk", "--quiet", str(raw)], input=table, text=True, check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(root), "-E",
+                    f"offset={offset_mib << 20}", str(raw), "8M"], check=True)
     image = folder / "box.img"
     subprocess.run(["qemu-img", "convert", "-c", "-o", "compression_type=zstd", "-O", "qcow2",
                     str(raw), str(image)], check=True)
@@ -80,6 +91,40 @@ def test_box_contents_are_read_once_per_box_sha256(tmp_path, monkeypatch):
     record.write_text('{"box_sha256": "')
     assert verify.check_box_contents(golden, records) == first
     assert json.loads(record.read_text())["results"][0]["ok"] is True
+
+
+@pytest.mark.parametrize("layout", ["mbr", "gpt"])
+def test_box_contents_are_read_from_the_linux_partition_of_either_layout(tmp_path, layout):
+    """An arm64 box's root file system is its GPT's second partition: read there, its
+    baked-in host key and machine-id are found (reading amd64's offset found nothing, and
+    an unread machine-id passed as empty)."""
+    clean = make_box(tmp_path / "clean", "", host_key=False, layout=layout)
+    assert [(r.ok, r.detail) for r in verify.read_box_contents(clean)] == [
+        (True, "none in /etc/ssh"), (True, "empty")]
+    dirty = make_box(tmp_path / "dirty", "0123456789abcdef0123456789abcdef\n", host_key=True,
+                     layout=layout)
+    assert [(r.ok, r.detail) for r in verify.read_box_contents(dirty)] == [
+        (False, "ssh_host_ed25519_key"), (False, "33 bytes")]
+
+
+def test_a_disk_whose_root_file_system_cannot_be_read_fails_both_checks(tmp_path):
+    box = make_box(tmp_path, "", host_key=False, layout="gpt")
+    unreadable = tmp_path / "unreadable.box"
+    with tarfile.open(box) as tar, tarfile.open(unreadable, "w") as out:
+        image = tmp_path / "box.img"
+        image.write_bytes(tar.extractfile("box.img").read())
+        subprocess.run(["qemu-img", "convert", "-O", "raw", str(image), str(tmp_path / "r")],
+                       check=True)
+        raw = tmp_path / "r"
+        # The ext4 superblock (1 KiB into the partition) overwritten.
+        with open(raw, "r+b") as disk:
+            disk.seek((4096 * 512) + 1024)
+            disk.write(bytes(1024))
+        subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(image)], check=True)
+        out.add(image, "box.img")
+    assert [(r.ok, r.detail) for r in verify.read_box_contents(unreadable)] == [
+        (False, "no /etc/ssh/sshd_config read from the disk"),
+        (False, "not read from the disk")]
 
 
 @pytest.mark.parametrize("compressed", [True, False])

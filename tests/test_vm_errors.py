@@ -23,6 +23,23 @@ def test_up_without_a_built_box(project_copy):
         f"manifest.json): run `invoke image --platform {DEFAULT}` first")
 
 
+@pytest.mark.parametrize("task", ["up", "verify"])
+def test_the_arm64_vm_without_an_arm64_box_names_the_target_to_build(project_copy, task):
+    result = run_invoke(project_copy, task, "--arch", "arm64")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"goldbox: error: no arm64 box built for {DEFAULT} (no {project_copy}/dist/{DEFAULT}/"
+        f"manifest.libvirt-arm64.json): run `invoke image --platform {DEFAULT} --target "
+        "libvirt/arm64` first")
+
+
+def test_an_unknown_arch_is_one_line_naming_the_option(project_copy):
+    result = run_invoke(project_copy, "destroy", "--arch", "x86_64")
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("goldbox: error: destroy --arch: unknown architecture "
+                                     "'x86_64': expected one of amd64, arm64")
+
+
 def test_up_with_a_busy_port(project_copy):
     out = project_copy / "dist" / DEFAULT
     out.mkdir(parents=True)
