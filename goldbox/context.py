@@ -18,6 +18,7 @@ manifest and plan in dist/<p>/ named by its target (goldbox/targets.py).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import functools
 from collections.abc import Iterator
@@ -78,6 +79,14 @@ class Context:
     @property
     def build(self) -> Path:
         return self.config.build_dir / self.platform.name
+
+    def for_arch(self, arch: Architecture) -> Context:
+        """This build for another architecture: the same run (its stamp, so one log) and
+        the same Cache object, whose record of the entries used (`invoke cache --prune`
+        keeps them) then covers every architecture's."""
+        other = dataclasses.replace(self, arch=arch)
+        other.__dict__["cache"] = self.cache  # functools.cached_property's own slot
+        return other
 
     @property
     def target(self) -> Target:

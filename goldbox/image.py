@@ -21,7 +21,6 @@ match means the box is up to date.
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import hashlib
 import json
 import shutil
@@ -164,8 +163,7 @@ def _build_image(ctx: Context, force: bool, refresh: bool, targets: list[Target]
           f"log: {ctx.log}")
     _sweep(ctx)
     host = Host(accel.detect(config.cache_dir), packer_version())
-    built = [_build_arch(dataclasses.replace(ctx, arch=arch), phases, host, force, refresh,
-                         targets)
+    built = [_build_arch(ctx.for_arch(arch), phases, host, force, refresh, targets)
              for arch in _architectures(targets)]
     record_used(ctx.build, ctx.cache)
     print(phases.table(time.monotonic() - started))

@@ -2,7 +2,6 @@
 versions come from the golden build's own output, and the manifest is written once,
 with them. Real packer (its null builder: no VM) and goldbox's own code; fast."""
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -94,8 +93,10 @@ def _packer_made(ctx: Context, content: bytes, plan: str) -> None:
 def test_an_arm64_box_lies_beside_the_golden_box_and_a_new_golden_box_keeps_it(project_copy):
     config = load_config(project_copy)
     amd64 = Context(config, config.platform("debian-12"))
-    arm64 = dataclasses.replace(amd64, arch=ARM64)
+    arm64 = amd64.for_arch(ARM64)
     assert arm64.work != amd64.work and arm64.render_dir != amd64.render_dir
+    # One run: one log, and one record of the cache entries it used (for --prune).
+    assert arm64.log == amd64.log and arm64.cache is amd64.cache
     amd64.log.parent.mkdir(parents=True)
     amd64.log.write_text("")
     host = Host(Acceleration("tcg", "test"), (1, 6, 6))
