@@ -4,7 +4,6 @@ arm64 base disk is made of, through qemu-user (binfmt_misc). uWSGI serves the ap
 `Hello!` from there over loopback."""
 
 import os
-import socket
 import subprocess
 import tarfile
 import threading
@@ -18,6 +17,7 @@ from goldbox.arch import ARM64
 from goldbox.basedisk import base_disk_identity
 from goldbox.bundle import build_app_env, build_cpython_bundle, build_native_wheel
 from goldbox.cache import Cache
+from goldbox.catalog.serve import free_port
 from goldbox.config import load_config
 from goldbox.image_artifacts import ensure_tarball, prepare_wheelhouse
 from goldbox.native import release_of
@@ -33,12 +33,6 @@ def _elf_machine(path: Path) -> int:
     header = path.read_bytes()[:20]
     assert header[:4] == b"\x7fELF", f"{path} is not an ELF file"
     return int.from_bytes(header[18:20], "little")
-
-
-def _port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -120,7 +114,7 @@ def test_cross_built_cpython_uwsgi_and_app_env_serve_hello_on_arm64(tmp_path):
     assert f"(python {python.version.rsplit('.', 1)[0]})" in output  # pip's --version line
 
     # uWSGI (aarch64, through qemu-user) serves the app over loopback.
-    port = _port()
+    port = free_port()
     served = threading.Thread(target=lambda: _serve(root, app_root, port, tmp_path),
                               daemon=True)
     served.start()

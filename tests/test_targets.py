@@ -112,26 +112,22 @@ def test_each_target_has_its_own_box_and_manifest_name(tmp_path):
     assert all(re.fullmatch(r"manifest(\.[a-z]+-[a-z0-9]+)?\.json", n) for n in names)
 
 
-def test_a_virtualbox_target_needs_the_golden_qcow2_of_a_debootstrap_platform(project_copy):
-    """centos-6.4 is installed from an ISO (its VirtualBox box comes from packer's own
-    virtualbox-iso builder, --builder virtualbox), not converted from a golden qcow2."""
-    result = run_invoke(project_copy, "image", "--platform", "centos-6.4",
-                        "--target", "virtualbox/amd64")
+@pytest.mark.parametrize("target, message", [
+    # centos-6.4 is installed from an ISO (its VirtualBox box comes from packer's own
+    # virtualbox-iso builder, --builder virtualbox), not converted from a golden qcow2.
+    ("virtualbox/amd64", "target virtualbox/amd64: made from the golden disk of a debootstrap "
+                         "platform's qemu build"),
+    # An arm64 box is built from the platform's arm64 base disk (debootstrap), with qemu:
+    # centos-6.4's ISO install has none.
+    ("libvirt/arm64", "target libvirt/arm64: built from a debootstrap platform's base disk "
+                      "by the qemu builder"),
+])
+def test_a_target_made_from_a_base_disk_needs_a_debootstrap_platform(project_copy, target,
+                                                                     message):
+    result = run_invoke(project_copy, "image", "--platform", "centos-6.4", "--target", target)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "goldbox: error: target virtualbox/amd64: made from the golden disk of a debootstrap "
-        "platform's qemu build (platforms/centos-6.4.toml has source iso, --builder is qemu)")
-
-
-def test_an_arm64_box_needs_a_debootstrap_platform_and_is_refused_before_any_phase(
-        project_copy):
-    """An arm64 box is built from the platform's arm64 base disk (debootstrap), with qemu:
-    centos-6.4's ISO install has none."""
-    result = run_invoke(project_copy, "image", "--platform", "centos-6.4",
-                        "--target", "libvirt/arm64")
-    assert result.returncode == 1
-    assert result.stderr.strip() == (
-        "goldbox: error: target libvirt/arm64: built from a debootstrap platform's base disk "
-        "by the qemu builder (platforms/centos-6.4.toml has source iso, --builder is qemu)")
+        f"goldbox: error: {message} (platforms/centos-6.4.toml has source iso, --builder is "
+        "qemu)")
     assert "==>" not in result.stdout
     assert not (project_copy / "build").exists()
