@@ -6,6 +6,7 @@ command line or output format of their own."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,15 @@ def installed_boxes(env: Mapping[str, str] | None = None) -> set[tuple[str, str]
     listed = _vagrant(["box", "list"], env=env)
     return {(box.name, box.version) for box in parse_box_list(listed)
             if box.provider == PROVIDER}
+
+
+def box_stored(name: str, version: str, env: Mapping[str, str] | None = None) -> bool:
+    """Whether Vagrant's box store (`env`'s VAGRANT_HOME, else the user's) holds the
+    libvirt box `name` `version`: its folder as Vagrant 2.3 lays it out
+    (boxes/<name, "/" spelled -VAGRANTSLASH->/<version>/libvirt/metadata.json)."""
+    home = (env or {}).get("VAGRANT_HOME") or os.environ.get("VAGRANT_HOME") or "~/.vagrant.d"
+    folder = Path(home).expanduser() / "boxes" / name.replace("/", _SLASH) / version
+    return (folder / PROVIDER / "metadata.json").is_file()
 
 
 def add_box(source: str | Path, *, env: Mapping[str, str] | None = None,
@@ -135,9 +145,19 @@ def daemon_answers(wrapper: Sequence[str] = (), timeout: float = 30) -> bool:
     return daemon_version(wrapper, timeout) is not None
 
 
+def machine_created(directory: Path) -> bool:
+    """Whether Vagrant holds a machine for `directory`'s Vagrantfile: the id file it
+    writes when it creates one and removes on destroy (what Vagrant's own
+    `not_created` state is: a machine without an id)."""
+    return (directory / ".vagrant" / "machines" / "default" / PROVIDER / "id").is_file()
+
+
 def machine_state(directory: Path, env: Mapping[str, str] | None = None) -> str:
     """Vagrant's state of the machine of `directory`'s Vagrantfile: running, shutoff,
-    not_created, ... (`vagrant status --machine-readable`)."""
+    not_created, ... (`vagrant status --machine-readable`; without a machine id, no
+    command: each vagrant command is a second or more of Ruby starting)."""
+    if not machine_created(directory):
+        return "not_created"
     states = parse_machine_states(_vagrant(["status", "--machine-readable"], cwd=directory,
                                            env=env))
     return states[0] if states else "not_created"

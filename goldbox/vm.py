@@ -116,9 +116,10 @@ def add_box(config: Config, platform: Platform, built: Built,
     # lives beside that store, not in build/<platform>/.
     home = Path(os.environ.get("VAGRANT_HOME") or "~/.vagrant.d").expanduser()
     marker = home / "goldbox-added" / f"{name.replace('/', '-')}-{version}-{PROVIDER}.sha256"
+    if (marker.is_file() and marker.read_text().strip() == built.manifest.box_sha256
+            and virt.box_stored(name, version)):
+        return  # this build is the one added (no `vagrant box list`: seconds of Ruby)
     present = (name, version) in virt.installed_boxes()
-    if present and marker.is_file() and marker.read_text().strip() == built.manifest.box_sha256:
-        return
     if present:
         print(f"replacing box {name} {version} with the build in dist/{platform.name}/")
         virt.remove_box(name, version)

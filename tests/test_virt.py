@@ -38,8 +38,13 @@ def test_box_list_add_and_remove_with_real_vagrant(tmp_path, vagrant_env):
         virt.add_box(one_version_metadata(tmp_path, name, version, box), env=vagrant_env)
     assert virt.installed_boxes(vagrant_env) == {("acme/base", "1.2.0"),
                                                  ("goldbox-test", "0.1.0")}
+    # What `invoke up` looks at instead of `vagrant box list` when its marker says the
+    # build is added: the folder real vagrant made.
+    assert virt.box_stored("acme/base", "1.2.0", vagrant_env)
+    assert not virt.box_stored("acme/base", "1.3.0", vagrant_env)
 
     assert virt.remove_box("acme/base", "1.2.0", env=vagrant_env) is True
+    assert not virt.box_stored("acme/base", "1.2.0", vagrant_env)
     assert virt.remove_box("acme/base", "1.2.0", env=vagrant_env) is False  # not installed
     assert virt.installed_boxes(vagrant_env) == {("goldbox-test", "0.1.0")}
 
@@ -92,8 +97,9 @@ print(json.dumps([virt.daemon_version(), pool.purge(progress=lines.append), line
 @pytest.mark.skipif(os.geteuid() != 0, reason="a private /run/libvirt needs root")
 def test_without_a_libvirt_daemon_purge_says_it_did_not_check():
     """`invoke destroy --purge` and `invoke prune` on a host where no libvirt daemon runs:
-    seen in a private mount namespace with an empty /run/libvirt (no daemon's socket)."""
-    script = ('mount -t tmpfs goldbox-test /run/libvirt && exec "$0" -c "$1"')
+    seen in a private mount namespace with an empty /run (no daemon's socket; /run/libvirt
+    itself exists only once a daemon has run on the host)."""
+    script = ('mount -t tmpfs goldbox-test /run && exec "$0" -c "$1"')
     result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-ec",
                              script, sys.executable, NO_DAEMON], cwd=PROJECT_ROOT,
                             capture_output=True, text=True, check=True)
