@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from goldbox import proc
 from goldbox.errors import GoldboxError
 
 BINFMT_MISC = Path("/proc/sys/fs/binfmt_misc")
@@ -101,10 +103,44 @@ def architecture(name: str) -> Architecture:
 def check_foreign_binaries(arch: Architecture, binfmt: Path = BINFMT_MISC) -> None:
     """Stop with one line unless this host can run `arch`'s binaries (debootstrap and
     every chroot of that arch need it): binfmt_misc mounted and qemu-user registered
-    for it, as qemu-user-static + binfmt-support do (`update-binfmts --enable`)."""
+    for it, as qemu-user-static + binfmt-support do (`update-binfmts --enable`).
+
+    binfmt-support's service does that at boot; on a host where no service manager ran
+    it (a container, a VM started without systemd), goldbox does it itself when it can
+    (root, update-binfmts and qemu-user-static's entry installed), and says so."""
     if arch.qemu_user is None:
         return
-    entry = binfmt / arch.qemu_user
+    try:
+        _check_registered(arch, binfmt)
+    except GoldboxError:
+        if binfmt != BINFMT_MISC or not _can_register(arch):
+            raise
+        _register(arch, binfmt)
+        _check_registered(arch, binfmt)
+
+
+# Where qemu-user-static puts its binfmt_misc entries for update-binfmts to import.
+BINFMTS = Path("/usr/share/binfmts")
+
+
+def _can_register(arch: Architecture) -> bool:
+    return (os.geteuid() == 0 and shutil.which("update-binfmts") is not None
+            and (BINFMTS / str(arch.qemu_user)).is_file())
+
+
+def _register(arch: Architecture, binfmt: Path) -> None:
+    """What binfmt-support's boot service does, for `arch` only."""
+    done = []
+    if not (binfmt / "status").is_file():
+        proc.run(["mount", "-t", "binfmt_misc", "binfmt_misc", binfmt], prefix="binfmt_misc")
+        done.append(f"mounted {binfmt}")
+    proc.run(["update-binfmts", "--enable", str(arch.qemu_user)], prefix="binfmt_misc")
+    done.append(f"enabled {arch.qemu_user} (update-binfmts --enable {arch.qemu_user})")
+    print(f"no service registered qemu-user here: goldbox {' and '.join(done)}", flush=True)
+
+
+def _check_registered(arch: Architecture, binfmt: Path) -> None:
+    entry = binfmt / str(arch.qemu_user)
     if not (binfmt / "status").is_file():
         raise GoldboxError(f"{binfmt} is not mounted: an {arch.name} chroot needs "
                            f"binfmt_misc (mount -t binfmt_misc binfmt_misc {binfmt}; "

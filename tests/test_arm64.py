@@ -2,11 +2,15 @@
 base disk's identity says for it (fast); the real arm64 base disk is in
 test_arm64_boot.py (slow)."""
 
+import os
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from goldbox import PROJECT_ROOT
 from goldbox.arch import AMD64, ARM64, architecture, check_foreign_binaries
 from goldbox.basedisk import base_disk_identity, kernel_args
 from goldbox.bundle import build_cpython_bundle, bundle_identity
@@ -114,6 +118,32 @@ def test_foreign_binaries_need_the_fix_binary_flag_to_run_in_a_chroot(tmp_path):
     with pytest.raises(GoldboxError, match="without the F"):
         check_foreign_binaries(ARM64, binfmt_folder(tmp_path, REGISTERED.format(flags="P")))
     check_foreign_binaries(ARM64, binfmt_folder(tmp_path, REGISTERED.format(flags="PF")))
+
+
+REGISTER_ON_A_BARE_HOST = """
+from goldbox.arch import ARM64, BINFMT_MISC, check_foreign_binaries
+check_foreign_binaries(ARM64)
+print((BINFMT_MISC / "qemu-aarch64").read_text())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting binfmt_misc needs root")
+def test_on_a_host_no_service_prepared_goldbox_registers_qemu_aarch64_itself():
+    """A host with no service manager (like this one): nothing mounted binfmt_misc or ran
+    binfmt-support's update-binfmts at boot. Seen in a user namespace of its own, whose
+    binfmt_misc is an empty instance (Linux >= 6.7) and whose /proc/sys/fs/binfmt_misc
+    starts as an empty folder: the host's own registrations are not touched."""
+    script = ('mount -t tmpfs empty /proc/sys/fs/binfmt_misc && exec "$0" -c "$1"')
+    result = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-ec",
+                             script, sys.executable, REGISTER_ON_A_BARE_HOST],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    said, registered = result.stdout.split("\n", 1)
+    assert said == ("no service registered qemu-user here: goldbox mounted "
+                    "/proc/sys/fs/binfmt_misc and enabled qemu-aarch64 (update-binfmts "
+                    "--enable qemu-aarch64)")
+    assert registered.startswith("enabled\n")
+    assert re.search(r"^flags: \S*F", registered, re.M), registered
 
 
 def test_the_hosts_own_architecture_needs_no_binfmt(tmp_path):
