@@ -55,12 +55,12 @@ def test_doctor_names_what_is_missing_and_how_to_fix_it(tmp_path, monkeypatch):
 
 
 def _doctor_where_no_daemon_answers(service_manager: bool):
-    """`invoke doctor` in a private mount namespace where an empty /run/libvirt hides any
+    """`invoke doctor` in a private mount namespace where an empty /run hides any
     running daemon's sockets (and, for `service_manager`, /run/systemd/system exists, as
     where systemd is PID 1): the real doctor and the real virsh, nothing else changed."""
-    setup = "mount -t tmpfs goldbox-test /run/libvirt"
+    setup = "mount -t tmpfs goldbox-test /run"  # /run/libvirt: only once a daemon ran
     if service_manager:
-        setup += " && mount -t tmpfs goldbox-test /run/systemd && mkdir /run/systemd/system"
+        setup += " && mkdir -p /run/systemd/system"
     invoke = Path(sys.executable).parent / "invoke"
     return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
                            f'{setup} && exec "$0" doctor', str(invoke)],
