@@ -72,8 +72,12 @@ GROW_ROOT_UNIT = "goldbox-grow-root.service"
 # with the full kernel (VirtualBox's e1000 needs it) udev in the initramfs loaded floppy,
 # USB, PATA and SMBus drivers for the emulated PC, 15 s of each boot under TCG, and a
 # 36 MB initrd to unpack. Modules built into one architecture's kernel are skipped there.
+# virtio_net too, though / does not need it: loaded there, the NIC is eth0 and recorded
+# by the initramfs' udev before / is mounted, and that record stays (initramfs-tools
+# moves /run), so the wait for eth0 (IFUPDOWN_PRE_DROPIN) ends as soon as systemd starts
+# instead of when the real udev's coldplug reaches the NIC (14 s into a TCG boot).
 INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "ahci", "sd_mod", "ext4",
-                     "crc32c_generic")
+                     "crc32c_generic", "virtio_net")
 INITRAMFS_CONF = "etc/initramfs-tools/conf.d/goldbox-modules.conf"
 # Drivers udev would load for an emulated PC's parts that a box never uses: each one is
 # seconds of a TCG boot. kvm_amd and powernow_k8 come from qemu64's AMD family and svm
@@ -88,7 +92,20 @@ MODPROBE_CONF = "etc/modprobe.d/goldbox-vm.conf"
 # under TCG) to offer SSH over a socket nobody uses here; getty-static starts five more
 # gettys on tty2-6 when D-Bus is absent, as it is here.
 MASKED = ("etc/systemd/system-generators/systemd-ssh-generator",
-          "etc/systemd/system/getty-static.service")
+          "etc/systemd/system/getty-static.service",
+          # trixie's first-boot `ssh-keygen -A`: it makes an RSA key too (seconds under
+          # TCG, beside the boot); goldbox-ssh-host-keys makes the keys sshd loads.
+          "etc/systemd/system/sshd-keygen.service",
+          # /run/nologin, made as the boot starts and removed by systemd-user-sessions
+          # after network.target: pam_nologin refused Vagrant's first logins while sshd
+          # already listened ("Remote connection disconnect. Retrying..."), seconds of
+          # every boot. A box's one user logs in when sshd lets it.
+          "etc/tmpfiles.d/systemd-nologin.conf")
+# sshd listens on every address, so it need not wait for network.target (DHCP's lease):
+# started beside DHCP, it is listening when the address comes. A drop-in cannot take an
+# After= away, so the unit is the package's own, copied here without that one ordering.
+SSH_UNIT = "etc/systemd/system/ssh.service"
+PACKAGED_SSH_UNIT = "lib/systemd/system/ssh.service"
 # At every boot, before anything writes much: the root partition, then its ext4, take the
 # whole disk, so a VM given a bigger disk than the box's (vagrant-libvirt's
 # machine_virtual_size) gets the space. growpart exits 1 for "nothing to grow". It runs
@@ -366,13 +383,13 @@ def boot_files(*, fs_uuid: str, kernel: str, arch: Architecture = AMD64,
                 initrd /boot/initrd.img-{kernel}
             }}
             """),
-        # Debian does not regenerate deleted host keys; `sshd -t` runs before any
-        # appended ExecStartPre, so the list is reset and the keys are made first.
+        # Debian does not regenerate deleted host keys; its `sshd -t` runs before any
+        # appended ExecStartPre, so the list is reset and the keys are made first. No
+        # `sshd -t` after them: the config is goldbox's, and sshd itself refuses a bad one.
         SSH_HOST_KEYS_DROPIN: textwrap.dedent("""\
             [Service]
             ExecStartPre=
             ExecStartPre=/usr/local/sbin/goldbox-ssh-host-keys
-            ExecStartPre=/usr/sbin/sshd -t
             """),
         SSHD_HOST_KEYS_CONF: "".join(f"HostKey /etc/ssh/ssh_host_{kind}_key\n"
                                      for kind in SSH_HOST_KEY_TYPES),
@@ -402,6 +419,25 @@ def boot_files(*, fs_uuid: str, kernel: str, arch: Architecture = AMD64,
     }
 
 
+def ssh_unit_beside_the_network(unit: str, source: Path | str = PACKAGED_SSH_UNIT) -> str:
+    """The package's ssh.service (`unit`, read from `source`) with network.target taken
+    out of its After= lines, and nothing else changed."""
+    lines, found = [], False
+    for line in unit.splitlines():
+        if line.startswith("After=") and "network.target" in line.split("=", 1)[1].split():
+            found = True
+            rest = [name for name in line.split("=", 1)[1].split() if name != "network.target"]
+            if not rest:
+                continue
+            line = "After=" + " ".join(rest)
+        lines.append(line)
+    if not found:
+        raise GoldboxError(f"{source}: no After=network.target to take out (the package's "
+                           "ssh.service changed: read it again)")
+    return "# goldbox: the package's ssh.service, not ordered after network.target\n" + \
+        "\n".join(lines) + "\n"
+
+
 def configure_rootfs(root: Path, *, fs_uuid: str, authorized_key: str,
                      arch: Architecture = AMD64, esp_id: str | None = None,
                      log: Path | None = None) -> None:
@@ -416,6 +452,8 @@ def configure_rootfs(root: Path, *, fs_uuid: str, authorized_key: str,
     (root / "etc/sudoers.d/vagrant").chmod(0o440)
     for script in ("goldbox-grow-root", "goldbox-ssh-host-keys"):
         (root / "usr/local/sbin" / script).chmod(0o755)
+    packaged = root / PACKAGED_SSH_UNIT
+    (root / SSH_UNIT).write_text(ssh_unit_beside_the_network(packaged.read_text(), packaged))
     for masked in MASKED:
         (root / masked).unlink(missing_ok=True)
         (root / masked).parent.mkdir(parents=True, exist_ok=True)
