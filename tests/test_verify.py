@@ -212,3 +212,37 @@ def test_the_venv_check_reads_its_metadata_folders(app_root, pins, passes):
     else:
         with pytest.raises(AssertionError):
             check(host, plan, pins)
+
+
+def _identity_on(tmp_path: Path, keys: list[str], machine_id: str) -> str:
+    """verify.IDENTITY_COMMAND run by the real sh and stat, with this test's /etc/ssh and
+    /etc/machine-id bind-mounted over the host's in a private mount namespace."""
+    ssh = tmp_path / "ssh"
+    ssh.mkdir()
+    for name in keys:
+        (ssh / name).write_text("key")
+        os.utime(ssh / name, (1_700_000_000, 1_700_000_000))
+    (ssh / "ssh_host_ed25519_key.pub").write_text("a public key: not one of the keys")
+    identity = tmp_path / "machine-id"
+    identity.write_text(machine_id)
+    os.utime(identity, (1_800_000_000, 1_800_000_000))
+    script = ('mount --bind "$1" /etc/ssh && mount --bind "$2" /etc/machine-id && '
+              'exec sh -c "$3"')
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                             script, "sh", ssh, identity, verify.IDENTITY_COMMAND],
+                            capture_output=True, text=True, check=False)
+    return result.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts over /etc need root")
+def test_first_boot_identity_is_read_in_one_command(tmp_path):
+    output = _identity_on(tmp_path, ["ssh_host_ed25519_key", "ssh_host_ecdsa_key"], "f" * 32)
+    assert verify.parse_identity(output) == (
+        {"/etc/ssh/ssh_host_ecdsa_key": 1_700_000_000,
+         "/etc/ssh/ssh_host_ed25519_key": 1_700_000_000}, 1_800_000_000, "f" * 32)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts over /etc need root")
+def test_no_host_keys_and_an_empty_machine_id_are_read_as_such(tmp_path):
+    assert verify.parse_identity(_identity_on(tmp_path, [], "")) == ({}, 1_800_000_000, "")
+    assert verify.parse_identity("") == ({}, None, "")
