@@ -53,13 +53,21 @@ def installed_boxes(env: Mapping[str, str] | None = None) -> set[tuple[str, str]
             if box.provider == PROVIDER}
 
 
-def box_stored(name: str, version: str, env: Mapping[str, str] | None = None) -> bool:
-    """Whether Vagrant's box store (`env`'s VAGRANT_HOME, else the user's) holds the
-    libvirt box `name` `version`: its folder as Vagrant 2.3 lays it out
-    (boxes/<name, "/" spelled -VAGRANTSLASH->/<version>/libvirt/metadata.json)."""
+def vagrant_home(env: Mapping[str, str] | None = None) -> Path:
+    """Vagrant's home: `env`'s VAGRANT_HOME, else this process's, else ~/.vagrant.d."""
     home = (env or {}).get("VAGRANT_HOME") or os.environ.get("VAGRANT_HOME") or "~/.vagrant.d"
-    folder = Path(home).expanduser() / "boxes" / name.replace("/", _SLASH) / version
-    return (folder / PROVIDER / "metadata.json").is_file()
+    return Path(home).expanduser()
+
+
+def box_folder(name: str, env: Mapping[str, str] | None = None) -> Path:
+    """The folder of box `name` in Vagrant's box store ("/" spelled -VAGRANTSLASH-)."""
+    return vagrant_home(env) / "boxes" / name.replace("/", _SLASH)
+
+
+def box_stored(name: str, version: str, env: Mapping[str, str] | None = None) -> bool:
+    """Whether Vagrant's box store holds the libvirt box `name` `version`: its folder as
+    Vagrant 2.3 lays it out (<box folder>/<version>/libvirt/metadata.json)."""
+    return (box_folder(name, env) / version / PROVIDER / "metadata.json").is_file()
 
 
 def add_box(source: str | Path, *, env: Mapping[str, str] | None = None,

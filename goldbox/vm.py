@@ -114,8 +114,8 @@ def add_box(config: Config, platform: Platform, built: Built,
     # Which build is installed under this name and version is a fact of Vagrant's box
     # store, which every platform's boxes share (same name and version): so the record
     # lives beside that store, not in build/<platform>/.
-    home = Path(os.environ.get("VAGRANT_HOME") or "~/.vagrant.d").expanduser()
-    marker = home / "goldbox-added" / f"{name.replace('/', '-')}-{version}-{PROVIDER}.sha256"
+    marker = (virt.vagrant_home() / "goldbox-added"
+              / f"{name.replace('/', '-')}-{version}-{PROVIDER}.sha256")
     if (marker.is_file() and marker.read_text().strip() == built.manifest.box_sha256
             and virt.box_stored(name, version)):
         return  # this build is the one added (no `vagrant box list`: seconds of Ruby)

@@ -84,8 +84,6 @@ def vagrant(home: Path, *args: str, check: bool = True,
     (nothing of the host's)."""
     full_env = {**os.environ, "VAGRANT_HOME": str(home), "VAGRANT_CHECKPOINT_DISABLE": "1",
                 **(env or {})}
-    if command != ("vagrant",):  # upstream's lib/ first: Debian's 2.3.4 gem would load
-        full_env["RUBYLIB"] = str(Path(command[-1]).parent.parent / "lib")
     for inherited in ("VAGRANT_CLOUD_TOKEN", "VAGRANT_SERVER_URL",
                       "VAGRANT_SERVER_ACCESS_TOKEN_BY_URL"):
         if inherited not in (env or {}):
@@ -119,12 +117,12 @@ def vagrant_2_4() -> tuple[str, ...]:
                     f"source: set {VAGRANT_2_4_SOURCE} to a source tree of it to run this")
     executable = Path(source) / "bin" / "vagrant"
     assert executable.is_file(), f"{VAGRANT_2_4_SOURCE}={source}: no bin/vagrant in it"
-    version = subprocess.run(["ruby", str(executable), "--version"], capture_output=True,
-                             text=True, check=False,
-                             env={**os.environ, "RUBYLIB": str(Path(source) / "lib"),
-                                  "VAGRANT_CHECKPOINT_DISABLE": "1"})
+    # Its own lib/ first: Debian's vagrant 2.3.4 gem would be loaded instead.
+    command = ("env", f"RUBYLIB={Path(source) / 'lib'}", "ruby", str(executable))
+    version = subprocess.run([*command, "--version"], capture_output=True, text=True,
+                             check=False, env={**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1"})
     assert version.stdout.startswith("Vagrant 2.4."), version.stdout + version.stderr
-    return ("ruby", str(executable))
+    return command
 
 
 def let_workers_in(catalog: Path) -> None:

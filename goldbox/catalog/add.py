@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from goldbox import proc
+from goldbox import proc, virt
 from goldbox.catalog.client import catalog_client
 from goldbox.catalog.layout import is_url
 from goldbox.catalog.metadata import parse_metadata
@@ -85,10 +85,6 @@ def verified_metadata(url: str, signers: Path, environ: dict[str, str],
     return text, principal
 
 
-def _vagrant_home(environ: dict[str, str]) -> Path:
-    return Path(environ.get("VAGRANT_HOME") or "~/.vagrant.d").expanduser()
-
-
 def _vagrant_failure(result, url: str) -> GoldboxError:
     output = result.stdout + result.stderr
     if "checksum of the downloaded box did not match" in output:
@@ -115,7 +111,7 @@ def add(target: str, signers: Path, *, cacert: Path | None = None,
     added = _ADDED.search(result.stdout)
     if result.returncode != 0 or added is None:
         raise _vagrant_failure(result, url)
-    box_dir = _vagrant_home(environ) / "boxes" / added["name"].replace("/", "-VAGRANTSLASH-")
+    box_dir = virt.box_folder(added["name"], environ)
     # Vagrant reads this file for `box outdated`/`box update`: the catalog, not the copy.
     write_atomically(box_dir / "metadata_url", url)
     return Added(added["name"], added["version"], added["provider"], principal, url)
