@@ -24,6 +24,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,12 +48,22 @@ TROUBLE = re.compile(r"Kernel panic|\bOops\b|\bBUG: |general protection fault|"
                      r"You are in (emergency|rescue) mode|UNEXPECTED INCONSISTENCY|"
                      r"doesn't work!")
 RETRIED = "booting once more"
+# What the guest's serial console shows as its boot passes each stage, timed on the host
+# (seconds since `invoke up` started) by following the console file as it is written:
+# firmware + grub end where the kernel's first line appears.
+CONSOLE_STAGES = {
+    "kernel": "Linux version",
+    "init": "Run /init",
+    "systemd": "systemd[1]: systemd ",
+    "login": " login:",
+}
 
 
 @dataclass
 class Cycle:
     number: int
     stages: dict[str, float] = field(default_factory=dict)
+    console: dict[str, float] = field(default_factory=dict)
     up_s: float = 0.0
     verify_s: float | None = None
     up_ok: bool = False
@@ -76,6 +87,32 @@ def run_timed(argv: list[str], netns: str, log, on_line=None) -> tuple[int, floa
             on_line(seconds, line)
     code = child.wait()
     return code, time.monotonic() - started
+
+
+class ConsoleClock(threading.Thread):
+    """Follows a console file from its creation and notes the seconds (since `started`)
+    at which each of CONSOLE_STAGES first shows; a 0.1 s poll."""
+
+    def __init__(self, path: Path, started: float) -> None:
+        super().__init__(daemon=True)
+        self.path, self.started = path, started
+        self.seen: dict[str, float] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        offset, text = 0, ""
+        while not self.done.wait(0.1) and len(self.seen) < len(CONSOLE_STAGES):
+            try:
+                with open(self.path, "rb") as console:
+                    console.seek(offset)
+                    chunk = console.read()
+            except FileNotFoundError:
+                continue
+            offset += len(chunk)
+            text = text[-256:] + chunk.decode("utf-8", errors="replace")  # a marker may
+            for name, marker in CONSOLE_STAGES.items():                   # span 2 reads
+                if name not in self.seen and marker in text:
+                    self.seen[name] = time.monotonic() - self.started
 
 
 def console_trouble(path: Path) -> list[str]:
@@ -114,9 +151,15 @@ def one_cycle(number: int, platform: str, netns: str, out: Path, verify: bool,
                 cycle.stages.clear()  # the stages of the boot that counts
 
         bigger = ["--disk-gib", str(disk_gib)] if disk_gib else []
+        (vm_dir / CONSOLE_LOG).unlink(missing_ok=True)  # the clock follows this boot's
+        clock = ConsoleClock(vm_dir / CONSOLE_LOG, time.monotonic())
+        clock.start()
         code, cycle.up_s = run_timed([INVOKE, "up", "--platform", platform, *bigger], netns,
                                      log, stage)
         cycle.up_ok = code == 0
+        clock.done.set()
+        clock.join()
+        cycle.console = dict(clock.seen)
         if cycle.up_ok and verify:
             code, seconds = run_timed([INVOKE, "verify", "--platform", platform], netns, log)
             cycle.verify_s = seconds if code == 0 else None
@@ -138,6 +181,8 @@ def describe(cycle: Cycle) -> str:
     verify = f"verify {cycle.verify_s:5.1f} s" if cycle.verify_s is not None else ""
     status = "ok" if cycle.up_ok and not cycle.trouble and not cycle.retried else "TROUBLE"
     line = f"cycle {cycle.number:2d}: {status:<7} {stages}  up {cycle.up_s:6.1f} s  {verify}"
+    console = "  ".join(f"{name} {seconds:5.1f}" for name, seconds in cycle.console.items())
+    line += f"\n    console (s since up): {console or 'nothing seen'}"
     return line + "".join(f"\n    console: {text}" for text in cycle.trouble[:4])
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.boot_cycles import TROUBLE  # noqa: E402
+from bench.boot_cycles import TROUBLE, ConsoleClock  # noqa: E402
 from goldbox.arch import AMD64  # noqa: E402
 from goldbox.catalog.serve import free_port  # noqa: E402
 from goldbox.config import load_config  # noqa: E402
@@ -94,8 +94,12 @@ def boot(disk: Path, *, cpus: int, memory: int, key: Path, console: Path) -> dic
     ssh = ["ssh", *SSH_OPTIONS, "-o", "BatchMode=yes", "-i", str(key), "-p", str(port),
            "vagrant@127.0.0.1"]
     started = time.monotonic()
+    console.unlink(missing_ok=True)
+    clock = ConsoleClock(console, started)
+    clock.start()
     vm = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    result: dict = {"ssh_s": None, "startup": "", "sched_clock_stable": False, "trouble": []}
+    result: dict = {"ssh_s": None, "startup": "", "sched_clock_stable": False, "trouble": [],
+                    "console": clock.seen}
     try:
         while time.monotonic() - started < SSH_WAIT_S and vm.poll() is None:
             if subprocess.run([*ssh, "true"], capture_output=True).returncode == 0:
@@ -111,6 +115,8 @@ def boot(disk: Path, *, cpus: int, memory: int, key: Path, console: Path) -> dic
     finally:
         vm.kill()
         vm.wait()
+        clock.done.set()
+        clock.join()
     text = console.read_text(errors="replace") if console.exists() else ""
     result["sched_clock_stable"] = STABLE in text
     result["trouble"] = [line.strip() for line in text.splitlines() if TROUBLE.search(line)][:3]
@@ -170,6 +176,8 @@ def main() -> int:
                 ssh = f"{result['ssh_s']:6.1f} s" if result["ssh_s"] is not None else " no SSH "
                 print(f"{name:>12} #{run}: SSH {ssh}  {result['startup']}"
                       f"{'  sched_clock marked stable' if result['sched_clock_stable'] else ''}"
+                      + f"\n{'':>16}console: " + "  ".join(
+                          f"{stage} {seconds:5.1f}" for stage, seconds in result["console"].items())
                       + "".join(f"\n{'':>16}{line}" for line in result["trouble"]), flush=True)
     print(json.dumps({"box": str(box), "boots_per_variant": options.n, "out": str(out),
                       "median_ssh_s": {name: (statistics.median(values) if values else None)
