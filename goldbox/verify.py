@@ -29,16 +29,12 @@ import testinfra
 
 from goldbox import checks, proc
 from goldbox.arch import AMD64, Architecture
-from goldbox.checks.guest import as_root, unit_files_enabled, unit_properties
 from goldbox.config import Config, Platform
 from goldbox.errors import GoldboxError
 from goldbox.files import sha256_file, write_atomically
-from goldbox.plan import UWSGI_SERVICE
 from goldbox.vm import Built, built_box, require_running
 from goldbox.vm import ssh_config as vagrant_ssh_config
 
-# Started within this many seconds of boot means "started by the boot", not by hand.
-BOOT_WINDOW_SECONDS = 600
 # Under the cache: the box-content check's results, one JSON file per box sha256.
 BOX_CHECKS = "box-checks"
 
@@ -167,8 +163,8 @@ def parse_identity(output: str) -> tuple[dict[str, int], int | None, str]:
     return times, machine_id, content.strip()
 
 
-def check_first_boot(ssh_config: Path, built: Built, platform: Platform) -> list[Result]:
-    """Identity made on this VM, services started by the boot itself."""
+def check_first_boot(ssh_config: Path, built: Built) -> list[Result]:
+    """Identity made on this VM (the suite checks that the boot started the services)."""
     host = testinfra.get_host("ssh://default", ssh_config=str(ssh_config))
     created = datetime.datetime.fromisoformat(built.manifest.created.replace("Z", "+00:00"))
     box_made = created.timestamp()
@@ -188,26 +184,6 @@ def check_first_boot(ssh_config: Path, built: Built, platform: Platform) -> list
                           and machine_id_time > box_made,
                           f"{content[:8]}..., written "
                           f"{f'{written:%H:%M:%S}' if written else 'never (no file)'}"))
-    services = ["nginx", UWSGI_SERVICE]
-    root = as_root(host)
-    if platform.service_manager != "systemd":
-        for service in services:
-            with root():
-                enabled, running = host.service(service).is_enabled, \
-                    host.service(service).is_running
-            results.append(Result(f"boot: {service} started by the boot", enabled and running,
-                                  f"enabled={enabled} running={running}"))
-        return results
-    states = unit_files_enabled(host, root, services)
-    units = unit_properties(host, root, services, ["ActiveState", "ActiveEnterTimestampMonotonic"])
-    for service in services:
-        enabled = states[service] == "enabled"
-        running = units[service]["ActiveState"] == "active"
-        seconds = int(units[service]["ActiveEnterTimestampMonotonic"] or 0) / 1e6
-        results.append(Result(f"boot: {service} started by the boot",
-                              enabled and running and 0 < seconds < BOOT_WINDOW_SECONDS,
-                              f"enabled={enabled} running={running}, active {seconds:.0f} s "
-                              "after boot"))
     return results
 
 
@@ -282,13 +258,14 @@ def run_suite(config: Config, platform: Platform, ssh_config: Path,
     """Every check, on the VM that `ssh_config` reaches, booted from `built`'s box (also
     used by `invoke verify --from-catalog`)."""
     # The box's contents are read on this host (its sha256, then its disk unless that
-    # box passed before): beside the suite, which mostly waits on the guest.
-    with concurrent.futures.ThreadPoolExecutor(1) as beside:
+    # box passed before), the HTTP check and the first-boot identity (one command over
+    # the shared connection) run beside the suite, which mostly waits on the guest.
+    with concurrent.futures.ThreadPoolExecutor(3) as beside:
         box = beside.submit(check_box_contents, built.box, config.cache_dir / BOX_CHECKS)
+        http = beside.submit(check_http, config)
+        first_boot = beside.submit(check_first_boot, ssh_config, built)
         results = run_infra_suite(ssh_config, built.plan)
-        results += check_http(config)
-        results += check_first_boot(ssh_config, built, platform)
-        return results + box.result()
+        return results + http.result() + first_boot.result() + box.result()
 
 
 def format_results(results: list[Result], seconds: float | None = None) -> str:

@@ -45,6 +45,12 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
+def live() -> bool:
+    """Whether the host is a booted guest (GOLDBOX_INFRA_LIVE=1), not a rootfs."""
+    return os.environ.get("GOLDBOX_INFRA_LIVE") == "1"
+
+
+@pytest.fixture(scope="session")
 def pins(plan) -> dict[str, str]:
     """name -> version from the app's hash-pinned requirements (read on the host)."""
     text = (PROJECT_ROOT / plan["app"]["requirements"]).read_text()
