@@ -115,6 +115,26 @@ class ConsoleClock(threading.Thread):
                     self.seen[name] = time.monotonic() - self.started
 
 
+class LeaseClock(threading.Thread):
+    """Polls libvirt's DHCP leases of vagrant-libvirt's management network (inside
+    `netns`) every 0.25 s and notes the seconds (since `started`) when the first lease
+    shows: the guest's DHCP as the host sees it, before Vagrant reports the IP."""
+
+    def __init__(self, netns: str, started: float) -> None:
+        super().__init__(daemon=True)
+        self.netns, self.started = netns, started
+        self.seen: float | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while self.seen is None and not self.done.wait(0.25):
+            leases = subprocess.run(["ip", "netns", "exec", self.netns, "virsh", "-c",
+                                     "qemu:///system", "net-dhcp-leases", "vagrant-libvirt"],
+                                    capture_output=True, text=True, check=False).stdout
+            if "ipv4" in leases:
+                self.seen = time.monotonic() - self.started
+
+
 def console_trouble(path: Path) -> list[str]:
     """The lines of a console log that show trouble."""
     if not path.is_file():
@@ -153,13 +173,19 @@ def one_cycle(number: int, platform: str, netns: str, out: Path, verify: bool,
         bigger = ["--disk-gib", str(disk_gib)] if disk_gib else []
         (vm_dir / CONSOLE_LOG).unlink(missing_ok=True)  # the clock follows this boot's
         clock = ConsoleClock(vm_dir / CONSOLE_LOG, time.monotonic())
+        lease = LeaseClock(netns, clock.started)
         clock.start()
+        lease.start()
         code, cycle.up_s = run_timed([INVOKE, "up", "--platform", platform, *bigger], netns,
                                      log, stage)
         cycle.up_ok = code == 0
         clock.done.set()
+        lease.done.set()
         clock.join()
+        lease.join()
         cycle.console = dict(clock.seen)
+        if lease.seen is not None:
+            cycle.console["lease"] = lease.seen
         if cycle.up_ok and verify:
             code, seconds = run_timed([INVOKE, "verify", "--platform", platform], netns, log)
             cycle.verify_s = seconds if code == 0 else None
@@ -182,7 +208,7 @@ def describe(cycle: Cycle) -> str:
     status = "ok" if cycle.up_ok and not cycle.trouble and not cycle.retried else "TROUBLE"
     line = f"cycle {cycle.number:2d}: {status:<7} {stages}  up {cycle.up_s:6.1f} s  {verify}"
     console = "  ".join(f"{name} {seconds:5.1f}" for name, seconds in cycle.console.items())
-    line += f"\n    console (s since up): {console or 'nothing seen'}"
+    line += f"\n    console, lease (s since up): {console or 'nothing seen'}"
     return line + "".join(f"\n    console: {text}" for text in cycle.trouble[:4])
 
 

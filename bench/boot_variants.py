@@ -82,11 +82,12 @@ def variant_disk(base: Path, offset: int, extra: str, scratch: Path) -> Path:
     return disk
 
 
-def boot(disk: Path, *, cpus: int, memory: int, key: Path, console: Path) -> dict:
+def boot(disk: Path, *, cpus: int, memory: int, key: Path, console: Path,
+         fmt: str = "raw") -> dict:
     port = free_port()
     argv = ["qemu-system-x86_64", "-accel", "tcg", *AMD64.qemu_machine_args(),
             "-smp", str(cpus), "-m", str(memory),
-            "-drive", f"file={disk},format=raw,if=virtio,cache=writeback",
+            "-drive", f"file={disk},format={fmt},if=virtio,cache=writeback",
             "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",
             "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-rng-pci",
             "-vga", "cirrus", "-display", "none", "-monitor", "none",
