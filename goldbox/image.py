@@ -55,7 +55,7 @@ from goldbox.stage import check_app_tree, golden_stage
 from goldbox.system_image import SystemPlan, ensure_system_image, render_system_plan
 from goldbox.targets import Target, buildable_targets, check_kernel
 
-# The Vagrantfile an arm64 libvirt box carries (see box_vagrantfile).
+# The Vagrantfile a libvirt box of each architecture carries (see box_vagrantfile).
 BOX_VAGRANTFILE = "vagrant/libvirt/box-{arch}.Vagrantfile"
 
 
@@ -400,9 +400,12 @@ def packer_phase(ctx: Context, host: Host, render: Render, system: SystemImage |
 
 
 def box_vagrantfile(ctx: Context) -> Path | None:
-    """The Vagrantfile packaged in ctx.arch's libvirt box, if it needs one: the
-    settings of a machine that is not a PC (vagrant/libvirt/box-<arch>.Vagrantfile)."""
-    return None if ctx.primary else ctx.root / BOX_VAGRANTFILE.format(arch=ctx.arch.name)
+    """The Vagrantfile packaged in ctx.arch's libvirt box (vagrant/libvirt/box-<arch>.
+    Vagrantfile): KVM where the teammate's host has it, and for a machine that is not a
+    PC its settings. None for an installer (iso) build, whose box keeps packer's."""
+    if not isinstance(ctx.platform.source, DebootstrapSource):
+        return None
+    return ctx.root / BOX_VAGRANTFILE.format(arch=ctx.arch.name)
 
 
 def box_phase(ctx: Context, host: Host, digest: str, golden: GoldenBuild,

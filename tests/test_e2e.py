@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from bench import harness
-from goldbox import PROJECT_ROOT
+from goldbox import PROJECT_ROOT, accel
 from goldbox.cache import Cache
 from goldbox.config import BOX_DISK_GIB, load_config
 from goldbox.files import mounts_under, remove_tree
@@ -425,11 +425,14 @@ def test_packer_failure_names_phase_and_log_and_keeps_the_previous_box(project_c
         assert not list((CONFIG.cache_dir / kind).glob("*.partial")), kind
 
 
-def _box_metadata(box: Path) -> dict:
+def _box_member(box: Path, name: str) -> bytes:
     with tarfile.open(box) as archive:  # gzip'd or not; packer may nest it in one folder
-        (member,) = [m for m in archive.getmembers()
-                     if m.name.rsplit("/", 1)[-1] == "metadata.json"]
-        return json.loads(archive.extractfile(member).read())
+        (member,) = [m for m in archive.getmembers() if m.name.rsplit("/", 1)[-1] == name]
+        return archive.extractfile(member).read()
+
+
+def _box_metadata(box: Path) -> dict:
+    return json.loads(_box_member(box, "metadata.json"))
 
 
 def test_debian_13_image_up_verify_destroy(libvirt_netns, vagrant_home):
@@ -446,6 +449,11 @@ def test_debian_13_image_up_verify_destroy(libvirt_netns, vagrant_home):
     box = CONFIG.dist_dir / "debian-13" / manifest["box_file"]
     assert manifest["components"]["cpython"] == platform.python.version
     assert _box_metadata(box)["virtual_size"] == BOX_DISK_GIB
+    # A teammate's stock Vagrant boots the box with KVM: the box's own Vagrantfile ends on
+    # vagrant-libvirt's default driver, after packer's "qemu" (built here without KVM).
+    drivers = re.findall(r'^\s*libvirt\.driver = "(\w+)"', _box_member(box, "Vagrantfile").decode(),
+                         re.M)
+    assert drivers[-1] == "kvm", drivers
     # A disk 2 GiB larger than the box's (vagrant-libvirt's machine_virtual_size): verify's
     # "root filesystem fills its disk" then proves the partition and ext4 grew at boot.
     disk_gib = BOX_DISK_GIB + 2
@@ -458,6 +466,13 @@ def test_debian_13_image_up_verify_destroy(libvirt_netns, vagrant_home):
              "/var/lib/libvirt/images/debian-13_default.img"],
             capture_output=True, text=True, check=True).stdout)
         assert disk["virtual-size"] == disk_gib << 30, disk
+        # goldbox's own Vagrantfile sets the driver its probe found (qemu where KVM is not
+        # usable, as here), over the box's kvm.
+        driver = accel.detect(CONFIG.cache_dir).libvirt_driver
+        domain = subprocess.run(["ip", "netns", "exec", libvirt_netns, "virsh", "-c",
+                                 "qemu:///system", "dumpxml", "debian-13_default"],
+                                capture_output=True, text=True, check=True).stdout
+        assert f"<domain type='{driver}'" in domain, domain[:200]
         verify, figures["verify"] = run([INVOKE, "verify", *on_13], netns=libvirt_netns,
                                         env=vagrant_home)
         assert verify.returncode == 0, "invoke verify --platform debian-13 failed"
