@@ -485,3 +485,39 @@ def test_debian_13_image_up_verify_destroy(libvirt_netns, vagrant_home):
     assert destroy.returncode == 0
     print("\n".join(f"e2e debian-13 {name:<8} {seconds:7.1f} s"
                     for name, seconds in figures.items()))
+
+
+def test_a_teammate_s_stock_vagrant_gives_the_box_kvm(libvirt_netns, tmp_path):
+    """A teammate's plain Vagrantfile (the box's name, nothing else) with stock Vagrant
+    and vagrant-libvirt: the box's own Vagrantfile makes the domain KVM, not packer's
+    emulation. Here, where KVM is not usable, that domain then fails to start, as it
+    would on any host without /dev/kvm (the README says to set "qemu" there)."""
+    manifest = json.loads((CONFIG.dist_dir / "debian-13" / "manifest.json").read_text())
+    box = CONFIG.dist_dir / "debian-13" / manifest["box_file"]  # test_debian_13's build
+    env = {"VAGRANT_HOME": str(tmp_path / "vagrant.d")}
+    name = "teammate-kvm-check"
+    added = run(["vagrant", "box", "add", "--name", name, str(box)], env=env)[0]
+    assert added.returncode == 0
+    machine = tmp_path / "machine"
+    machine.mkdir()
+    (machine / "Vagrantfile").write_text(
+        f'Vagrant.configure("2") do |config|\n  config.vm.box = "{name}"\n'
+        '  config.vm.synced_folder ".", "/vagrant", disabled: true\nend\n')
+    try:
+        up = run(["vagrant", "up", "--provider", "libvirt"], netns=libvirt_netns, env=env,
+                 cwd=machine)[0]
+        assert re.search(r"-- Domain type:\s+kvm$", up.stdout, re.M), up.stdout[-2000:]
+        if accel.detect(CONFIG.cache_dir).accelerator == "kvm":
+            assert up.returncode == 0
+    finally:
+        run(["vagrant", "destroy", "-f"], netns=libvirt_netns, env=env, cwd=machine)
+        # vagrant-libvirt names the unversioned box's volume by a timestamp: every one
+        # of this box's goes.
+        volumes = subprocess.run(["ip", "netns", "exec", libvirt_netns, "virsh", "-c",
+                                  "qemu:///system", "vol-list", "default"],
+                                 capture_output=True, text=True, check=False).stdout
+        for line in volumes.splitlines():
+            if line.split() and line.split()[0].startswith(f"{name}_vagrant_box_image_"):
+                subprocess.run(["ip", "netns", "exec", libvirt_netns, "virsh", "-c",
+                                "qemu:///system", "vol-delete", "--pool", "default",
+                                line.split()[0]], capture_output=True, check=False)
