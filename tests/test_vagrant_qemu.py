@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -72,8 +74,10 @@ def test_the_libvirt_box_boots_with_the_vagrant_qemu_plugin_and_serves_hello(tmp
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     folder = CONFIG.dist_dir / "debian-13"
     box = folder / read_manifest(folder / "manifest.json").box_file
-    env = {**os.environ, "VAGRANT_HOME": str(tmp_path / "vagrant.d"),
-           "VAGRANT_CHECKPOINT_DISABLE": "1"}
+    # A short VAGRANT_HOME: the plugin puts qemu's monitor socket under it, and a unix
+    # socket's path must stay under 108 bytes (pytest's tmp_path is longer).
+    home = Path(tempfile.mkdtemp(prefix="vq-"))
+    env = {**os.environ, "VAGRANT_HOME": str(home), "VAGRANT_CHECKPOINT_DISABLE": "1"}
     name = "goldbox-qemu-test"
     added = subprocess.run(["vagrant", "box", "add", "--name", name, str(box)], env=env,
                            capture_output=True, text=True, check=False)
@@ -105,11 +109,12 @@ def test_the_libvirt_box_boots_with_the_vagrant_qemu_plugin_and_serves_hello(tmp
             assert time.monotonic() < deadline, "no HTTP answer through the forward in 180 s"
             time.sleep(2)
         assert response.text == "Hello!"
-        inside = subprocess.run(["vagrant", "ssh", "-c", "uname -m; systemctl is-active "
+        inside = subprocess.run(["vagrant", "ssh", "-c", "uname -m; sudo systemctl is-active "
                                  f"nginx {UWSGI_SERVICE}"], cwd=machine, env=env,
                                 capture_output=True, text=True, check=False, timeout=300)
         assert inside.stdout.split() == ["x86_64", "active", "active"], inside.stdout
     finally:
         destroyed = subprocess.run(["vagrant", "destroy", "-f"], cwd=machine, env=env,
                                    capture_output=True, text=True, check=False, timeout=300)
+        shutil.rmtree(home, ignore_errors=True)
     assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
