@@ -89,50 +89,70 @@ def run_timed(argv: list[str], netns: str, log, on_line=None) -> tuple[int, floa
     return code, time.monotonic() - started
 
 
-class ConsoleClock(threading.Thread):
-    """Follows a console file from its creation and notes the seconds (since `started`)
-    at which each of CONSOLE_STAGES first shows; a 0.1 s poll."""
+class _Clock(threading.Thread):
+    """Polls every `interval` s until `done` is set or poll() says all is seen; what it
+    sees it notes in seconds since `started`."""
+
+    interval = 0.1
+
+    def __init__(self, started: float) -> None:
+        super().__init__(daemon=True)
+        self.started = started
+        self.done = threading.Event()
+
+    def since(self) -> float:
+        return time.monotonic() - self.started
+
+    def poll(self) -> bool:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval) and not self.poll():
+            pass
+
+
+class ConsoleClock(_Clock):
+    """Follows a console file from its creation: when each of CONSOLE_STAGES first shows."""
 
     def __init__(self, path: Path, started: float) -> None:
-        super().__init__(daemon=True)
-        self.path, self.started = path, started
+        super().__init__(started)
+        self.path, self.offset, self.text = path, 0, ""
         self.seen: dict[str, float] = {}
-        self.done = threading.Event()
 
-    def run(self) -> None:
-        offset, text = 0, ""
-        while not self.done.wait(0.1) and len(self.seen) < len(CONSOLE_STAGES):
-            try:
-                with open(self.path, "rb") as console:
-                    console.seek(offset)
-                    chunk = console.read()
-            except FileNotFoundError:
-                continue
-            offset += len(chunk)
-            text = text[-256:] + chunk.decode("utf-8", errors="replace")  # a marker may
-            for name, marker in CONSOLE_STAGES.items():                   # span 2 reads
-                if name not in self.seen and marker in text:
-                    self.seen[name] = time.monotonic() - self.started
+    def poll(self) -> bool:
+        try:
+            with open(self.path, "rb") as console:
+                console.seek(self.offset)
+                chunk = console.read()
+        except FileNotFoundError:
+            return False
+        self.offset += len(chunk)
+        # The tail of the last read too: a marker may span two reads.
+        self.text = self.text[-256:] + chunk.decode("utf-8", errors="replace")
+        for name, marker in CONSOLE_STAGES.items():
+            if name not in self.seen and marker in self.text:
+                self.seen[name] = self.since()
+        return len(self.seen) == len(CONSOLE_STAGES)
 
 
-class LeaseClock(threading.Thread):
-    """Polls libvirt's DHCP leases of vagrant-libvirt's management network (inside
-    `netns`) every 0.25 s and notes the seconds (since `started`) when the first lease
-    shows: the guest's DHCP as the host sees it, before Vagrant reports the IP."""
+class LeaseClock(_Clock):
+    """When libvirt first lists a DHCP lease on vagrant-libvirt's management network
+    (inside `netns`): the guest's DHCP as the host sees it, before Vagrant reports the IP."""
+
+    interval = 0.25
 
     def __init__(self, netns: str, started: float) -> None:
-        super().__init__(daemon=True)
-        self.netns, self.started = netns, started
+        super().__init__(started)
+        self.netns = netns
         self.seen: float | None = None
-        self.done = threading.Event()
 
-    def run(self) -> None:
-        while self.seen is None and not self.done.wait(0.25):
-            leases = subprocess.run(["ip", "netns", "exec", self.netns, "virsh", "-c",
-                                     "qemu:///system", "net-dhcp-leases", "vagrant-libvirt"],
-                                    capture_output=True, text=True, check=False).stdout
-            if "ipv4" in leases:
-                self.seen = time.monotonic() - self.started
+    def poll(self) -> bool:
+        leases = subprocess.run(["ip", "netns", "exec", self.netns, "virsh", "-c",
+                                 "qemu:///system", "net-dhcp-leases", "vagrant-libvirt"],
+                                capture_output=True, text=True, check=False).stdout
+        if "ipv4" in leases:
+            self.seen = self.since()
+        return self.seen is not None
 
 
 def console_trouble(path: Path) -> list[str]:

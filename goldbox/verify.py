@@ -250,11 +250,10 @@ def verify(config: Config, platform: Platform, arch: Architecture = AMD64) -> li
     """Every check on the running VM of `platform`'s box of `arch` (`invoke up`'s)."""
     built = built_box(config, platform, arch)
     with ssh_session(config, platform, arch) as ssh_config:
-        return run_suite(config, platform, ssh_config, built)
+        return run_suite(config, ssh_config, built)
 
 
-def run_suite(config: Config, platform: Platform, ssh_config: Path,
-              built: Built) -> list[Result]:
+def run_suite(config: Config, ssh_config: Path, built: Built) -> list[Result]:
     """Every check, on the VM that `ssh_config` reaches, booted from `built`'s box (also
     used by `invoke verify --from-catalog`)."""
     # The box's contents are read on this host (its sha256, then its disk unless that

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from bench import harness
-from goldbox import PROJECT_ROOT, accel
+from goldbox import PROJECT_ROOT, accel, pool, virt
 from goldbox.cache import Cache
 from goldbox.config import BOX_DISK_GIB, load_config
 from goldbox.files import mounts_under, remove_tree
@@ -511,13 +511,9 @@ def test_a_teammate_s_stock_vagrant_gives_the_box_kvm(libvirt_netns, tmp_path):
             assert up.returncode == 0
     finally:
         run(["vagrant", "destroy", "-f"], netns=libvirt_netns, env=env, cwd=machine)
-        # vagrant-libvirt names the unversioned box's volume by a timestamp: every one
-        # of this box's goes.
-        volumes = subprocess.run(["ip", "netns", "exec", libvirt_netns, "virsh", "-c",
-                                  "qemu:///system", "vol-list", "default"],
-                                 capture_output=True, text=True, check=False).stdout
-        for line in volumes.splitlines():
-            if line.split() and line.split()[0].startswith(f"{name}_vagrant_box_image_"):
-                subprocess.run(["ip", "netns", "exec", libvirt_netns, "virsh", "-c",
-                                "qemu:///system", "vol-delete", "--pool", "default",
-                                line.split()[0]], capture_output=True, check=False)
+        # The box's pool volume (vagrant-libvirt adds a timestamp to an unversioned
+        # box's): every one of this box's goes. The namespace's daemon answers on the
+        # shared /run/libvirt socket.
+        for volume in pool.box_volumes():
+            if volume.box == name:
+                virt.virsh("vol-delete", "--pool", virt.DEFAULT_POOL, volume.name)

@@ -244,7 +244,7 @@ def try_from_catalog(config: Config, platform_name: str | None, target: Target, 
         vagrant_up_watched(work, console, silence_limit(acceleration.accelerator), env)
         ssh_config = work / "ssh-config"
         ssh_config.write_text(virt.ssh_config(work, env))
-        results = run_suite(trial, platform, ssh_config, Built(box, manifest, plan))
+        results = run_suite(trial, ssh_config, Built(box, manifest, plan))
     finally:
         box.unlink(missing_ok=True)  # a copy for the suite only
         virt.destroy(work, env)

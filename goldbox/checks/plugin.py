@@ -33,10 +33,15 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "live: needs a booted guest (GOLDBOX_INFRA_LIVE=1)")
 
 
+def _booted() -> bool:
+    """Whether the host is a booted guest (GOLDBOX_INFRA_LIVE=1), not a rootfs."""
+    return os.environ.get("GOLDBOX_INFRA_LIVE") == "1"
+
+
 def pytest_collection_modifyitems(config, items):
     """Without a booted guest the `live` checks are deselected, not skipped: a rootfs
     has no running init to ask."""
-    if os.environ.get("GOLDBOX_INFRA_LIVE") == "1":
+    if _booted():
         return
     live = [item for item in items if item.get_closest_marker("live")]
     if live:
@@ -46,8 +51,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def live() -> bool:
-    """Whether the host is a booted guest (GOLDBOX_INFRA_LIVE=1), not a rootfs."""
-    return os.environ.get("GOLDBOX_INFRA_LIVE") == "1"
+    return _booted()
 
 
 @pytest.fixture(scope="session")
