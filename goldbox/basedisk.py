@@ -67,6 +67,15 @@ NETWORK_INTERFACE = "eth0"  # net.ifnames=0: the kernel's name, never renamed
 # a loaded one. ifup needs the one interface it raises, so it waits for that one only.
 IFUPDOWN_PRE_DROPIN = "etc/systemd/system/ifupdown-pre.service.d/goldbox-wait-for-nic.conf"
 GROW_ROOT_UNIT = "goldbox-grow-root.service"
+# The SSH key `invoke up` makes for its VM reaches the guest as a systemd credential (an
+# SMBIOS OEM string, read by PID 1 since systemd 252: Debian 12 and 13); before sshd starts
+# this unit makes it vagrant's one authorized key, in place of Vagrant's insecure key. So
+# Vagrant logs in once with it, instead of logging in with the insecure key and swapping
+# it over seven more SSH sessions (~10 s under TCG). A VM given no credential (a teammate's
+# stock Vagrant, packer's boots) skips the unit and keeps the insecure key for Vagrant to
+# swap. The box says so in its metadata.json (goldbox/golden_cache.py).
+SSH_KEY_CREDENTIAL = "goldbox.ssh_key"
+SSH_KEY_UNIT = "goldbox-ssh-key.service"
 # The initramfs holds only what mounts / on the machines a box boots on (virtio under
 # qemu/libvirt and the vagrant-qemu plugin, AHCI under VirtualBox), not Debian's `most`:
 # with the full kernel (VirtualBox's e1000 needs it) udev in the initramfs loaded floppy,
@@ -410,6 +419,26 @@ def boot_files(*, fs_uuid: str, kernel: str, arch: Architecture = AMD64,
             WantedBy=local-fs.target
             """),
         "usr/local/sbin/goldbox-grow-root": GROW_ROOT_SCRIPT,
+        f"etc/systemd/system/{SSH_KEY_UNIT}": textwrap.dedent(f"""\
+            [Unit]
+            Description=Authorize the SSH key this VM was given ({SSH_KEY_CREDENTIAL}) for vagrant
+            ConditionCredential={SSH_KEY_CREDENTIAL}
+            Before=ssh.service
+
+            [Service]
+            Type=oneshot
+            User=vagrant
+            LoadCredential={SSH_KEY_CREDENTIAL}
+            # The key replaces the file: Vagrant's insecure key is authorized no more.
+            ExecStart=/usr/bin/install -m 600 ${{CREDENTIALS_DIRECTORY}}/{SSH_KEY_CREDENTIAL} \\
+                /home/vagrant/.ssh/authorized_keys
+            # No namespaces (PrivateNetwork=, ProtectSystem=): each is a second of a TCG
+            # boot on the way to sshd, for one `install` run as vagrant.
+            NoNewPrivileges=yes
+
+            [Install]
+            WantedBy=ssh.service
+            """),
         INITRAMFS_CONF: "MODULES=list\n",
         "etc/initramfs-tools/modules": "".join(f"{name}\n" for name in INITRAMFS_MODULES),
         MODPROBE_CONF: "".join(f"blacklist {name}\n" for name in BLACKLISTED_MODULES),
@@ -468,7 +497,7 @@ def configure_rootfs(root: Path, *, fs_uuid: str, authorized_key: str,
     # `*`, not useradd's locked `!`: key logins only, and sshd accepts the account.
     chroot_run(root, ["useradd", "--create-home", "--shell", "/bin/bash",
                       "--password", "*", "vagrant"], prefix="base disk", log=log)
-    chroot_run(root, ["systemctl", "enable", "ssh.service", GROW_ROOT_UNIT],
+    chroot_run(root, ["systemctl", "enable", "ssh.service", GROW_ROOT_UNIT, SSH_KEY_UNIT],
                prefix="base disk", log=log)
     chroot_run(root, ["visudo", "-c"], prefix="base disk", log=log)
     # The initrd the kernel's install made holds `most`; this one, INITRAMFS_MODULES.

@@ -43,7 +43,7 @@ from goldbox.dist import install_box, previous_manifest
 from goldbox.errors import GoldboxError
 from goldbox.files import remove_tree, sha256_file, tree_sha256
 from goldbox.golden_cache import KIND as GOLDEN_KIND
-from goldbox.golden_cache import GoldenBox, ensure_golden_box, golden_identity
+from goldbox.golden_cache import GoldenBox, ensure_golden_box, golden_code, golden_identity
 from goldbox.image_artifacts import ensure_tarball, prepare_wheelhouse
 from goldbox.manifest import Manifest
 from goldbox.native import NativeBuild, native_build, record_prebuilt, recorded_prebuilt
@@ -368,6 +368,8 @@ def render_phase(ctx: Context, host: Host, native: NativeBuild | None,
         "stage": tree_sha256(stage),
         # A base disk comes with a system image, whose identity names it.
         "base": system.plan.identity if system else None,
+        # How the box is made and packaged: a box of older code is not up to date.
+        "code": golden_code(),
         "box": [ctx.config.project.box.name, ctx.config.project.box.version, ctx.builder,
                 *([] if ctx.primary else [ctx.arch.name])],
         **({} if (vagrantfile := box_vagrantfile(ctx)) is None

@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import shutil
+import tarfile
 import time
 from pathlib import Path
 
@@ -387,13 +388,22 @@ GOLDEN_NULL_BUILD = """
 variable "box_output" {
   type = string
 }
+variable "metadata" {
+  type    = string
+  default = "{\\"provider\\": \\"libvirt\\"}"
+}
 source "null" "guest" {
   communicator = "none"
 }
 build {
   sources = ["source.null.guest"]
   provisioner "shell-local" {
-    inline = ["mkdir -p $(dirname ${var.box_output})", "echo a golden box > ${var.box_output}",
+    # A box as packer's vagrant post-processor writes one: a plain tar, metadata.json in it.
+    inline = ["mkdir -p $(dirname ${var.box_output})/box",
+              "cd $(dirname ${var.box_output})/box && echo a golden disk > box.img",
+              "cd $(dirname ${var.box_output})/box && echo '${var.metadata}' > metadata.json",
+              "tar -cf ${var.box_output} -C $(dirname ${var.box_output})/box metadata.json box.img",
+              "rm -r $(dirname ${var.box_output})/box",
               "echo goldbox-version nginx=1.22.1", "echo goldbox-version uwsgi=2.0.31"]
   }
 }
@@ -456,7 +466,11 @@ def test_a_golden_box_in_the_team_cache_skips_packer_on_a_second_machine(
     assert builds == [str(project_copy)]  # packer did not run on the second machine
     packer = next(line for line in phases.table(1.0).splitlines() if line.startswith("packer"))
     assert packer.endswith(f"skipped: golden box from cache {key[:12]} (remote)")
-    assert second.box.read_bytes() == b"a golden box\n"
+    with tarfile.open(second.box) as box:  # as the first machine's golden build made it
+        assert [m.name for m in box.getmembers()] == ["metadata.json", "box.img"]
+        assert json.loads(box.extractfile("metadata.json").read()) == {
+            "provider": "libvirt", "architecture": "amd64", "ssh_key_credential": "goldbox.ssh_key"}
+        assert box.extractfile("box.img").read() == b"a golden disk\n"
     manifest = read_manifest(second.manifest)
     assert manifest.components == {"cpython": second.platform.python.version,
                                    "nginx": "1.22.1", "uwsgi": "2.0.31", "packer": "1.6.6"}

@@ -246,6 +246,10 @@ def test_image_up_verify_destroy_and_rebuild(libvirt_netns, vagrant_home, projec
     try:
         up, figures["up"] = run([INVOKE, "up", *ON_12], netns=libvirt_netns, env=vagrant_home)
         assert up.returncode == 0, "invoke up failed"
+        # The VM's own key (goldbox/vm.py vm_key), which the guest took from its SMBIOS
+        # credential: Vagrant logged in with it and swapped no key.
+        assert "Vagrant insecure key detected" not in up.stdout
+        assert "Machine booted and ready!" in up.stdout
         console = (CONFIG.build_dir / "debian-12" / "console.log").resolve()
         assert f"guest console: {console}" in up.stdout
         assert "Linux version" in console.read_text(errors="replace")
@@ -254,6 +258,7 @@ def test_image_up_verify_destroy_and_rebuild(libvirt_netns, vagrant_home, projec
         assert verify.returncode == 0, "invoke verify failed"
         assert "PASS  http: GET / is exactly Hello!" in verify.stdout
         assert "PASS  box: no SSH host keys baked in" in verify.stdout
+        assert "PASS  infra: test_vagrants_insecure_key_is_authorized_no_more" in verify.stdout
         assert " 0 failed" in verify.stdout
     finally:
         destroy, figures["destroy"] = run([INVOKE, "destroy", *ON_12], netns=libvirt_netns,
@@ -370,6 +375,9 @@ def test_verify_from_catalog_then_release(libvirt_netns, project_copy, tmp_path)
     assert port != CONFIG.project.ports.host_http  # never the port of `invoke up`
     assert "PASS  http: GET / is exactly Hello!" in trial.stdout
     assert "PASS  box: no SSH host keys baked in" in trial.stdout
+    # A teammate's path: no key given to the VM, so Vagrant swapped its insecure key.
+    assert "Vagrant insecure key detected" in trial.stdout
+    assert "PASS  infra: test_vagrants_insecure_key_is_authorized_no_more" in trial.stdout
     assert " 0 failed" in trial.stdout
     assert not (project_copy / "build" / "from-catalog" / ".vagrant" / "machines" /
                 "default" / "libvirt" / "id").exists(), "the trial VM was not destroyed"
@@ -448,7 +456,10 @@ def test_debian_13_image_up_verify_destroy(libvirt_netns, vagrant_home):
     manifest = json.loads((CONFIG.dist_dir / "debian-13" / "manifest.json").read_text())
     box = CONFIG.dist_dir / "debian-13" / manifest["box_file"]
     assert manifest["components"]["cpython"] == platform.python.version
-    assert _box_metadata(box)["virtual_size"] == BOX_DISK_GIB
+    metadata = _box_metadata(box)
+    assert metadata["virtual_size"] == BOX_DISK_GIB
+    # The box names its provider and architecture (read by Vagrant >= 2.4).
+    assert (metadata["provider"], metadata["architecture"]) == ("libvirt", "amd64")
     # A teammate's stock Vagrant boots the box with KVM: the box's own Vagrantfile ends on
     # vagrant-libvirt's default driver, after packer's "qemu" (built here without KVM).
     drivers = re.findall(r'^\s*libvirt\.driver = "(\w+)"', _box_member(box, "Vagrantfile").decode(),

@@ -37,7 +37,8 @@ def test_arm64_image_up_verify_destroy(libvirt_netns, vagrant_home):  # noqa: F8
     assert manifest["architecture"] == "arm64" and manifest["provider"] == "libvirt"
     box = out / manifest["box_file"]
     assert box.name.endswith("-libvirt-arm64.box")
-    assert _box_metadata(box)["provider"] == "libvirt"
+    metadata = _box_metadata(box)
+    assert (metadata["provider"], metadata["architecture"]) == ("libvirt", "arm64")
     with tarfile.open(box) as archive:  # the aarch64 machine, packaged in the box
         (member,) = [m for m in archive.getmembers()
                      if m.name.rsplit("/", 1)[-1] == "Vagrantfile"]
@@ -56,7 +57,7 @@ def test_arm64_image_up_verify_destroy(libvirt_netns, vagrant_home):  # noqa: F8
                                         netns=libvirt_netns, env=vagrant_home)
         assert verify.returncode == 0, "invoke verify --arch arm64 failed"
         assert "PASS  http: GET / is exactly Hello!" in verify.stdout
-        assert "26 passed, 0 failed" in verify.stdout
+        assert "27 passed, 0 failed" in verify.stdout
     finally:
         destroy, figures["destroy"] = run([INVOKE, "destroy", *ON_13, *ARM64],
                                           netns=libvirt_netns, env=vagrant_home)
