@@ -33,6 +33,17 @@ UWSGI_UNIT_TEMPLATES = {"systemd": "configs/uwsgi.service.j2", "sysv": "configs/
 
 
 @dataclass(frozen=True)
+class VmKey:
+    """The SSH key `invoke up` gives its VM (goldbox/vm.py): Vagrant logs in with
+    `private`; the guest authorizes `public`, read from the systemd `credential` the
+    domain carries in an SMBIOS OEM string (goldbox/basedisk.py SSH_KEY_UNIT)."""
+
+    private: Path
+    public: str
+    credential: str
+
+
+@dataclass(frozen=True)
 class RenderOptions:
     """Inputs that come from the host rather than from the config files."""
 
@@ -47,6 +58,8 @@ class RenderOptions:
     # under (None: the box's own name).
     arch: str = "amd64"
     box_name: str | None = None
+    # None: Vagrant logs in with its insecure key and swaps it for one of its own.
+    ssh_key: VmKey | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +152,7 @@ def _context(config: Config, platform: Platform, options: RenderOptions) -> dict
         "domain_prefix": options.domain_prefix,
         "arch": options.arch,
         "box_name": options.box_name or config.project.box.name,
+        "ssh_key": options.ssh_key,
         "packer": {
             "version": ".".join(map(str, options.packer_version)),
             # packer >= 1.7 ships builders as plugins, installed by `packer init`.

@@ -14,27 +14,34 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import tarfile
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from goldbox import accel, libvirtd, virt
+from goldbox import accel, libvirtd, proc, virt
 from goldbox.arch import AMD64, Architecture
+from goldbox.basedisk import SSH_KEY_CREDENTIAL
 from goldbox.config import Config, Platform, check_disk
 from goldbox.console import GuestTrouble, checked_path, run_watched, silence_limit
 from goldbox.context import PROVIDER, dist_dir
 from goldbox.errors import GoldboxError
 from goldbox.files import remove_tree, sha256_file, write_atomically
 from goldbox.manifest import Manifest, read_manifest
-from goldbox.render import RenderOptions, render_vagrantfile
+from goldbox.render import RenderOptions, VmKey, render_vagrantfile
 from goldbox.targets import Target
 
 # The guest's serial console, beside the Vagrantfile (vagrant/Vagrantfile.j2 names it),
 # and where the console of a boot that failed is kept while the next one runs.
 CONSOLE_LOG = "console.log"
 FAILED_CONSOLE_LOG = "console.failed.log"
+# The SSH key pair `invoke up` makes for its VM, beside the Vagrantfile (destroy removes it).
+VM_KEY_DIR = ".goldbox-ssh"
+VM_KEY_COMMENT = "goldbox"
+_PUBLIC_KEY = re.compile(r"ssh-ed25519 [A-Za-z0-9+/]+={0,2} " + VM_KEY_COMMENT)
 # What `vagrant up` prints once the guest answers on SSH: the boot is over.
 BOOTED = "Machine booted and ready!"
 
@@ -155,6 +162,60 @@ def box_image_sha256(box: Path) -> str:
     raise GoldboxError(f"{box}: no box.img in it")
 
 
+def read_box_metadata(box: Path) -> dict:
+    """The metadata.json inside a .box, read as a stream up to that member (goldbox's
+    boxes have it first)."""
+    try:
+        with tarfile.open(box, "r|*") as archive:
+            for member in archive:
+                if member.name.rsplit("/", 1)[-1] == "metadata.json" and member.isfile():
+                    source = archive.extractfile(member)
+                    assert source is not None  # a regular file's member has a stream
+                    metadata = json.loads(source.read())
+                    if not isinstance(metadata, dict):
+                        raise GoldboxError(f"{box}: its metadata.json is not a JSON object")
+                    return metadata
+    except (OSError, tarfile.TarError, ValueError) as exc:
+        raise GoldboxError(f"{box}: cannot read its metadata.json: {exc}") from None
+    raise GoldboxError(f"{box}: no metadata.json in it")
+
+
+def takes_vm_key(box: Path) -> bool:
+    """Whether the box's guest authorizes the SSH key given to it as goldbox's credential
+    (a box made from goldbox's base disk by this version or later says so in its
+    metadata.json, goldbox/golden_cache.py)."""
+    return read_box_metadata(box).get("ssh_key_credential") == SSH_KEY_CREDENTIAL
+
+
+def vm_key(directory: Path, *, fresh: bool) -> VmKey | None:
+    """The SSH key of the VM in `directory`: a new Ed25519 pair for a new VM (`fresh`),
+    else the one it was created with; None for a VM created without one (it keeps the key
+    Vagrant swapped in). Written under a temporary name, then renamed into place."""
+    folder = directory / VM_KEY_DIR
+    private = folder / "id_ed25519"
+    if fresh:
+        remove_tree(folder)
+        scratch = Path(tempfile.mkdtemp(prefix=f"{VM_KEY_DIR}.", dir=directory))
+        try:
+            proc.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", VM_KEY_COMMENT,
+                      "-f", scratch / private.name], prefix="ssh-keygen")
+            os.rename(scratch, folder)
+        finally:
+            remove_tree(scratch)
+    elif not private.is_file():
+        return None
+    public = private.with_name(private.name + ".pub")
+    try:
+        text = public.read_text().strip()
+    except OSError as exc:
+        raise GoldboxError(f"{public}: cannot read this VM's public key ({exc}): "
+                           "run `invoke destroy`, then `invoke up`") from None
+    if not _PUBLIC_KEY.fullmatch(text):
+        raise GoldboxError(f"{public}: expected one `ssh-ed25519 <base64> {VM_KEY_COMMENT}` "
+                           f"line: run `invoke destroy`, then `invoke up`")
+    return VmKey(private, text, SSH_KEY_CREDENTIAL)
+
+
 def require_same_image(volume: Path, box: Path) -> None:
     """vagrant-libvirt boots the pool's copy of a box version if there is one: it must
     hold `box`'s disk, or the VM would not be the box."""
@@ -197,9 +258,17 @@ def up(config: Config, platform: Platform, arch: Architecture = AMD64) -> None:
     silence, driver = silence_limit(acceleration.accelerator), acceleration.libvirt_driver
     if arch is not AMD64:  # another architecture than the host's: emulated
         silence, driver = silence_limit("tcg"), "qemu"
-    render_vagrantfile(config, platform, directory, RenderOptions(
-        libvirt_driver=driver, arch=arch.name,
-        box_name=local_box_name(config.project.box.name, arch)))
+    # Under vagrant-libvirt on amd64 (an arm64 domain's SMBIOS is not tried yet), a box
+    # whose guest takes goldbox's key gets one; other boxes, Vagrant's key swap.
+    takes_key = arch is AMD64 and takes_vm_key(built.box)
+
+    def render(fresh: bool) -> None:
+        render_vagrantfile(config, platform, directory, RenderOptions(
+            libvirt_driver=driver, arch=arch.name,
+            box_name=local_box_name(config.project.box.name, arch),
+            ssh_key=vm_key(directory, fresh=fresh) if takes_key else None))
+
+    render(fresh=current == "not_created")
     if daemons := libvirtd.ensure_answering():
         print("no libvirt daemon answered and no service manager runs here: goldbox started "
               + ", ".join(f"{name} (pid {pid}, {pidfile})"
@@ -216,6 +285,7 @@ def up(config: Config, platform: Platform, arch: Architecture = AMD64) -> None:
         os.replace(console, kept)
         print(f"{failed.trouble.summary}; booting once more (that boot's console: {kept})")
         destroy(config, platform, arch)
+        render(fresh=True)
         vagrant_up_watched(directory, console, silence)
     print(f"{label} is up after {time.monotonic() - started:.0f} s: "
           f"http://127.0.0.1:{port}/")
@@ -251,6 +321,6 @@ def destroy(config: Config, platform: Platform, arch: Architecture = AMD64) -> N
     else:
         virt.destroy(directory, VAGRANT_ENV)
     # ssh-config: what verify wrote here before it kept its config in a private folder.
-    for leftover in (directory / ".vagrant", directory / "ssh-config"):
+    for leftover in (directory / ".vagrant", directory / "ssh-config", directory / VM_KEY_DIR):
         remove_tree(leftover)
     print(f"{label}: destroyed")

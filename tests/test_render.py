@@ -200,3 +200,24 @@ def test_vagrant_is_told_the_guest_os_instead_of_probing_for_it(platform, guest,
     vagrantfile = render_vagrantfile(CONFIG, CONFIG.platform(platform), tmp_path)
     assert f"  config.vm.guest = '{guest}'\n" in vagrantfile.read_text()
     assert "validated successfully" in vagrant_validate(vagrantfile)
+
+
+def test_a_vm_given_its_own_key_logs_in_with_it_and_carries_it_as_a_credential(tmp_path):
+    """`invoke up`'s VM of a box that takes goldbox's key: Vagrant logs in with the VM's
+    own key and swaps nothing; the domain carries the public key in an SMBIOS OEM string,
+    which systemd in the guest reads as the credential goldbox.ssh_key."""
+    from goldbox.render import render_vagrantfile
+    from goldbox.vm import vm_key
+
+    key = vm_key(tmp_path, fresh=True)
+    assert key is not None
+    vagrantfile = render_vagrantfile(CONFIG, CONFIG.platform("debian-13"), tmp_path,
+                                     RenderOptions(ssh_key=key)).read_text()
+    assert f"  config.ssh.private_key_path = '{key.private}'\n" in vagrantfile
+    assert "  config.ssh.insert_key = false\n" in vagrantfile
+    assert ("    libvirt.sysinfo = {\"oem strings\" => "
+            f"['io.systemd.credential:goldbox.ssh_key={key.public}']}}\n") in vagrantfile
+    assert "validated successfully" in vagrant_validate(tmp_path / "Vagrantfile")
+    # Without a key (a box whose guest does not take it): Vagrant's own swap, as before.
+    plain = render_vagrantfile(CONFIG, CONFIG.platform("debian-13"), tmp_path / "plain")
+    assert "private_key_path" not in plain.read_text() and "sysinfo" not in plain.read_text()

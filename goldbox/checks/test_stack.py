@@ -14,6 +14,7 @@ import shlex
 import pytest
 
 from goldbox.checks.guest import unit_files_enabled, unit_properties
+from goldbox.keys import insecure_public_key
 
 SERVICES = ["uwsgi", "nginx"]
 # Started within this many seconds of boot means "started by the boot", not by hand.
@@ -291,3 +292,14 @@ def test_one_kernel_and_it_is_the_running_one(host):
     running, *boot = host.check_output("uname -r; ls -1 /boot").split("\n")
     kernels = sorted(name for name in boot if name.startswith("vmlinuz-"))
     assert kernels == [f"vmlinuz-{running}"], kernels
+
+
+@pytest.mark.live
+def test_vagrants_insecure_key_is_authorized_no_more(host):
+    """The box authorizes Vagrant's public insecure key, for a first login; the VM must not
+    keep it: Vagrant swapped it for a key of its own, or the guest put the key `invoke up`
+    gave it in its place (goldbox/basedisk.py SSH_KEY_UNIT). Read as the login user."""
+    authorized = host.check_output("cat ~/.ssh/authorized_keys")
+    assert authorized.strip(), "no key is authorized, yet this check logged in with one"
+    assert insecure_public_key().split()[1] not in authorized, (
+        "Vagrant's insecure key still logs in")
