@@ -145,8 +145,8 @@ def run_checks(folder: Path, *options: str, live: bool) -> subprocess.CompletedP
                           capture_output=True, text=True, check=False, timeout=120)
 
 
-@pytest.mark.parametrize(("live", "count"), [(True, "20 tests collected"),
-                                             (False, "12/20 tests collected (8 deselected)")])
+@pytest.mark.parametrize(("live", "count"), [(True, "21 tests collected"),
+                                             (False, "12/21 tests collected (9 deselected)")])
 def test_checks_are_collected_from_the_goldbox_package(tmp_path, live, count):
     collected = run_checks(tmp_path, "--collect-only", "-q", live=live)
     assert collected.returncode == 0, collected.stdout + collected.stderr
