@@ -19,6 +19,7 @@ import datetime
 import json
 import re
 import tempfile
+import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -121,11 +122,33 @@ def run_infra_suite(ssh_config: Path, plan: Path) -> list[Result]:
         return results
 
 
+# How long the HTTP check waits for the guest to serve: SSH answers as soon as sshd does,
+# and under TCG (an arm64 guest above all) nginx and uWSGI may still be starting then.
+HTTP_WAIT_S = 120
+# What a guest whose services are still starting answers: nginx without uWSGI yet.
+_STARTING = {502, 503, 504}
+
+
+def _get_once_serving(url: str, wait_s: float = HTTP_WAIT_S) -> requests.Response:
+    """GET `url`, again each second while the connection fails or nginx says its upstream
+    is not there yet, for up to `wait_s`; then the last answer, or the last error."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            response = requests.get(url, timeout=30)
+            if response.status_code not in _STARTING or time.monotonic() >= deadline:
+                return response
+        except requests.ConnectionError:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(1)
+
+
 def check_http(config: Config) -> list[Result]:
     base = f"http://127.0.0.1:{config.project.ports.host_http}"
     results = []
     try:
-        home = requests.get(f"{base}/", timeout=30)
+        home = _get_once_serving(f"{base}/")
         results.append(Result("http: GET / is exactly Hello!",
                               home.status_code == 200 and home.text == "Hello!",
                               f"{home.status_code} {home.text[:40]!r}"))

@@ -258,9 +258,9 @@ def up(config: Config, platform: Platform, arch: Architecture = AMD64) -> None:
     silence, driver = silence_limit(acceleration.accelerator), acceleration.libvirt_driver
     if arch is not AMD64:  # another architecture than the host's: emulated
         silence, driver = silence_limit("tcg"), "qemu"
-    # Under vagrant-libvirt on amd64 (an arm64 domain's SMBIOS is not tried yet), a box
-    # whose guest takes goldbox's key gets one; other boxes, Vagrant's key swap.
-    takes_key = arch is AMD64 and takes_vm_key(built.box)
+    # A box whose guest takes goldbox's key gets one (an arm64 domain's too: its UEFI
+    # gives the guest the SMBIOS tables); other boxes, Vagrant's key swap.
+    takes_key = takes_vm_key(built.box)
 
     def render(fresh: bool) -> None:
         render_vagrantfile(config, platform, directory, RenderOptions(

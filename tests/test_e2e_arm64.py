@@ -49,6 +49,8 @@ def test_arm64_image_up_verify_destroy(libvirt_netns, vagrant_home):  # noqa: F8
                                 env=vagrant_home)
         assert up.returncode == 0, "invoke up --arch arm64 failed"
         assert "debian-13 (arm64) is up after" in up.stdout
+        # The VM's own key, from the SMBIOS credential of an aarch64 UEFI domain.
+        assert "Vagrant insecure key detected" not in up.stdout
         domain = subprocess.run(
             ["ip", "netns", "exec", libvirt_netns, "virsh", "-c", "qemu:///system",
              "dumpxml", "vm-arm64_default"], capture_output=True, text=True, check=True).stdout

@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import requests
 
 from goldbox import checks, verify
 
@@ -246,3 +247,41 @@ def test_first_boot_identity_is_read_in_one_command(tmp_path):
 def test_no_host_keys_and_an_empty_machine_id_are_read_as_such(tmp_path):
     assert verify.parse_identity(_identity_on(tmp_path, [], "")) == ({}, 1_800_000_000, "")
     assert verify.parse_identity("") == ({}, None, "")
+
+
+def test_the_http_check_waits_for_a_guest_still_starting_its_services():
+    """SSH answers first; nginx may still say 502 (no uWSGI yet) or the forward may find
+    nothing listening. The check asks again each second, up to its limit, and a guest
+    that never serves is a failure after it."""
+    import http.server
+    import threading
+
+    from goldbox.verify import _get_once_serving
+
+    answers = [502, 503, 200]
+
+    class Starting(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            status = answers.pop(0) if answers else 200
+            body = b"Hello!" if status == 200 else b"starting"
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Starting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        response = _get_once_serving(f"http://127.0.0.1:{server.server_port}/", wait_s=30)
+        assert (response.status_code, response.text, answers) == (200, "Hello!", [])
+        answers[:] = [502] * 100
+        still = _get_once_serving(f"http://127.0.0.1:{server.server_port}/", wait_s=2)
+        assert still.status_code == 502  # the last answer when the wait is over
+    finally:
+        server.shutdown()
+        server.server_close()  # nothing listens there now: each connection is refused
+    with pytest.raises(requests.ConnectionError):
+        _get_once_serving(f"http://127.0.0.1:{server.server_port}/", wait_s=1)
